@@ -1,0 +1,107 @@
+"""One session's record: the ledger with its "open" entry, and the segmenter and sealer behind it.
+
+The live inputs feed `segmenter.push_video` / `push_audio` once attached. Stopping seals the last
+segment and writes the "close" entry with the totals, so a missing tail is provable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from capture.errors import StorageFault
+from capture.ledger import Appended, Ledger, Signer
+from capture.sealer import Sealer
+from capture.segmenter import Segmenter
+from hal.camera.base import VideoFormat
+from hal.clock.base import Clock
+
+
+def new_session_id(now: dt.datetime) -> str:
+    return f"{now.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class SessionMeta:
+    """What the ledger's "open" entry and the stamp say about a session (RECORD-FIELDS, CLASSIFY)."""
+
+    unit: str
+    room: str
+    location: str
+    device_id: str
+    officers: tuple[tuple[str, str], ...]
+    case: str
+    matter: str
+    parties: tuple[str, ...]
+
+    def as_body(self) -> dict[str, Any]:
+        return {
+            "unit": self.unit,
+            "room": self.room,
+            "location": self.location,
+            "device_id": self.device_id,
+            "officers": [{"name": n, "certificate": c} for n, c in self.officers],
+            "case": self.case,
+            "matter": self.matter,
+            "parties": list(self.parties),
+        }
+
+
+@dataclass(frozen=True)
+class RecordingParts:
+    clock: Clock
+    signer: Signer
+    video: VideoFormat
+    sample_rate: int
+    segment_seconds: float
+    request_keyframe: Callable[[], None]
+
+
+class Recording:
+    def __init__(self, parts: RecordingParts, spool_dir: Path, session_id: str, meta: SessionMeta,
+                 open_extra: dict[str, Any], on_fault: Callable[[StorageFault], None],
+                 on_entry: Callable[[Appended], None]) -> None:
+        self.parts = parts
+        self.meta = meta
+        self.session_id = session_id
+        self.session_dir = spool_dir / session_id
+        self.ledger = Ledger(self.session_dir, meta.device_id, session_id, parts.signer, parts.clock)
+        self.ledger.subscribe(on_entry)
+        self.ledger.append("open", {
+            **meta.as_body(),
+            "device_key": parts.signer.public_key_b64,
+            "segment_seconds": parts.segment_seconds,
+            "video": {"width": parts.video.width, "height": parts.video.height, "fps": parts.video.fps,
+                      "codec": "h264"},
+            "audio": {"sample_rate": parts.sample_rate, "codec": "aac", "channels": 1},
+            **open_extra,
+        })
+        self.sealer = Sealer(self.ledger, on_fault, self._segment_extra)
+        self.segmenter = Segmenter(
+            self.session_dir, parts.video, parts.sample_rate, parts.segment_seconds,
+            parts.clock.monotonic_ns(), parts.request_keyframe, self.sealer.submit, on_fault,
+        )
+
+    def _segment_extra(self) -> dict[str, Any]:
+        return {"clock_synced": self.parts.clock.is_synchronised()}
+
+    def event(self, name: str, **details: Any) -> Appended:
+        return self.ledger.append("event", {"name": name, **details})
+
+    def close(self, reason: str) -> Appended:
+        """Seal the last segment and write the closing entry; call after the inputs have stopped."""
+        self.segmenter.close()
+        self.sealer.close()
+        segments = [s.entry["body"] for s in self.sealer.sealed]
+        return self.ledger.append("close", {
+            "reason": reason,
+            "segments": len(segments),
+            "entries": self.ledger.next_seq + 1,
+            "media_bytes": sum(s["bytes"] for s in segments),
+            "duration_ns": segments[-1]["end_ns"] - segments[0]["start_ns"] if segments else 0,
+            "video_frames": sum(s["video_frames"] for s in segments),
+        })

@@ -1,0 +1,270 @@
+"""The session controller: reacts to buttons and faults by moving the state machine and doing what each
+state needs. One thread (the session thread) owns all of it; button callbacks and capture faults only
+post to its queue, so no two things ever change a session at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from capture.errors import CaptureError, StorageFault
+from capture.ledger import Appended, Signer
+from capture.live import LiveInputs
+from capture.recording import Recording, RecordingParts, SessionMeta, new_session_id
+from capture.stamp import Stamper, StampFacts
+from firmware_py.config import Config
+from firmware_py.preflight import CheckResult, Preflight
+from firmware_py.prompts import Prompt, PromptCache, PromptError, failure_prompt, notice_prompts
+from firmware_py.state_machine import Event, State, StateMachine
+from hal.buttons.base import ButtonName
+from hal.errors import HalError
+from hal.factory import Hal
+from hal.tally.base import TallyPattern
+
+log = logging.getLogger(__name__)
+
+TALLY = {
+    State.IDLE: TallyPattern.OFF,
+    State.PREFLIGHT: TallyPattern.PREFLIGHT,
+    State.NOTICE: TallyPattern.NOTICE,
+    State.RECORDING: TallyPattern.RECORDING,
+    State.CLOSING: TallyPattern.RECORDING,
+    State.FAULT: TallyPattern.FAULT,
+}
+
+
+@dataclass
+class Timings:
+    """Monotonic times (ns) of the moments the benchmarks measure."""
+
+    start_pressed: int | None = None
+    tally_on: int | None = None
+    notice_first_sample: int | None = None
+    sessions_closed: list[str] = field(default_factory=list)
+
+
+class Controller:
+    def __init__(self, config: Config, hal: Hal, signer: Signer, prompts: PromptCache, font: Path,
+                 on_entry: Callable[[Appended], None]) -> None:
+        self._config = config
+        self._hal = hal
+        self._signer = signer
+        self._prompts = prompts
+        self._font = font
+        self._on_entry = on_entry
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.machine = StateMachine(self._on_transition)
+        self._notices = notice_prompts(config.notice)
+        self._preflight = Preflight(
+            hal, prompts, self._notices + [failure_prompt(c, config.notice.voice_zh) for c in
+                                           ("storage", "camera", "microphone", "clock")],
+            config.video.bitrate, config.session.max_minutes,
+        )
+        self._inputs: LiveInputs | None = None
+        self._recording: Recording | None = None
+        self._early: list[tuple[str, dict[str, Any]]] = []
+        """Ledger events that happened before the session's ledger existed (the START press, pre-flight)."""
+        self._notice_thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None
+        self.timings = Timings()
+        self.last_preflight: list[CheckResult] = []
+        self.last_fault: str | None = None
+        self.state_listeners: list[Callable[[State], None]] = []
+
+    # ---- inputs from other threads -------------------------------------------------------------
+    def on_button(self, name: ButtonName) -> None:
+        if name is ButtonName.START and self.machine.state in (State.IDLE, State.FAULT):
+            self.timings.start_pressed = time.monotonic_ns()
+        self._queue.put(("button", name))
+
+    def on_fault(self, fault: CaptureError) -> None:
+        self._queue.put(("fault", fault))
+
+    def request_stop(self) -> None:
+        self._queue.put(("shutdown", None))
+
+    # ---- the session thread --------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="session", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            kind, value = self._queue.get()
+            if kind == "shutdown":
+                if self._recording is not None:
+                    self._log_event("service_stopping")
+                    self._close_session("service stopped")
+                    self.machine.fire(Event.CLOSED)
+                return
+            try:
+                if kind == "button":
+                    self._button(value)
+                elif kind == "notice_done":
+                    self.machine.fire(Event.NOTICE_DONE)
+                elif kind == "fault":
+                    self._fault(str(value))
+            except (CaptureError, HalError) as err:
+                log.exception("session thread: %s", err)
+                self._fault(str(err))
+
+    def _button(self, name: ButtonName) -> None:
+        state = self.machine.state
+        if name is ButtonName.START and state in (State.IDLE, State.FAULT):
+            self._early = [("button", {"button": name.value})]
+            self.machine.fire(Event.START)
+            self._begin_session()
+            return
+        self._log_event("button", button=name.value)
+        if name is ButtonName.START:
+            return
+        elif name is ButtonName.STOP:
+            if self.machine.fire(Event.STOP):
+                self._close_session("stop button held")
+                self.machine.fire(Event.CLOSED)
+        elif name is ButtonName.MARK and state in (State.NOTICE, State.RECORDING):
+            self._log_event("mark", label=self._config.session.mark_label)
+
+    def _fault(self, reason: str) -> None:
+        self.last_fault = reason
+        log.error("fault: %s", reason)
+        self._log_event("fault", reason=reason)
+        if self.machine.fire(Event.FAULT) and self._recording is not None:
+            self._close_session(f"fault: {reason}")
+            self.machine.fire(Event.FAULT)
+
+    def _on_transition(self, source: State, event: Event, target: State) -> None:
+        tally_pattern = TALLY[target]
+        self._hal.tally.show(tally_pattern)
+        if tally_pattern is not TallyPattern.OFF and self.timings.tally_on is None:
+            self.timings.tally_on = time.monotonic_ns()
+        self._log_event("state", source=source.value, event=event.value, target=target.value)
+        log.info("state %s --%s--> %s", source.value, event.value, target.value)
+        for listener in self.state_listeners:
+            listener(target)
+
+    def _log_event(self, name: str, **details: Any) -> None:
+        if self._recording is not None:
+            self._recording.event(name, **details)
+        elif self.machine.state is State.PREFLIGHT:
+            self._early.append((name, details))
+        else:
+            log.debug("no session: %s %s not recorded in a ledger", name, details)
+
+    # ---- session steps -------------------------------------------------------------------------
+    def _meta(self) -> SessionMeta:
+        d, s = self._config.device, self._config.session
+        return SessionMeta(d.unit, d.room, d.location, d.id, tuple((o.name, o.certificate) for o in s.officers),
+                           s.case, s.matter, s.parties)
+
+    def _begin_session(self) -> None:
+        cfg = self._config
+        meta = self._meta()
+        session_id = new_session_id(self._hal.clock.now())
+        facts = StampFacts(meta.room, meta.location, meta.device_id, meta.officers, session_id)
+        stamper = Stamper(facts, self._hal.clock, cfg.video.width, cfg.video.height, self._font,
+                          lambda: self._recording.segmenter.current_index if self._recording else 0)
+        inputs = LiveInputs(self._hal.camera, self._hal.microphone)
+        self._inputs = inputs
+        inputs.start(stamper)
+        results = self._preflight.run(inputs)
+        self.last_preflight = results
+        failed = [r for r in results if not r.ok]
+        blocking = [r for r in failed if r.name not in cfg.session.continue_on]
+        for r in results:
+            self._early.append(("preflight", {"check": r.name, "ok": r.ok, "detail": r.detail}))
+        if blocking:
+            inputs.stop()
+            self._inputs = None
+            self._early.clear()
+            self.last_fault = "; ".join(f"{r.name}: {r.detail}" for r in blocking)
+            log.error("pre-flight failed, session not started: %s", self.last_fault)
+            self.machine.fire(Event.PREFLIGHT_FAILED)
+            self._speak_failures(blocking)
+            return
+        for r in failed:
+            log.warning("pre-flight: %s: %s (configured to continue)", r.name, r.detail)
+        parts = RecordingParts(self._hal.clock, self._signer, self._hal.camera.format,
+                               self._hal.microphone.sample_rate, cfg.session.segment_seconds,
+                               self._hal.camera.request_keyframe)
+        self._recording = Recording(
+            parts, cfg.spool_dir, session_id, meta,
+            {"preflight_warnings": [r.name for r in failed], "clock_synced": self._hal.clock.is_synchronised()},
+            self.on_fault, self._on_entry,
+        )
+        early, self._early = self._early, []
+        for name, details in early:
+            self._recording.event(name, **details)
+        inputs.attach(self._recording.segmenter.push_video, self._recording.segmenter.push_audio)
+        self.machine.fire(Event.PREFLIGHT_OK)
+        self._speak_failures(failed)
+        self._notice_thread = threading.Thread(target=self._play_notices, name="notice", daemon=True)
+        self._notice_thread.start()
+
+    def _speak_failures(self, failed: list[CheckResult]) -> None:
+        for result in failed:
+            if result.name == "prompts":
+                continue  # the very thing that would speak is broken; the tally shows the fault
+            try:
+                self._hal.speaker.play(self._prompts.load(failure_prompt(result.name, self._config.notice.voice_zh)))
+            except (PromptError, HalError, KeyError) as err:
+                log.error("cannot speak the pre-flight failure %s: %s", result.name, err)
+
+    def _play_notices(self) -> None:
+        recording = self._recording
+        assert recording is not None
+        for prompt in self._notices:
+            self._play_notice(recording, prompt)
+        self._queue.put(("notice_done", None))
+
+    def _play_notice(self, recording: Recording, prompt: Prompt) -> None:
+        started: dict[str, Any] = {}
+
+        def first_sample() -> None:
+            started["mono_ns"] = time.monotonic_ns()
+            started["time"] = self._hal.clock.now().isoformat(timespec="milliseconds")
+            if self.timings.notice_first_sample is None:
+                self.timings.notice_first_sample = started["mono_ns"]
+
+        try:
+            pcm = self._prompts.load(prompt)
+            self._hal.speaker.play(pcm, on_first_sample=first_sample)
+        except (PromptError, HalError) as err:
+            self.on_fault(CaptureError(f"notice {prompt.key} could not be played: {err}"))
+            return
+        recording.event("notice", prompt=prompt.key, text=prompt.text, voice=prompt.voice,
+                        started=started.get("time"), started_mono_ns=started.get("mono_ns"),
+                        seconds=round(len(pcm) / self._hal.speaker.sample_rate, 3))
+
+    def _close_session(self, reason: str) -> None:
+        if self._notice_thread is not None:
+            # Never cut the notice short: the recording must show it was given in full.
+            self._notice_thread.join()
+            self._notice_thread = None
+        if self._inputs is not None:
+            self._inputs.stop()
+            self._inputs = None
+        recording, self._recording = self._recording, None
+        if recording is None:
+            return
+        try:
+            recording.close(reason)
+        except StorageFault as err:
+            log.error("closing session %s: %s", recording.session_id, err)
+        self.timings.sessions_closed.append(recording.session_id)
+        log.info("session %s closed: %s", recording.session_id, reason)
+
+    @property
+    def session_id(self) -> str | None:
+        return self._recording.session_id if self._recording else None

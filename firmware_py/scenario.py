@@ -1,0 +1,143 @@
+"""Scenario files: timed inputs that drive the simulated hardware, for demos, tests and technicians.
+
+One step per line, `SECONDS ACTION [ARGUMENTS]`; `#` starts a comment. SECONDS counts from the start
+of the scenario. Actions:
+    press BUTTON            press and release after 0.1 s   (BUTTON: start, stop, mark)
+    hold BUTTON SECONDS     press and release after SECONDS
+    wait STATE              wait until the device is in STATE (idle, preflight, notice, recording,
+                            closing, fault); the times of the steps after it count from that moment
+    end                     wait until the device is idle again, then stop the service
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from firmware_py.errors import ScenarioError
+from firmware_py.state_machine import State
+from hal.buttons.base import ButtonName
+from hal.gpio.sim import SimPins
+
+_TAP_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class Step:
+    at: float
+    action: str
+    button: ButtonName | None
+    seconds: float
+    state: State | None = None
+
+
+def _button(word: str, where: str) -> ButtonName:
+    try:
+        return ButtonName(word)
+    except ValueError as err:
+        names = ", ".join(b.value for b in ButtonName)
+        raise ScenarioError(f"{where}: unknown button {word!r} (one of {names})") from err
+
+
+def _number(word: str, where: str, what: str) -> float:
+    try:
+        value = float(word)
+    except ValueError as err:
+        raise ScenarioError(f"{where}: {what} must be a number of seconds, got {word!r}") from err
+    if value < 0:
+        raise ScenarioError(f"{where}: {what} must not be negative")
+    return value
+
+
+def parse(text: str, source: str = "scenario") -> list[Step]:
+    steps: list[Step] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        where = f"{source}:{number}"
+        words = raw.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) < 2:
+            raise ScenarioError(f"{where}: expected 'SECONDS ACTION ...', got {raw.strip()!r}")
+        at = _number(words[0], where, "the time")
+        if steps and steps[-1].action != "wait" and at < steps[-1].at:
+            raise ScenarioError(f"{where}: steps must be in time order ({at} comes after {steps[-1].at})")
+        action, args = words[1], words[2:]
+        if action == "press" and len(args) == 1:
+            steps.append(Step(at, action, _button(args[0], where), _TAP_SECONDS))
+        elif action == "hold" and len(args) == 2:
+            steps.append(Step(at, action, _button(args[0], where), _number(args[1], where, "the hold time")))
+        elif action == "wait" and len(args) == 1:
+            try:
+                state = State(args[0])
+            except ValueError as err:
+                states = ", ".join(s.value for s in State)
+                raise ScenarioError(f"{where}: unknown state {args[0]!r} (one of {states})") from err
+            steps.append(Step(at, action, None, 0.0, state))
+        elif action == "end" and not args:
+            steps.append(Step(at, action, None, 0.0))
+        else:
+            raise ScenarioError(f"{where}: cannot read {raw.strip()!r}: expected 'press BUTTON', "
+                                "'hold BUTTON SECONDS', 'wait STATE' or 'end'")
+    if not steps:
+        raise ScenarioError(f"{source}: the scenario has no steps")
+    return steps
+
+
+def load(path: Path) -> list[Step]:
+    try:
+        return parse(path.read_text(encoding="utf-8"), str(path))
+    except OSError as err:
+        raise ScenarioError(f"{path}: cannot read the scenario: {err.strerror}") from err
+
+
+def demo_steps(seconds: float, stop_hold: float) -> list[Step]:
+    """The demo's session: START, the notice, `seconds` of recording with a MARK midway, STOP held."""
+    return [
+        Step(0.5, "press", ButtonName.START, _TAP_SECONDS),
+        Step(0.0, "wait", None, 0.0, State.RECORDING),
+        Step(seconds / 2, "press", ButtonName.MARK, _TAP_SECONDS),
+        Step(seconds, "hold", ButtonName.STOP, stop_hold + 0.5),
+        Step(seconds + stop_hold + 1.0, "end", None, 0.0),
+    ]
+
+
+class ScenarioRunner:
+    def __init__(self, steps: list[Step], pins: SimPins, pin_numbers: dict[ButtonName, int],
+                 wait_state: Callable[[State, float], bool]) -> None:
+        self._steps = steps
+        self._pins = pins
+        self._numbers = pin_numbers
+        self._wait_state = wait_state
+        self.failure: str | None = None
+        self.finished = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scenario", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        for step in self._steps:
+            delay = t0 + step.at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if step.action == "wait":
+                assert step.state is not None
+                if not self._wait_state(step.state, 600.0):
+                    self.failure = f"the device never reached {step.state.value}"
+                    break
+                t0 = time.monotonic()
+                continue
+            if step.action == "end":
+                if not self._wait_state(State.IDLE, 600.0):
+                    self.failure = "the device did not return to idle"
+                break
+            assert step.button is not None
+            pin = self._numbers[step.button]
+            self._pins.press(pin)
+            time.sleep(step.seconds)
+            self._pins.release(pin)
+        self.finished.set()

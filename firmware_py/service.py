@@ -1,0 +1,117 @@
+"""The composition root: builds every part from the configuration, starts them in order and stops them
+in reverse. Nothing else in the service constructs hardware or reads the configuration file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from typing import Any
+
+from capture.durable import atomic_write
+from capture.ledger import Appended
+from capture.spool import Spool
+from capture.stamp import find_cjk_font
+from firmware_py.config import Config
+from firmware_py.controller import Controller
+from firmware_py.prompts import PromptCache, PromptError, notice_prompts
+from firmware_py.state_machine import State
+from hal.buttons.base import Buttons
+from hal.camera.base import VideoFormat
+from hal.factory import Hal, HalSettings, build_hal
+from mqtt.uploader import Uploader
+from provisioning.identity import DeviceIdentity
+
+log = logging.getLogger(__name__)
+
+
+def hal_settings(config: Config, backend: str | None = None) -> HalSettings:
+    v = config.video
+    pins = config.hal.pins
+    return HalSettings(
+        backend=backend or config.hal.backend,  # type: ignore[arg-type]
+        video=VideoFormat(v.width, v.height, v.fps, v.bitrate),
+        sample_rate=config.audio.sample_rate,
+        timezone=config.device.timezone,
+        storage_root=config.spool_dir,
+        pins={"start": pins.start, "stop": pins.stop, "mark": pins.mark, "tally": pins.tally},
+        stop_hold_seconds=config.session.stop_hold_seconds,
+    )
+
+
+class Service:
+    def __init__(self, config: Config, hal: Hal | None = None) -> None:
+        self.config = config
+        self.hal = hal or build_hal(hal_settings(config))
+        self.identity = DeviceIdentity.load_or_create(config.keys_dir)
+        self.spool = Spool(config.spool_dir)
+        self.prompts = PromptCache(config.prompt_dir, config.audio.sample_rate, config.notice.words_per_minute)
+        self._warm_prompts()
+        m = config.mqtt
+        self.uploader = Uploader(self.spool, config.device.id, m.host, m.port, m.topic_prefix, m.keepalive,
+                                 m.retry_max_seconds, status=self.health)
+        self.controller = Controller(config, self.hal, self.identity, self.prompts, find_cjk_font(), self._on_entry)
+        self.controller.state_listeners.append(self._write_status)
+        self._buttons: Buttons | None = None
+
+    def _warm_prompts(self) -> None:
+        # Rendering at start keeps espeak-ng off the START-to-notice path; a failure here is reported
+        # again by every pre-flight, so the service still starts and says what is wrong.
+        try:
+            for prompt in notice_prompts(self.config.notice):
+                self.prompts.load(prompt)
+        except PromptError as err:
+            log.error("%s", err)
+
+    def _on_entry(self, appended: Appended) -> None:
+        self.spool.added(appended)
+        self.uploader.wake()
+
+    def health(self) -> dict[str, Any]:
+        backlog = self.spool.backlog()
+        return {
+            "state": self.controller.machine.state.value,
+            "session": self.controller.session_id,
+            "backlog_entries": backlog.entries,
+            "backlog_bytes": backlog.bytes,
+            "oldest_unreceipted_s": backlog.oldest_age_s,
+            "free_bytes": self.hal.storage.free_bytes(),
+            "clock_synced": self.hal.clock.is_synchronised(),
+            "last_fault": self.controller.last_fault,
+            "backend": self.hal.backend,
+            "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+
+    def _write_status(self, state: State) -> None:
+        atomic_write(self.config.device.state_dir / "status.json",
+                     json.dumps(self.health(), ensure_ascii=False, indent=1).encode())
+
+    def start(self) -> None:
+        self.controller.start()
+        self.uploader.start()
+        self._buttons = self.hal.buttons(self.controller.on_button)
+        self._write_status(State.IDLE)
+        log.info("recorder %s up on the %s backend; spool %s", self.config.device.id, self.hal.backend,
+                 self.config.spool_dir)
+
+    def stop(self) -> None:
+        if self._buttons is not None:
+            self._buttons.close()
+            self._buttons = None
+        self.controller.request_stop()
+        self.controller.join()
+        self.uploader.stop()
+        self._write_status(self.controller.machine.state)
+        self.hal.close()
+
+
+def wait_for_state(service: Service, state: State, timeout: float) -> bool:
+    """True once the device is in `state`; for IDLE, also with no session left open."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        controller = service.controller
+        if controller.machine.state is state and (state is not State.IDLE or controller.session_id is None):
+            return True
+        time.sleep(0.01)
+    return False

@@ -1,0 +1,82 @@
+"""A simulated camera: a moving test pattern, stamped and encoded to real H.264 in real time."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from hal.camera.base import Camera, FrameStamper, RgbFrame, VideoFormat, VideoSink
+from hal.camera.x264 import X264Encoder
+
+_BARS = np.array(
+    [[192, 192, 192], [192, 192, 0], [0, 192, 192], [0, 192, 0], [192, 0, 192], [192, 0, 0], [0, 0, 192]],
+    dtype=np.uint8,
+)
+
+
+def colour_bars(fmt: VideoFormat) -> RgbFrame:
+    columns = np.repeat(np.arange(len(_BARS)), -(-fmt.width // len(_BARS)))[: fmt.width]
+    return np.ascontiguousarray(np.broadcast_to(_BARS[columns], (fmt.height, fmt.width, 3)))
+
+
+class SimCamera(Camera):
+    """Frames are paced by the monotonic clock; a late frame is still produced, never skipped."""
+
+    def __init__(self, fmt: VideoFormat) -> None:
+        super().__init__(fmt)
+        self._background = colour_bars(fmt)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._encoder: X264Encoder | None = None
+        self._frames = 0
+
+    def start(self, stamper: FrameStamper, sink: VideoSink) -> None:
+        self._encoder = X264Encoder(self.format)
+        self._stop.clear()
+        self._frames = 0
+        self._thread = threading.Thread(
+            target=self._run, args=(stamper, sink, self._encoder), name="sim-camera", daemon=True
+        )
+        self._thread.start()
+
+    def _frame(self, n: int) -> RgbFrame:
+        frame = self._background.copy()
+        size = max(8, self.format.height // 6)
+        x = (n * 7) % max(1, self.format.width - size)
+        y = self.format.height // 2 - size // 2
+        frame[y : y + size, x : x + size] = 255
+        return frame
+
+    def _run(self, stamper: FrameStamper, sink: VideoSink, encoder: X264Encoder) -> None:
+        interval_ns = 1_000_000_000 // self.format.fps
+        next_ns = time.monotonic_ns()
+        n = 0
+        while not self._stop.is_set():
+            now = time.monotonic_ns()
+            if now < next_ns:
+                time.sleep((next_ns - now) / 1e9)
+                continue
+            frame = self._frame(n)
+            stamper(frame, next_ns)
+            for packet in encoder.encode(frame, next_ns):
+                sink(packet)
+            self._frames += 1
+            n += 1
+            next_ns += interval_ns
+        for packet in encoder.flush():
+            sink(packet)
+
+    def request_keyframe(self) -> None:
+        if self._encoder is not None:
+            self._encoder.request_keyframe()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def frames_seen(self) -> int:
+        return self._frames

@@ -1,0 +1,130 @@
+"""The one place a hardware backend is chosen and built.
+
+`pi` drives the real board, `sim` the simulator that ships with the product, and `auto` picks `pi` on a
+Raspberry Pi with picamera2 installed, and otherwise falls back to `sim` with a loud warning saying why.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from hal.audio.base import Microphone, Speaker
+from hal.buttons.base import ButtonHandler, ButtonName, Buttons
+from hal.camera.base import Camera, VideoFormat
+from hal.clock.base import Clock
+from hal.errors import BackendError
+from hal.gpio.sim import SimPins
+from hal.power.base import Power
+from hal.storage.base import Storage
+from hal.tally.base import Tally
+
+log = logging.getLogger(__name__)
+
+_MODEL = Path("/proc/device-tree/model")
+
+
+@dataclass(frozen=True)
+class HalSettings:
+    backend: Literal["pi", "sim", "auto"]
+    video: VideoFormat
+    sample_rate: int
+    timezone: str
+    storage_root: Path
+    pins: dict[str, int]
+    stop_hold_seconds: float
+
+
+@dataclass
+class SimControls:
+    """The simulator's hands: what a scenario or a test uses to press buttons and cause faults."""
+
+    pins: SimPins
+    room: Any
+    power: Any
+    clock: Any
+    storage: Any
+
+
+@dataclass
+class Hal:
+    backend: str
+    camera: Camera
+    microphone: Microphone
+    speaker: Speaker
+    clock: Clock
+    storage: Storage
+    power: Power
+    tally: Tally
+    pin_factory: Any
+    settings: HalSettings
+    sim: SimControls | None = None
+
+    def buttons(self, handler: ButtonHandler) -> Buttons:
+        pins = {name: self.settings.pins[name.value] for name in ButtonName}
+        return Buttons(pins, self.settings.stop_hold_seconds, self.pin_factory, handler)
+
+    def close(self) -> None:
+        self.tally.close()
+        if self.sim is not None:
+            self.sim.room.close()
+
+
+def resolve_backend(requested: str, model_file: Path = _MODEL) -> str:
+    if requested != "auto":
+        return requested
+    model = model_file.read_text(errors="replace").strip("\x00\n ") if model_file.exists() else ""
+    if "Raspberry Pi" not in model:
+        why = f"this is not a Raspberry Pi ({model_file} says {model!r})" if model else f"{model_file} is absent"
+    elif importlib.util.find_spec("picamera2") is None:
+        why = f"this is a {model} but picamera2 is not installed (apt install python3-picamera2)"
+    else:
+        return "pi"
+    message = f"hal.backend=auto: falling back to the SIMULATED hardware because {why}. Nothing real is recorded."
+    log.warning(message)
+    print(f"WARNING: {message}", file=sys.stderr)
+    return "sim"
+
+
+def _build_pi(s: HalSettings) -> Hal:
+    from hal.audio.pi import PiMicrophone, PiSpeaker
+    from hal.camera.pi import PiCamera
+    from hal.clock.pi import PiClock
+    from hal.gpio.pi import pin_factory
+    from hal.power.pi import PiPower
+    from hal.storage.pi import PiStorage
+
+    factory = pin_factory()
+    return Hal("pi", PiCamera(s.video), PiMicrophone(s.sample_rate), PiSpeaker(s.sample_rate),
+               PiClock(s.timezone), PiStorage(s.storage_root), PiPower(),
+               Tally(s.pins["tally"], factory), factory, s)
+
+
+def _build_sim(s: HalSettings) -> Hal:
+    from hal.audio.sim import SimMicrophone, SimRoom, SimSpeaker
+    from hal.camera.sim import SimCamera
+    from hal.clock.sim import SimClock
+    from hal.power.sim import SimPower
+    from hal.storage.sim import SimStorage
+
+    pins = SimPins()
+    room = SimRoom(s.sample_rate)
+    clock = SimClock(s.timezone)
+    power = SimPower()
+    storage = SimStorage(s.storage_root)
+    controls = SimControls(pins, room, power, clock, storage)
+    return Hal("sim", SimCamera(s.video), SimMicrophone(room), SimSpeaker(room), clock, storage, power,
+               Tally(s.pins["tally"], pins.factory), pins.factory, s, controls)
+
+
+def build_hal(settings: HalSettings) -> Hal:
+    backend = resolve_backend(settings.backend)
+    if backend == "pi":
+        return _build_pi(settings)
+    if backend == "sim":
+        return _build_sim(settings)
+    raise BackendError(f"hal.backend: unknown backend {backend!r} (use pi, sim or auto)")

@@ -1,0 +1,115 @@
+"""Wire format between device and central. docs/PROTOCOL.md is the specification; this is its code.
+
+Topics, for device D under prefix P:
+    P/D/entry    device -> central  one signed ledger entry (canonical JSON), QoS 1
+    P/D/media    device -> central  one chunk of a segment file (binary frame below), QoS 1
+    P/D/receipt  central -> device  receipt for one entry after central stored and verified it, QoS 1
+    P/D/status   device -> central  retained health message; the Last Will sets it offline
+
+A media frame is b"RRM1", a 4-byte big-endian header length, a UTF-8 JSON header, then the chunk bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from capture import layout
+from mqtt.errors import ProtocolError
+
+MEDIA_MAGIC = b"RRM1"
+MAX_HEADER = 4096
+DEFAULT_CHUNK = 256 * 1024
+MAX_SEGMENT_BYTES = 256 * 1024 * 1024
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_MEDIA_NAME = re.compile(r"^[0-9]{6}\.ts$")
+
+ENTRY, MEDIA, RECEIPT, STATUS = "entry", "media", "receipt", "status"
+
+
+def topic(prefix: str, device: str, kind: str) -> str:
+    return f"{prefix}/{device}/{kind}"
+
+
+def parse_topic(prefix: str, name: str) -> tuple[str, str]:
+    parts = name.split("/")
+    if len(parts) != 3 or parts[0] != prefix or not layout.DEVICE_ID.match(parts[1]):
+        raise ProtocolError(f"not a recorder topic: {name!r}")
+    return parts[1], parts[2]
+
+
+@dataclass(frozen=True)
+class MediaChunk:
+    session: str
+    file: str
+    offset: int
+    total: int
+    sha256: str
+    data: bytes
+
+
+def encode_media(chunk: MediaChunk) -> bytes:
+    header = json.dumps(
+        {"session": chunk.session, "file": chunk.file, "offset": chunk.offset, "total": chunk.total,
+         "sha256": chunk.sha256},
+        sort_keys=True, separators=(",", ":"),
+    ).encode()
+    return MEDIA_MAGIC + struct.pack(">I", len(header)) + header + chunk.data
+
+
+def _int_field(header: dict[str, Any], key: str, low: int, high: int) -> int:
+    value = header.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ProtocolError(f"media header {key!r} must be an integer in {low}..{high}")
+    return value
+
+
+def decode_media(payload: bytes) -> MediaChunk:
+    if len(payload) < 8 or payload[:4] != MEDIA_MAGIC:
+        raise ProtocolError("media message does not start with RRM1")
+    (length,) = struct.unpack(">I", payload[4:8])
+    if length > MAX_HEADER or 8 + length > len(payload):
+        raise ProtocolError(f"media header length {length} is out of bounds")
+    try:
+        header = json.loads(payload[8 : 8 + length].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ProtocolError(f"media header is not JSON: {err}") from err
+    if not isinstance(header, dict) or set(header) != {"session", "file", "offset", "total", "sha256"}:
+        raise ProtocolError("media header must have exactly session, file, offset, total, sha256")
+    session, file, sha = header["session"], header["file"], header["sha256"]
+    if not isinstance(session, str) or not layout.SESSION_ID.match(session):
+        raise ProtocolError("media header 'session' is malformed")
+    if not isinstance(file, str) or not _MEDIA_NAME.match(file):
+        raise ProtocolError("media header 'file' is malformed")
+    if not isinstance(sha, str) or not _SHA256.match(sha):
+        raise ProtocolError("media header 'sha256' is malformed")
+    total = _int_field(header, "total", 1, MAX_SEGMENT_BYTES)
+    offset = _int_field(header, "offset", 0, total - 1)
+    data = payload[8 + length :]
+    if not data or offset + len(data) > total:
+        raise ProtocolError("media chunk is empty or runs past the segment's total size")
+    return MediaChunk(session, file, offset, total, sha, data)
+
+
+def encode_receipt(session: str, seq: int, entry_hash: str, stored_at: str, receiver: str) -> bytes:
+    return json.dumps(
+        {"session": session, "seq": seq, "entry_hash": entry_hash, "stored_at": stored_at, "receiver": receiver},
+        sort_keys=True, ensure_ascii=False,
+    ).encode()
+
+
+def decode_receipt(payload: bytes) -> dict[str, Any]:
+    try:
+        receipt = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ProtocolError(f"receipt is not JSON: {err}") from err
+    if not isinstance(receipt, dict):
+        raise ProtocolError("receipt is not a JSON object")
+    if not isinstance(receipt.get("session"), str) or not layout.SESSION_ID.match(receipt["session"]):
+        raise ProtocolError("receipt 'session' is malformed")
+    if not isinstance(receipt.get("seq"), int) or not isinstance(receipt.get("entry_hash"), str):
+        raise ProtocolError("receipt needs integer 'seq' and string 'entry_hash'")
+    return receipt

@@ -1,0 +1,145 @@
+"""The reference central receiver: stores what devices send, verifies it, and receipts it.
+
+A receipt for an entry goes out only after the entry (and the segment it seals) is durably stored
+and verified: the device key is the enrolled one, the signature holds, the entry links to the one
+before, the media's SHA-256 and size match. Anything else is refused with a logged reason, and
+nothing outside the store is ever written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from capture.errors import CaptureError
+from capture.ledger import GENESIS, entry_hash, parse_entry, signed_message
+from mqtt import protocol
+from mqtt.client import make_client
+from mqtt.errors import ProtocolError
+from mqtt.store import CentralStore
+from provisioning.errors import ProvisioningError
+from provisioning.identity import load_public_key_b64, verify_signature
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = protocol.DEFAULT_CHUNK + 64 * 1024
+
+
+class Refused(Exception):
+    """A message that must not be stored; the text is the logged reason."""
+
+
+class Receiver:
+    def __init__(self, store: CentralStore, host: str, port: int, prefix: str, client_id: str) -> None:
+        self.store = store
+        self._host, self._port, self._prefix = host, port, prefix
+        self._client_id = client_id
+        self._client = make_client(client_id, 30)
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._deferred: dict[tuple[str, str, int], bytes] = {}
+        """(device, session, seq) -> an entry whose predecessor has not arrived yet."""
+        self._lock = threading.Lock()
+        self.connected = threading.Event()
+        self.stored = 0
+        self.refused: list[str] = []
+
+    def start(self) -> None:
+        self._client.connect_async(self._host, self._port, keepalive=30)
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            log.warning("receiver: broker refused the connection: %s", reason)
+            return
+        for kind in (protocol.MEDIA, protocol.ENTRY):
+            client.subscribe(protocol.topic(self._prefix, "+", kind), qos=1)
+        self.connected.set()
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        try:
+            if len(message.payload) > MAX_MESSAGE:
+                raise Refused(f"message of {len(message.payload)} bytes is over the {MAX_MESSAGE}-byte limit")
+            device, kind = protocol.parse_topic(self._prefix, message.topic)
+            payload = bytes(message.payload)
+            with self._lock:
+                if kind == protocol.MEDIA:
+                    self._media(device, payload)
+                elif kind == protocol.ENTRY:
+                    self._entry(device, payload)
+                else:
+                    raise Refused(f"receiver does not take {kind!r} messages")
+        except (Refused, ProtocolError, CaptureError, ProvisioningError) as err:
+            self.refused.append(str(err))
+            log.warning("refused message on %s: %s", message.topic, err)
+        except OSError as err:
+            # Disk full or failing: no receipt goes out, so the device keeps its copy and resends.
+            self.refused.append(f"storage: {err}")
+            log.error("cannot store message on %s: %s; no receipt sent", message.topic, err)
+
+    def _media(self, device: str, payload: bytes) -> None:
+        chunk = protocol.decode_media(payload)
+        if self.store.device_key(device) is None:
+            raise Refused(f"device {device} is not enrolled")
+        self.store.stage_chunk(device, chunk)
+
+    def _entry(self, device: str, data: bytes) -> None:
+        entry = parse_entry(data)
+        if entry["device"] != device:
+            raise Refused(f"entry names device {entry['device']} but came on {device}'s topic")
+        enrolled = self.store.device_key(device)
+        if enrolled is None:
+            raise Refused(f"device {device} is not enrolled")
+        if not verify_signature(load_public_key_b64(enrolled), entry["sig"], signed_message(entry)):
+            raise Refused(f"entry {entry['session']}/{entry['seq']}: signature does not verify under {device}'s key")
+        self._accept(device, entry, data)
+
+    def _accept(self, device: str, entry: dict[str, Any], data: bytes) -> None:
+        session, seq = entry["session"], entry["seq"]
+        existing = self.store.get_entry(device, session, seq)
+        if existing is not None:
+            if existing != data:
+                raise Refused(f"entry {session}/{seq} conflicts with the one already stored")
+            self._receipt(device, entry)
+            return
+        if seq == 0:
+            if entry["prev"] != GENESIS or entry["kind"] != "open":
+                raise Refused(f"entry {session}/0 is not a proper 'open' entry")
+            if entry["body"].get("device_key") != self.store.device_key(device):
+                raise Refused(f"session {session} names a device key other than the enrolled one")
+        else:
+            before = self.store.get_entry(device, session, seq - 1)
+            if before is None:
+                self._deferred[(device, session, seq)] = data
+                return
+            if entry_hash(parse_entry(before)) != entry["prev"]:
+                raise Refused(f"entry {session}/{seq} does not link to the stored entry {seq - 1}")
+        media_file: str | None = None
+        if entry["kind"] == "segment":
+            body = entry["body"]
+            media_file = str(body.get("file"))
+            if not self.store.staged_matches(device, session, media_file, str(body.get("sha256")),
+                                             int(body.get("bytes", -1))):
+                # Media not (yet) complete or not matching: no receipt; the device resends both.
+                log.info("entry %s/%d: segment %s not complete or not matching yet", session, seq, media_file)
+                return
+        self.store.commit(device, session, seq, data, media_file)
+        self.stored += 1
+        self._receipt(device, entry)
+        follower = self._deferred.pop((device, session, seq + 1), None)
+        if follower is not None:
+            self._accept(device, parse_entry(follower), follower)
+
+    def _receipt(self, device: str, entry: dict[str, Any]) -> None:
+        payload = protocol.encode_receipt(entry["session"], entry["seq"], entry_hash(entry),
+                                          dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                                          self._client_id)
+        self._client.publish(protocol.topic(self._prefix, device, protocol.RECEIPT), payload, qos=1)

@@ -1,0 +1,105 @@
+"""Central's storage, behind one interface so an object store can take the filesystem's place.
+
+Filesystem layout under the store root:
+    devices/<device>.pub                     enrolled device key (base64 Ed25519 public key)
+    sessions/<device>/<session>/entries/...  the session, in the same layout as the device spool
+    sessions/<device>/<session>/media/...
+    .staging/<device>/<session>/<file>       media chunks being assembled, not yet sealed by an entry
+Every commit is write-temp, fsync, rename, fsync-dir.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import threading
+from pathlib import Path
+
+from capture import layout
+from capture.durable import atomic_write, commit_rename
+from capture.sealer import sha256_file
+from mqtt.protocol import MediaChunk
+
+
+class CentralStore(abc.ABC):
+    @abc.abstractmethod
+    def enroll(self, device: str, key_b64: str) -> None: ...
+
+    @abc.abstractmethod
+    def device_key(self, device: str) -> str | None: ...
+
+    @abc.abstractmethod
+    def stage_chunk(self, device: str, chunk: MediaChunk) -> None: ...
+
+    @abc.abstractmethod
+    def staged_matches(self, device: str, session: str, file: str, sha256: str, size: int) -> bool: ...
+
+    @abc.abstractmethod
+    def get_entry(self, device: str, session: str, seq: int) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def commit(self, device: str, session: str, seq: int, data: bytes, media_file: str | None) -> None:
+        """Durably store an entry, and first the staged media it seals, if any."""
+
+    @abc.abstractmethod
+    def session_dir(self, device: str, session: str) -> Path: ...
+
+
+class FileStore(CentralStore):
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        for sub in ("devices", "sessions", ".staging"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._received: dict[Path, dict[int, int]] = {}
+        """Staging file -> {offset: length} of the chunks written so far."""
+
+    def enroll(self, device: str, key_b64: str) -> None:
+        atomic_write(self.root / "devices" / f"{device}.pub", key_b64.encode() + b"\n")
+
+    def device_key(self, device: str) -> str | None:
+        path = self.root / "devices" / f"{device}.pub"
+        return path.read_text().strip() if path.exists() else None
+
+    def session_dir(self, device: str, session: str) -> Path:
+        return self.root / "sessions" / device / session
+
+    def _staging(self, device: str, session: str, file: str) -> Path:
+        return self.root / ".staging" / device / session / file
+
+    def stage_chunk(self, device: str, chunk: MediaChunk) -> None:
+        path = self._staging(device, chunk.session, chunk.file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            written = os.pwrite(fd, chunk.data, chunk.offset)
+            if written != len(chunk.data):
+                raise OSError(f"short write staging {path}")
+        finally:
+            os.close(fd)
+        with self._lock:
+            self._received.setdefault(path, {})[chunk.offset] = len(chunk.data)
+
+    def staged_matches(self, device: str, session: str, file: str, sha256: str, size: int) -> bool:
+        path = self._staging(device, session, file)
+        with self._lock:
+            received = sum(self._received.get(path, {}).values())
+        if received < size or not path.exists():
+            return False
+        digest, actual = sha256_file(path)
+        return digest == sha256 and actual == size
+
+    def get_entry(self, device: str, session: str, seq: int) -> bytes | None:
+        path = layout.entry_path(self.session_dir(device, session), seq)
+        return path.read_bytes() if path.exists() else None
+
+    def commit(self, device: str, session: str, seq: int, data: bytes, media_file: str | None) -> None:
+        session_dir = self.session_dir(device, session)
+        for sub in (layout.ENTRIES, layout.MEDIA):
+            (session_dir / sub).mkdir(parents=True, exist_ok=True)
+        if media_file is not None:
+            staged = self._staging(device, session, media_file)
+            commit_rename(staged, layout.media_path(session_dir, media_file))
+            with self._lock:
+                self._received.pop(staged, None)
+        atomic_write(layout.entry_path(session_dir, seq), data)

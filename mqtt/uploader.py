@@ -1,0 +1,187 @@
+"""Store-and-forward from the spool to central over MQTT.
+
+The spool on disk is the outbox; paho's in-memory queue is never trusted with evidence. An entry leaves
+the pending set only when central's receipt arrives (sent after central stored and verified it), never
+on a PUBACK. Entries go in spool order within a bounded window; anything unreceipted after
+`resend_after` seconds, or in flight when the connection dropped, is sent again — central stores
+duplicates once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from capture import layout
+from capture.errors import CaptureError
+from capture.ledger import parse_entry
+from capture.sealer import sha256_file
+from capture.spool import PendingItem, Spool
+from mqtt import protocol
+from mqtt.client import make_client, max_packet_size
+from mqtt.errors import ProtocolError
+
+log = logging.getLogger(__name__)
+
+_HEADER_ROOM = 4096 + 256
+"""Bytes kept free in each media message for the frame header, topic and MQTT fixed header."""
+
+
+class Uploader:
+    def __init__(
+        self,
+        spool: Spool,
+        device_id: str,
+        host: str,
+        port: int,
+        prefix: str,
+        keepalive: int,
+        retry_max_seconds: float,
+        status: Callable[[], dict[str, Any]],
+        window: int = 16,
+        resend_after: float = 15.0,
+        status_interval: float = 5.0,
+    ) -> None:
+        self._spool = spool
+        self._device = device_id
+        self._host, self._port, self._keepalive = host, port, keepalive
+        self._prefix = prefix
+        self._status = status
+        self._window = window
+        self._resend_after = resend_after
+        self._status_interval = status_interval
+        self._client = make_client(device_id, retry_max_seconds)
+        self._client.will_set(self._topic(protocol.STATUS), json.dumps({"device": device_id, "online": False}),
+                              qos=1, retain=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._lock = threading.Condition()
+        self._connected = False
+        self._chunk = protocol.DEFAULT_CHUNK
+        self._in_flight: dict[PendingItem, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
+        self.receipts = 0
+
+    def _topic(self, kind: str) -> str:
+        return protocol.topic(self._prefix, self._device, kind)
+
+    def start(self) -> None:
+        self._client.connect_async(self._host, self._port, keepalive=self._keepalive)
+        self._client.loop_start()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+        self._thread.join()
+        if self._connected:
+            self._publish_status(online=False)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            log.warning("broker %s:%d refused the connection: %s; retrying with back-off",
+                        self._host, self._port, reason)
+            return
+        self._chunk = min(protocol.DEFAULT_CHUNK, max_packet_size(properties) - _HEADER_ROOM)
+        client.subscribe(self._topic(protocol.RECEIPT), qos=1)
+        log.info("connected to broker %s:%d (media chunks of %d bytes)", self._host, self._port, self._chunk)
+        with self._lock:
+            self._connected = True
+            self._in_flight.clear()  # whatever was in flight may be lost with the old connection: resend
+            self._lock.notify_all()
+        self._publish_status(online=True)
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        with self._lock:
+            was = self._connected
+            self._connected = False
+        if was and not self._stop.is_set():
+            log.warning("lost the broker (%s); recording goes on into the spool, reconnecting", reason)
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        try:
+            receipt = protocol.decode_receipt(bytes(message.payload))
+            item = PendingItem(receipt["session"], receipt["seq"])
+            accepted = self._spool.receipt(item, receipt)
+        except (ProtocolError, CaptureError, OSError) as err:
+            log.warning("refused a receipt on %s: %s", message.topic, err)
+            return
+        if not accepted:
+            log.warning("receipt for %s/%d does not match the entry held here; ignored", item.session, item.seq)
+            return
+        with self._lock:
+            self._in_flight.pop(item, None)
+            self.receipts += 1
+            self._lock.notify_all()
+
+    def _publish_status(self, online: bool) -> None:
+        payload = {"device": self._device, "online": online, **(self._status() if online else {})}
+        self._client.publish(self._topic(protocol.STATUS), json.dumps(payload, ensure_ascii=False), qos=1,
+                             retain=True)
+
+    def _send(self, item: PendingItem) -> None:
+        data = self._spool.load_entry(item)
+        entry = parse_entry(data)
+        if entry["kind"] == "segment":
+            session_dir = self._spool.session_dir(item.session)
+            path = layout.media_path(session_dir, entry["body"]["file"])
+            sha, total = sha256_file(path)
+            with path.open("rb") as media:
+                offset = 0
+                while chunk := media.read(self._chunk):
+                    piece = protocol.MediaChunk(item.session, path.name, offset, total, sha, chunk)
+                    self._client.publish(self._topic(protocol.MEDIA), protocol.encode_media(piece), qos=1)
+                    offset += len(chunk)
+        self._client.publish(self._topic(protocol.ENTRY), data, qos=1)
+
+    def _next_batch(self) -> list[PendingItem]:
+        now = time.monotonic()
+        with self._lock:
+            if not self._connected:
+                return []
+            for item, sent in list(self._in_flight.items()):
+                if now - sent > self._resend_after:
+                    del self._in_flight[item]
+            room = self._window - len(self._in_flight)
+            if room <= 0:
+                return []
+            batch = [i for i in self._spool.pending() if i not in self._in_flight][:room]
+            for item in batch:
+                self._in_flight[item] = now
+            return batch
+
+    def _run(self) -> None:
+        last_status = 0.0
+        while not self._stop.is_set():
+            batch = self._next_batch()
+            for item in batch:
+                try:
+                    self._send(item)
+                except (OSError, CaptureError) as err:
+                    log.error("cannot send %s/%d from the spool: %s", item.session, item.seq, err)
+            if self._connected and time.monotonic() - last_status > self._status_interval:
+                self._publish_status(online=True)
+                last_status = time.monotonic()
+            if not batch:
+                with self._lock:
+                    self._lock.wait(0.5)
+
+    def wake(self, *_: object) -> None:
+        """Ledger listener: a new entry is in the spool, send it now rather than at the next poll."""
+        with self._lock:
+            self._lock.notify_all()
