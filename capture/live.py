@@ -24,6 +24,8 @@ class LiveInputs:
         self._audio: AudioSink | None = None
         self._await_key = False
         self._running = False
+        self.recording_started = threading.Event()
+        """Set when the first frame of the recording (a keyframe) has gone to the attached sink."""
         self.frames = 0
         self.audio_blocks = 0
         self.audio_peak = 0
@@ -36,6 +38,7 @@ class LiveInputs:
     def attach(self, video: VideoSink, audio: AudioSink) -> None:
         with self._lock:
             self._video, self._audio, self._await_key = video, audio, True
+            self.recording_started.clear()
         self.camera.request_keyframe()
 
     def stop(self) -> None:
@@ -58,6 +61,7 @@ class LiveInputs:
                     return  # a pre-flight frame still in the encoder: not part of the session
                 self._await_key = False
         sink(packet)
+        self.recording_started.set()
 
     def _on_audio(self, block: AudioBlock) -> None:
         with self._lock:

@@ -154,10 +154,13 @@ class Segmenter:
         current = self._open
         if current is not None:
             elapsed = rel - current.start_ns
-            if packet.keyframe and elapsed >= self._segment_ns - self._frame_ns // 2:
+            due = self._segment_ns - self._frame_ns // 2
+            if packet.keyframe and elapsed >= due:
                 self._finish_segment(rel)
                 current = None
-            elif elapsed >= self._segment_ns - 2 * self._frame_ns and not self._keyframe_asked:
+            elif elapsed + self._frame_ns >= due and (not self._keyframe_asked or elapsed >= due):
+                # Ask so the next frame is a keyframe; keep asking while it is overdue, since a
+                # hardware encoder may take a few frames to act on the request.
                 self._request_keyframe()
                 self._keyframe_asked = True
         if current is None:

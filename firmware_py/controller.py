@@ -207,6 +207,9 @@ class Controller:
         for name, details in early:
             self._recording.event(name, **details)
         inputs.attach(self._recording.segmenter.push_video, self._recording.segmenter.push_audio)
+        # The notice must be inside the recording: wait for its first frame (at most a frame or two).
+        if not inputs.recording_started.wait(self._preflight.device_timeout):
+            raise CaptureError("the camera stopped delivering frames as the recording began")
         self.machine.fire(Event.PREFLIGHT_OK)
         self._speak_failures(failed)
         self._notice_thread = threading.Thread(target=self._play_notices, name="notice", daemon=True)

@@ -45,7 +45,7 @@ class Preflight:
         self._needed = needed_prompts
         self._bitrate = video_bitrate
         self._minutes = max_minutes
-        self._timeout = device_timeout
+        self.device_timeout = device_timeout
 
     def run(self, inputs: LiveInputs) -> list[CheckResult]:
         """Run every check against inputs that have just been started."""
@@ -100,13 +100,13 @@ class Preflight:
         return CheckResult("power", True, "ok")
 
     def _camera(self, inputs: LiveInputs) -> CheckResult:
-        if _wait_for(lambda: inputs.frames > 0, self._timeout):
+        if _wait_for(lambda: inputs.frames > 0, self.device_timeout):
             return CheckResult("camera", True, "frames arrive")
-        return CheckResult("camera", False, f"no frame within {self._timeout:.1f} s")
+        return CheckResult("camera", False, f"no frame within {self.device_timeout:.1f} s")
 
     def _microphone(self, inputs: LiveInputs) -> CheckResult:
-        if _wait_for(lambda: inputs.audio_peak > 0, self._timeout):
+        if _wait_for(lambda: inputs.audio_peak > 0, self.device_timeout):
             return CheckResult("microphone", True, f"peak level {inputs.audio_peak}")
         if inputs.audio_blocks:
             return CheckResult("microphone", False, "only digital silence: the microphone hears nothing")
-        return CheckResult("microphone", False, f"no audio within {self._timeout:.1f} s")
+        return CheckResult("microphone", False, f"no audio within {self.device_timeout:.1f} s")

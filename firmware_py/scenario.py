@@ -97,7 +97,7 @@ def demo_steps(seconds: float, stop_hold: float) -> list[Step]:
     """The demo's session: START, the notice, `seconds` of recording with a MARK midway, STOP held."""
     return [
         Step(0.5, "press", ButtonName.START, _TAP_SECONDS),
-        Step(0.0, "wait", None, 0.0, State.RECORDING),
+        Step(0.6, "wait", None, 0.0, State.RECORDING),
         Step(seconds / 2, "press", ButtonName.MARK, _TAP_SECONDS),
         Step(seconds, "hold", ButtonName.STOP, stop_hold + 0.5),
         Step(seconds + stop_hold + 1.0, "end", None, 0.0),

@@ -1,0 +1,186 @@
+"""Every integrity claim, tested by trying to break it on a copy of a real recorded session."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from capture import layout
+from capture.ledger import GENESIS, canonical, entry_hash, signed_message
+from capture.verify import Problem, verify_session
+from firmware_py.cli import main
+from provisioning.identity import DeviceIdentity
+from tests.conftest import RecordedSession
+from tests.media import entries
+
+
+@pytest.fixture
+def copy(recorded: RecordedSession, tmp_path: Path) -> Path:
+    target = tmp_path / recorded.session
+    shutil.copytree(recorded.central_dir, target)
+    return target
+
+
+@pytest.fixture
+def key(recorded: RecordedSession) -> str:
+    return recorded.rig.service.identity.public_key_b64
+
+
+def segments(session: Path) -> list[dict[str, Any]]:
+    return [e for e in entries(session) if e["kind"] == "segment"]
+
+
+def first_problem(session: Path, key: str, decode: bool = False) -> Problem:
+    report = verify_session(session, trusted_key_b64=key, decode=decode)
+    assert not report.ok, "tampering went unnoticed"
+    return report.findings[0].problem
+
+
+def rewrite(session: Path, signer: DeviceIdentity, mutate: Callable[[dict[str, Any]], None]) -> None:
+    """Re-sign and re-chain the whole ledger after `mutate` changed entries: a forger holding `signer`."""
+    prev = GENESIS
+    for seq in layout.entry_seqs(session):
+        path = layout.entry_path(session, seq)
+        entry = json.loads(path.read_bytes())
+        mutate(entry)
+        entry["prev"] = prev
+        if entry["kind"] == "open":
+            entry["body"]["device_key"] = signer.public_key_b64
+        entry["sig"] = signer.sign(signed_message(entry))
+        path.write_bytes(canonical(entry))
+        prev = entry_hash(entry)
+
+
+def test_intact_session_passes__NO_EDIT(copy: Path, key: str) -> None:
+    report = verify_session(copy, trusted_key_b64=key, decode=True)
+    assert report.ok and report.anchored
+
+
+def test_flipped_media_byte_is_found__NO_EDIT(copy: Path, key: str) -> None:
+    target = layout.media_path(copy, segments(copy)[1]["body"]["file"])
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    report = verify_session(copy, trusted_key_b64=key)
+    assert report.findings[0].problem is Problem.CHANGED_SEGMENT
+    assert "segment 2" in report.findings[0].where
+
+
+def test_deleted_segment_file_is_found__NO_EDIT(copy: Path, key: str) -> None:
+    layout.media_path(copy, segments(copy)[2]["body"]["file"]).unlink()
+    assert first_problem(copy, key) is Problem.MISSING_SEGMENT
+
+
+def test_deleted_segment_entry_is_found__NO_EDIT(copy: Path, key: str) -> None:
+    layout.entry_path(copy, segments(copy)[1]["seq"]).unlink()
+    assert first_problem(copy, key) is Problem.MISSING_ENTRY
+
+
+def test_swapped_segments_are_found__NO_EDIT(copy: Path, key: str) -> None:
+    a, b = (layout.media_path(copy, s["body"]["file"]) for s in segments(copy)[1:3])
+    tmp = a.with_suffix(".swap")
+    a.rename(tmp)
+    b.rename(a)
+    tmp.rename(b)
+    assert first_problem(copy, key) is Problem.CHANGED_SEGMENT
+
+
+def test_swapped_entries_are_found__NO_EDIT(copy: Path, key: str) -> None:
+    a, b = (layout.entry_path(copy, s["seq"]) for s in segments(copy)[1:3])
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b)
+    b.write_bytes(data_a)
+    assert first_problem(copy, key) is Problem.REORDERED
+
+
+def test_duplicated_segment_is_found__NO_EDIT(copy: Path, key: str) -> None:
+    first = layout.media_path(copy, segments(copy)[0]["body"]["file"])
+    shutil.copy(first, layout.media_path(copy, layout.media_name(999)))
+    assert first_problem(copy, key) is Problem.INSERTED_SEGMENT
+
+
+def test_cut_tail_is_found__NO_EDIT(copy: Path, key: str) -> None:
+    seqs = layout.entry_seqs(copy)
+    last_segment = segments(copy)[-1]
+    for seq in seqs:
+        if seq >= last_segment["seq"]:
+            layout.entry_path(copy, seq).unlink()
+    layout.media_path(copy, last_segment["body"]["file"]).unlink()
+    assert first_problem(copy, key) is Problem.TRUNCATED
+
+
+def test_edited_metadata_field_is_found__NO_EDIT(copy: Path, key: str) -> None:
+    path = layout.entry_path(copy, 0)
+    opening = json.loads(path.read_bytes())
+    opening["body"]["officers"][0]["name"] = "无名氏"
+    path.write_bytes(canonical(opening))
+    assert first_problem(copy, key) is Problem.BAD_SIGNATURE
+
+
+def test_forged_segment_signed_with_another_key_is_found__TAMPER_PROOF_IT(copy: Path, key: str) -> None:
+    forger = DeviceIdentity(Ed25519PrivateKey.generate())
+    victim = segments(copy)[1]
+    media = layout.media_path(copy, victim["body"]["file"])
+    forged = media.read_bytes()[:-188]  # drop the last TS packet: a "harmless" edit
+    media.write_bytes(forged)
+    path = layout.entry_path(copy, victim["seq"])
+    entry = json.loads(path.read_bytes())
+    entry["body"]["sha256"] = hashlib.sha256(forged).hexdigest()
+    entry["body"]["bytes"] = len(forged)
+    entry["sig"] = forger.sign(signed_message(entry))
+    path.write_bytes(canonical(entry))
+    # The chain breaks at the next entry, or the signature fails here: either way it is caught.
+    assert first_problem(copy, key) in (Problem.BAD_SIGNATURE, Problem.BROKEN_CHAIN)
+
+
+def test_whole_session_resigned_by_another_key_needs_the_anchor__TAMPER_PROOF_IT(copy: Path, key: str) -> None:
+    forger = DeviceIdentity(Ed25519PrivateKey.generate())
+    rewrite(copy, forger, lambda e: None)
+    assert first_problem(copy, key) is Problem.UNKNOWN_KEY
+    unanchored = verify_session(copy)
+    assert unanchored.ok and not unanchored.anchored
+
+
+def test_timestamp_gap_is_found__CONTINUOUS(recorded: RecordedSession, copy: Path, key: str) -> None:
+    victim = segments(copy)[2]["seq"]
+
+    def shift(entry: dict[str, Any]) -> None:
+        if entry["seq"] == victim:
+            entry["body"]["start_ns"] += 500_000_000
+
+    rewrite(copy, recorded.rig.service.identity, shift)
+    assert first_problem(copy, key) is Problem.TIMESTAMP_GAP
+
+
+def test_undecodable_segment_is_found(recorded: RecordedSession, copy: Path, key: str) -> None:
+    victim = segments(copy)[1]
+    media = layout.media_path(copy, victim["body"]["file"])
+    junk = bytes(range(256)) * 64
+    media.write_bytes(junk)
+
+    def rehash(entry: dict[str, Any]) -> None:
+        if entry["seq"] == victim["seq"]:
+            entry["body"]["sha256"] = hashlib.sha256(junk).hexdigest()
+            entry["body"]["bytes"] = len(junk)
+
+    rewrite(copy, recorded.rig.service.identity, rehash)
+    assert verify_session(copy, trusted_key_b64=key).ok  # the hashes are consistent ...
+    assert first_problem(copy, key, decode=True) is Problem.UNDECODABLE  # ... but it is not a recording
+
+
+def test_verify_command_exit_status_and_json__NO_EDIT(copy: Path, key: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", str(copy), "--key", key]) == 0
+    assert capsys.readouterr().out.startswith("OK")
+    layout.media_path(copy, segments(copy)[0]["body"]["file"]).write_bytes(b"\x47" * 188)
+    assert main(["verify", str(copy), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report[0]["ok"] is False
+    assert report[0]["problems"][0]["kind"] == "changed_segment"
+    assert report[0]["problems"][0]["where"].startswith("segment 1")

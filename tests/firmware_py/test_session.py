@@ -1,0 +1,132 @@
+"""A whole session on simulated hardware, read back from the device spool and from central's copy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from capture.stamp import Stamper, StampFacts, find_cjk_font, stamp_lines
+from capture.verify import verify_session
+from firmware_py.config import NOTICE_ZH
+from tests.conftest import RecordedSession
+from tests.media import audio_pcm, entries, events, ffprobe, first_frame, segment_files, video_packets
+
+
+def test_notice_played_while_recording_and_heard_in_it__NOTICE(recorded: RecordedSession) -> None:
+    cfg = recorded.rig.config
+    notices = events(recorded.central_dir, "notice")
+    assert [n["body"]["prompt"] for n in notices] == ["notice_zh"]
+    assert notices[0]["body"]["text"] == NOTICE_ZH
+    log = entries(recorded.central_dir)
+    first_segment = next(e["body"] for e in log if e["kind"] == "segment")
+    # The notice starts after the recording's first frame: it is inside the recording.
+    assert notices[0]["body"]["started_mono_ns"] > log[0]["mono_ns"] + first_segment["start_ns"]
+    # ... and the recording itself carries it: the notice's speech is loud against the quiet room tone.
+    pcm = audio_pcm(segment_files(recorded.central_dir), cfg.audio.sample_rate)
+    prompt = recorded.rig.service.prompts.load(recorded.rig.service.controller._notices[0]).astype(np.float32) / 32768
+    window = cfg.audio.sample_rate // 10
+    levels = [float(np.sqrt(np.mean(pcm[i : i + window] ** 2))) for i in range(0, len(pcm) - window, window)]
+    speech_rms = float(np.sqrt(np.mean(prompt**2)))
+    loud = sum(1 for level in levels if level > speech_rms / 4)
+    assert loud * window > 0.5 * len(prompt), "less than half the notice is audible in the recording"
+    # The recorded speech correlates with the prompt that was played (not just any noise).
+    n = min(len(pcm), len(prompt) + cfg.audio.sample_rate * 2)
+    corr = np.correlate(pcm[:n], prompt[: cfg.audio.sample_rate], mode="valid")
+    peak = float(np.max(np.abs(corr))) / (np.linalg.norm(prompt[: cfg.audio.sample_rate]) ** 2)
+    assert peak > 0.5
+
+
+def test_segments_are_h264_aac_and_start_on_keyframes__CONTINUOUS(recorded: RecordedSession) -> None:
+    files = segment_files(recorded.central_dir)
+    assert len(files) >= 4
+    cfg = recorded.rig.config
+    interval = 90_000 // cfg.video.fps
+    previous_last: int | None = None
+    for path in files:
+        probe = ffprobe(path)
+        assert (probe.video_codec, probe.audio_codec) == ("h264", "aac")
+        assert (probe.width, probe.height) == (cfg.video.width, cfg.video.height)
+        packets = video_packets(path)
+        assert packets[0][1], f"{path.name} does not start on a keyframe"
+        if previous_last is not None:
+            # Timestamps run on across segments: no frame lost or repeated at the boundary.
+            assert packets[0][0] - previous_last == interval
+        previous_last = packets[-1][0]
+
+
+def test_segment_records_chain_without_gaps__CONTINUOUS(recorded: RecordedSession) -> None:
+    segments = [e["body"] for e in entries(recorded.spool_dir) if e["kind"] == "segment"]
+    assert [s["index"] for s in segments] == list(range(1, len(segments) + 1))
+    for before, after in zip(segments, segments[1:], strict=False):
+        assert after["start_ns"] == before["end_ns"]
+
+
+def test_open_entry_holds_session_metadata__RECORD_FIELDS(recorded: RecordedSession) -> None:
+    cfg = recorded.rig.config
+    opening = entries(recorded.central_dir)[0]
+    assert opening["kind"] == "open"
+    body = opening["body"]
+    assert body["unit"] == cfg.device.unit
+    assert body["room"] == cfg.device.room and body["location"] == cfg.device.location
+    assert body["device_id"] == cfg.device.id
+    assert body["officers"] == [{"name": o.name, "certificate": o.certificate} for o in cfg.session.officers]
+
+
+def test_mark_button_sets_a_marker__RECORD_FIELDS(recorded: RecordedSession) -> None:
+    marks = events(recorded.central_dir, "mark")
+    assert len(marks) == 1
+    assert marks[0]["body"]["label"] == recorded.rig.config.session.mark_label
+
+
+def test_event_log_has_every_state_change_and_button__NOTICE(recorded: RecordedSession) -> None:
+    log = entries(recorded.central_dir)
+    states = [(e["body"]["source"], e["body"]["target"]) for e in log if e["kind"] == "event" and e["body"]["name"] == "state"]
+    assert states == [("idle", "preflight"), ("preflight", "notice"), ("notice", "recording"),
+                      ("recording", "closing"), ("closing", "idle")][: len(states)]
+    assert len(states) >= 4
+    buttons = [e["body"]["button"] for e in log if e["kind"] == "event" and e["body"]["name"] == "button"]
+    assert buttons == ["start", "mark", "stop"]
+    checks = {e["body"]["check"] for e in log if e["kind"] == "event" and e["body"]["name"] == "preflight"}
+    assert checks == {"storage", "camera", "microphone", "speaker", "clock", "power", "prompts"}
+    assert log[-1]["kind"] == "close"
+
+
+def test_stamp_burned_into_the_picture__STATEMENT(recorded: RecordedSession) -> None:
+    cfg = recorded.rig.config
+    frame = first_frame(segment_files(recorded.central_dir)[1])
+    opening = entries(recorded.central_dir)[0]["body"]
+    facts = StampFacts(cfg.device.room, cfg.device.location, cfg.device.id,
+                       tuple((o["name"], o["certificate"]) for o in opening["officers"]), recorded.session)
+    service = recorded.rig.service
+    stamper = Stamper(facts, service.hal.clock, cfg.video.width, cfg.video.height, find_cjk_font(), lambda: 2)
+    expected = stamper.render(stamp_lines(facts, "", True, 2)).astype(np.int16)
+    wrong = stamper.render(stamp_lines(StampFacts("别的房间", "别处", "OTHER-9", (("王五", "1"),), "x"), "", True, 2))
+    got = frame[: stamper.band_height].astype(np.int16)
+    # Lines 2-4 (place and device, officers and certificate numbers, session and segment) are fixed
+    # text; the first line holds the running time and is compared by the test below.
+    rows = slice(stamper.band_height // 4, stamper.band_height)
+    match = float(np.mean(np.abs(got[rows] - expected[rows])))
+    mismatch = float(np.mean(np.abs(got[rows] - wrong[rows].astype(np.int16))))
+    assert match < 12 and mismatch > 2 * match, (match, mismatch)
+
+
+def test_stamp_time_line_shows_zone_and_clock_state__STATEMENT(recorded: RecordedSession) -> None:
+    lines = stamp_lines(StampFacts("r", "l", "d", (("n", "c"),), "s"), "2026-11-22 16:00:00+08:00 CST", False, 1)
+    assert lines[0].startswith("2026-11-22 16:00:00+08:00 CST")
+    assert "未同步" in lines[0]
+    assert "执法证号c" in lines[2]
+
+
+def test_central_copy_and_spool_verify__NO_EDIT(recorded: RecordedSession) -> None:
+    key = recorded.rig.service.identity.public_key_b64
+    for where in (recorded.spool_dir, recorded.central_dir):
+        report = verify_session(where, trusted_key_b64=key, decode=True)
+        assert report.ok, report.findings
+        assert report.segments >= 4
+
+
+def test_every_entry_receipted_before_anything_could_be_freed__UPLOAD_24H(recorded: RecordedSession) -> None:
+    spool_entries = entries(recorded.spool_dir)
+    receipts = sorted((recorded.spool_dir / "receipts").glob("*.json"))
+    assert len(receipts) == len(spool_entries)
+    # Nothing was deleted on the device: every segment is still in the spool next to its receipt.
+    assert len(segment_files(recorded.spool_dir)) == sum(1 for e in spool_entries if e["kind"] == "segment")

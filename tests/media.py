@@ -1,0 +1,71 @@
+"""Reading back what the recorder wrote, with PyAV and ffprobe, for assertions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from capture import layout
+from capture.ledger import parse_entry
+
+
+def entries(session_dir: Path) -> list[dict[str, Any]]:
+    return [parse_entry(layout.entry_path(session_dir, s).read_bytes()) for s in layout.entry_seqs(session_dir)]
+
+
+def events(session_dir: Path, name: str) -> list[dict[str, Any]]:
+    return [e for e in entries(session_dir) if e["kind"] == "event" and e["body"]["name"] == name]
+
+
+def segment_files(session_dir: Path) -> list[Path]:
+    return [layout.media_path(session_dir, e["body"]["file"]) for e in entries(session_dir) if e["kind"] == "segment"]
+
+
+@dataclass
+class Probe:
+    video_codec: str
+    audio_codec: str
+    width: int
+    height: int
+
+
+def ffprobe(path: Path) -> Probe:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,codec_type,width,height", "-of", "json",
+         str(path)], capture_output=True, check=True, text=True,
+    ).stdout
+    streams = json.loads(out)["streams"]
+    video = next(s for s in streams if s["codec_type"] == "video")
+    audio = next(s for s in streams if s["codec_type"] == "audio")
+    return Probe(video["codec_name"], audio["codec_name"], video["width"], video["height"])
+
+
+def video_packets(path: Path) -> list[tuple[int, bool]]:
+    """(pts in 90 kHz, keyframe) of every video packet."""
+    with av.open(str(path)) as container:
+        return [(int(p.pts), bool(p.is_keyframe)) for p in container.demux(video=0) if p.pts is not None]
+
+
+def first_frame(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            return frame.to_ndarray(format="rgb24")
+    raise AssertionError(f"{path} has no decodable video frame")
+
+
+def audio_pcm(paths: list[Path], rate: int) -> np.ndarray:
+    """The audio of consecutive segments, decoded and resampled to mono float at `rate`."""
+    chunks = []
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+    for path in paths:
+        with av.open(str(path)) as container:
+            for frame in container.decode(audio=0):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
