@@ -15,7 +15,7 @@ ENTRIES = "entries"
 MEDIA = "media"
 RECEIPTS = "receipts"
 SESSION_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
-DEVICE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def entry_path(session_dir: Path, seq: int) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -38,6 +39,9 @@ class LocalBroker:
             "log_type notice",
             "max_queued_messages 100000",
         ]
+        if os.geteuid() == 0:
+            # As root Mosquitto would switch to the 'mosquitto' user, which cannot write our work folder.
+            lines.append("user root")
         if self._max_packet:
             lines.append(f"max_packet_size {self._max_packet}")
         return "\n".join(lines) + "\n"

@@ -41,6 +41,8 @@ class Receiver:
         self._client = make_client(client_id, 30)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        self._subscriptions: set[int] = set()
         self._deferred: dict[tuple[str, str, int], bytes] = {}
         """(device, session, seq) -> an entry whose predecessor has not arrived yet."""
         self._lock = threading.Lock()
@@ -61,8 +63,16 @@ class Receiver:
             log.warning("receiver: broker refused the connection: %s", reason)
             return
         for kind in (protocol.MEDIA, protocol.ENTRY):
-            client.subscribe(protocol.topic(self._prefix, "+", kind), qos=1)
-        self.connected.set()
+            _, mid = client.subscribe(protocol.topic(self._prefix, "+", kind), qos=1)
+            if mid is not None:
+                self._subscriptions.add(mid)
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        # Ready only once the broker has both subscriptions: a message published before that is not
+        # routed to us (the device would resend it, but a caller waiting on `connected` expects it).
+        self._subscriptions.discard(mid)
+        if not self._subscriptions:
+            self.connected.set()
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         try:

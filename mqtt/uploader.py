@@ -61,6 +61,8 @@ class Uploader:
                               qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._connect_failures = 0
         self._client.on_message = self._on_message
         self._lock = threading.Condition()
         self._connected = False
@@ -98,6 +100,7 @@ class Uploader:
                         self._host, self._port, reason)
             return
         self._chunk = min(protocol.DEFAULT_CHUNK, max_packet_size(properties) - _HEADER_ROOM)
+        self._connect_failures = 0
         client.subscribe(self._topic(protocol.RECEIPT), qos=1)
         log.info("connected to broker %s:%d (media chunks of %d bytes)", self._host, self._port, self._chunk)
         with self._lock:
@@ -105,6 +108,13 @@ class Uploader:
             self._in_flight.clear()  # whatever was in flight may be lost with the old connection: resend
             self._lock.notify_all()
         self._publish_status(online=True)
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        self._connect_failures += 1
+        # Say it at once, then now and then: an outage of hours must not flood the log.
+        if self._connect_failures == 1 or self._connect_failures % 50 == 0:
+            log.warning("cannot reach the broker at %s:%d (%d attempts); recording goes on into the spool, "
+                        "retrying with back-off", self._host, self._port, self._connect_failures)
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         with self._lock:

@@ -40,6 +40,8 @@ class SimRoom:
         self._thread: threading.Thread | None = None
         self.muted_speaker = False
         self.dead_microphone = False
+        self.played = 0
+        """Playbacks finished so far: how a test knows the speaker said something."""
 
     def open(self) -> None:
         if self._thread is None:
@@ -79,6 +81,7 @@ class SimRoom:
             filled += take
             if playback.offset >= len(playback.pcm):
                 self._queue.popleft()
+                self.played += 1
                 playback.done.set()
         return out, started
 

@@ -30,10 +30,11 @@ def test_scenario_steps_parse() -> None:
     ],
 )
 def test_bad_scenario_names_the_line(text: str, message: str) -> None:
-    with pytest.raises(ScenarioError, match=message.replace("(", r"\(")):
+    with pytest.raises(ScenarioError) as err:
         parse(text)
+    assert message in str(err.value)
 
 
 def test_missing_scenario_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ScenarioError, match="nope.txt"):
+    with pytest.raises(ScenarioError, match=r"nope\.txt"):
         load(tmp_path / "nope.txt")

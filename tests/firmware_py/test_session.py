@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from capture.stamp import Stamper, StampFacts, find_cjk_font, stamp_lines
@@ -56,7 +58,7 @@ def test_segments_are_h264_aac_and_start_on_keyframes__CONTINUOUS(recorded: Reco
 def test_segment_records_chain_without_gaps__CONTINUOUS(recorded: RecordedSession) -> None:
     segments = [e["body"] for e in entries(recorded.spool_dir) if e["kind"] == "segment"]
     assert [s["index"] for s in segments] == list(range(1, len(segments) + 1))
-    for before, after in zip(segments, segments[1:], strict=False):
+    for before, after in itertools.pairwise(segments):
         assert after["start_ns"] == before["end_ns"]
 
 
@@ -79,7 +81,8 @@ def test_mark_button_sets_a_marker__RECORD_FIELDS(recorded: RecordedSession) -> 
 
 def test_event_log_has_every_state_change_and_button__NOTICE(recorded: RecordedSession) -> None:
     log = entries(recorded.central_dir)
-    states = [(e["body"]["source"], e["body"]["target"]) for e in log if e["kind"] == "event" and e["body"]["name"] == "state"]
+    states = [(e["body"]["source"], e["body"]["target"])
+              for e in log if e["kind"] == "event" and e["body"]["name"] == "state"]
     assert states == [("idle", "preflight"), ("preflight", "notice"), ("notice", "recording"),
                       ("recording", "closing"), ("closing", "idle")][: len(states)]
     assert len(states) >= 4

@@ -1,0 +1,82 @@
+"""The wire format's parsers take any byte sequence and answer with a value or a ProtocolError."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from capture.errors import CaptureError
+from capture.ledger import parse_entry
+from mqtt import protocol
+from mqtt.errors import ProtocolError
+
+SESSION = "20261122T080000Z-abcdef"
+
+
+def chunk(**changes: object) -> protocol.MediaChunk:
+    fields: dict[str, object] = {"session": SESSION, "file": "000001.ts", "offset": 0, "total": 10,
+                                 "sha256": "a" * 64, "data": b"0123456789"}
+    fields.update(changes)
+    return protocol.MediaChunk(**fields)  # type: ignore[arg-type]
+
+
+def test_media_frame_round_trips() -> None:
+    original = chunk(offset=4, data=b"456789")
+    assert protocol.decode_media(protocol.encode_media(original)) == original
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"file": "../../etc/passwd"}, "'file' is malformed"),
+        ({"session": "../x"}, "'session' is malformed"),
+        ({"offset": 8}, "runs past the segment's total size"),
+        ({"total": 0, "offset": 0}, "'total' must be an integer"),
+        ({"sha256": "xyz"}, "'sha256' is malformed"),
+        ({"data": b""}, "empty"),
+    ],
+)
+def test_bad_media_headers_are_refused(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ProtocolError) as err:
+        protocol.decode_media(protocol.encode_media(chunk(**changes)))
+    assert message in str(err.value)
+
+
+def test_topic_must_be_a_recorder_topic() -> None:
+    assert protocol.parse_topic("recorders", "recorders/GD-1/entry") == ("GD-1", "entry")
+    for bad in ("recorders/GD-1", "other/GD-1/entry", "recorders/../entry", "recorders/a/b/c"):
+        with pytest.raises(ProtocolError):
+            protocol.parse_topic("recorders", bad)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=600))
+def test_any_bytes_as_media_give_a_chunk_or_a_protocol_error(payload: bytes) -> None:
+    with contextlib.suppress(ProtocolError):
+        protocol.decode_media(payload)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.integers(min_value=0, max_value=300))
+def test_mutated_media_frames_give_a_chunk_or_a_protocol_error(noise: bytes, at: int) -> None:
+    frame = bytearray(protocol.encode_media(chunk()))
+    frame[at % len(frame) : at % len(frame) + len(noise)] = noise
+    with contextlib.suppress(ProtocolError):
+        protocol.decode_media(bytes(frame))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=400), st.text(max_size=200).map(str.encode)))
+def test_any_bytes_as_entry_or_receipt_give_a_value_or_an_error(payload: bytes) -> None:
+    with contextlib.suppress(CaptureError):
+        parse_entry(payload)
+    with contextlib.suppress(ProtocolError):
+        protocol.decode_receipt(payload)
+
+
+def test_oversized_entry_is_refused() -> None:
+    with pytest.raises(CaptureError, match="over the"):
+        parse_entry(b"{" + b" " * 70_000 + b"}")

@@ -1,0 +1,129 @@
+"""The receiver refuses what it must not store, and keeps serving."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from capture import layout
+from capture.ledger import canonical, signed_message
+from mqtt import protocol
+from mqtt.broker import LocalBroker
+from mqtt.client import make_client
+from mqtt.receiver import Receiver
+from mqtt.store import FileStore
+from provisioning.identity import DeviceIdentity
+from tests.conftest import RecordedSession
+
+
+@pytest.fixture
+def central(tmp_path: Path, broker: LocalBroker, recorded: RecordedSession) -> Iterator[Receiver]:
+    store = FileStore(tmp_path / "central")
+    store.enroll(recorded.rig.config.device.id, recorded.rig.service.identity.public_key_b64)
+    receiver = Receiver(store, "127.0.0.1", broker.port, "recorders", "receiver-under-test")
+    receiver.start()
+    assert receiver.connected.wait(10)
+    yield receiver
+    receiver.stop()
+
+
+def send(broker: LocalBroker, messages: list[tuple[str, bytes]]) -> None:
+    client = make_client("attacker", 2)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    for topic, payload in messages:
+        client.publish(topic, payload, qos=1).wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+
+
+def wait_until(condition: object, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def replay(recorded: RecordedSession) -> list[tuple[str, bytes]]:
+    """The session's messages as the device sends them (media chunks, then the entry)."""
+    device = recorded.rig.config.device.id
+    out = []
+    for seq in layout.entry_seqs(recorded.spool_dir):
+        data = layout.entry_path(recorded.spool_dir, seq).read_bytes()
+        entry = json.loads(data)
+        if entry["kind"] == "segment":
+            media = layout.media_path(recorded.spool_dir, entry["body"]["file"]).read_bytes()
+            chunk = protocol.MediaChunk(recorded.session, entry["body"]["file"], 0, len(media),
+                                        entry["body"]["sha256"], media)
+            out.append((protocol.topic("recorders", device, "media"), protocol.encode_media(chunk)))
+        out.append((protocol.topic("recorders", device, "entry"), data))
+    return out
+
+
+def test_replayed_session_is_stored_once__UPLOAD_24H(central: Receiver, broker: LocalBroker,
+                                                      recorded: RecordedSession) -> None:
+    messages = replay(recorded)
+    send(broker, messages + messages)
+    total = len(layout.entry_seqs(recorded.spool_dir))
+    assert wait_until(lambda: central.stored == total)
+    time.sleep(0.3)
+    assert central.stored == total  # duplicates were receipted again, not stored twice
+    stored = central.store.session_dir(recorded.rig.config.device.id, recorded.session)
+    assert layout.entry_seqs(stored) == list(range(total))
+
+
+def test_entry_signed_by_another_key_is_refused__NO_LEAK(central: Receiver, broker: LocalBroker,
+                                                          recorded: RecordedSession) -> None:
+    forger = DeviceIdentity(Ed25519PrivateKey.generate())
+    entry = json.loads(layout.entry_path(recorded.spool_dir, 0).read_bytes())
+    entry["sig"] = forger.sign(signed_message(entry))
+    send(broker, [(protocol.topic("recorders", recorded.rig.config.device.id, "entry"), canonical(entry))])
+    assert wait_until(lambda: any("signature does not verify" in r for r in central.refused)), central.refused
+    assert not central.store.session_dir(recorded.rig.config.device.id, recorded.session).exists()
+
+
+def test_entry_on_another_devices_topic_is_refused__NO_LEAK(central: Receiver, broker: LocalBroker,
+                                                             recorded: RecordedSession) -> None:
+    data = layout.entry_path(recorded.spool_dir, 0).read_bytes()
+    send(broker, [(protocol.topic("recorders", "OTHER-1", "entry"), data)])
+    assert wait_until(lambda: any("came on OTHER-1's topic" in r for r in central.refused))
+
+
+def test_altered_segment_is_never_stored_as_genuine__NO_EDIT(central: Receiver, broker: LocalBroker,
+                                                             recorded: RecordedSession) -> None:
+    messages = replay(recorded)
+    # Flip a byte in the first media chunk: the entry's SHA-256 no longer matches, so no receipt.
+    index = next(i for i, (t, _) in enumerate(messages) if t.endswith("/media"))
+    frame = bytearray(messages[index][1])
+    frame[-10] ^= 0xFF
+    messages[index] = (messages[index][0], bytes(frame))
+    send(broker, messages[: index + 2])
+    stored = central.store.session_dir(recorded.rig.config.device.id, recorded.session)
+    segment_seq = json.loads(messages[index + 1][1])["seq"]
+    assert wait_until(lambda: central.store.get_entry(recorded.rig.config.device.id, recorded.session,
+                                                      segment_seq - 1) is not None)
+    time.sleep(0.5)
+    assert central.store.get_entry(recorded.rig.config.device.id, recorded.session, segment_seq) is None
+    assert not list((stored / "media").glob("*.ts"))
+
+
+def test_garbage_and_oversized_messages_are_refused_and_the_receiver_keeps_serving(
+        central: Receiver, broker: LocalBroker, recorded: RecordedSession, tmp_path: Path) -> None:
+    device = recorded.rig.config.device.id
+    send(broker, [
+        (protocol.topic("recorders", device, "entry"), b"\x00\xff not json"),
+        (protocol.topic("recorders", device, "media"), b"RRM1\xff\xff\xff\xff"),
+        (protocol.topic("recorders", device, "media"), b"x" * (protocol.DEFAULT_CHUNK + 100_000)),
+    ])
+    assert wait_until(lambda: len(central.refused) >= 3)
+    assert any("over the" in r for r in central.refused)
+    send(broker, replay(recorded)[:1] + replay(recorded)[1:3])
+    assert wait_until(lambda: central.stored >= 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broker", "central"]
