@@ -83,9 +83,13 @@ class Service:
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
 
-    def _write_status(self, state: State) -> None:
+    def _write_status(self, state: State | None) -> None:
+        """Record the state for `recorder status`; None means the service has stopped."""
+        health = self.health()
+        if state is None:
+            health["state"] = "stopped"
         atomic_write(self.config.device.state_dir / "status.json",
-                     json.dumps(self.health(), ensure_ascii=False, indent=1).encode())
+                     json.dumps(health, ensure_ascii=False, indent=1).encode())
 
     def start(self) -> None:
         self.controller.start()
@@ -102,7 +106,7 @@ class Service:
         self.controller.request_stop()
         self.controller.join()
         self.uploader.stop()
-        self._write_status(self.controller.machine.state)
+        self._write_status(None)
         self.hal.close()
 
 

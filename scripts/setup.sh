@@ -31,7 +31,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+  echo "setup: installing the package and its tools into .venv"
+  log=.venv/pip-install.log
+  if ! { .venv/bin/pip install --upgrade pip && .venv/bin/pip install -e '.[dev]'; } >"$log" 2>&1; then
+    tail -20 "$log" >&2
+    echo "setup: pip install failed; the whole log is in $log" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
