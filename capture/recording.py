@@ -96,12 +96,16 @@ class Recording:
         """Seal the last segment and write the closing entry; call after the inputs have stopped."""
         self.segmenter.close()
         self.sealer.close()
-        segments = [s.entry["body"] for s in self.sealer.sealed]
-        return self.ledger.append("close", {
-            "reason": reason,
-            "segments": len(segments),
-            "entries": self.ledger.next_seq + 1,
-            "media_bytes": sum(s["bytes"] for s in segments),
-            "duration_ns": segments[-1]["end_ns"] - segments[0]["start_ns"] if segments else 0,
-            "video_frames": sum(s["video_frames"] for s in segments),
-        })
+        return close_session(self.ledger, reason, [s.entry["body"] for s in self.sealer.sealed])
+
+
+def close_session(ledger: Ledger, reason: str, segments: list[dict[str, Any]]) -> Appended:
+    """The closing entry: totals over every segment of the session, so a cut tail is provable."""
+    return ledger.append("close", {
+        "reason": reason,
+        "segments": len(segments),
+        "entries": ledger.next_seq + 1,
+        "media_bytes": sum(s["bytes"] for s in segments),
+        "duration_ns": segments[-1]["end_ns"] - segments[0]["start_ns"] if segments else 0,
+        "video_frames": sum(s["video_frames"] for s in segments),
+    })

@@ -30,6 +30,9 @@ PTS_OFFSET = TS_HZ
 """Media time zero (the session's recording start) is written as PTS 90000, so that the AAC encoder's
 priming packet, which starts before zero, never needs a negative timestamp."""
 _TB = fractions.Fraction(1, TS_HZ)
+IO_BUFFER = 188 * 22
+"""Bytes FFmpeg may hold before writing to the file: a killed process loses at most this much (about
+0.1 s at 300 kbit/s) beyond what the encoder still had, instead of FFmpeg's default 32 KiB."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,9 @@ class _OpenSegment:
         self.audio_samples = 0
         self.keyframe_start = keyframe_start
         try:
-            self.container = av.open(str(self.part_path), "w", format="mpegts")
+            # Unbuffered on our side, so each of FFmpeg's small writes reaches the page cache at once.
+            self._file = open(self.part_path, "wb", buffering=0)  # noqa: SIM115 (closed in close())
+            self.container = av.open(self._file, "w", format="mpegts", buffer_size=IO_BUFFER)
         except (OSError, av.FFmpegError) as err:
             raise StorageFault(f"cannot open segment {self.part_path}: {err}") from err
         self.video = self.container.add_stream("h264", rate=fmt.fps)
@@ -74,6 +79,7 @@ class _OpenSegment:
     def close(self, end_ns: int) -> ClosedSegment:
         try:
             self.container.close()
+            self._file.close()
         except (OSError, av.FFmpegError) as err:
             raise StorageFault(f"cannot close segment {self.part_path}: {err}") from err
         return ClosedSegment(self.index, self.part_path, self.final_path, self.start_ns, end_ns,

@@ -174,7 +174,8 @@ def verify_session(session_dir: Path, trusted_key_b64: str | None = None, decode
                 found.append(Finding(Problem.TIMESTAMP_GAP, seg_where,
                                      f"starts {gap_ms:.1f} ms after the previous one ends"))
                 return report
-            if decode and (why := _decodes(path)) is not None:
+            # A segment recovered after a crash may hold no whole frame; its record says so (0 frames).
+            if decode and body.get("video_frames") != 0 and (why := _decodes(path)) is not None:
                 found.append(Finding(Problem.UNDECODABLE, seg_where, why))
                 return report
             last_end = body["end_ns"]

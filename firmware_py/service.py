@@ -11,6 +11,7 @@ from typing import Any
 
 from capture.durable import atomic_write
 from capture.ledger import Appended
+from capture.recovery import recover_spool
 from capture.spool import Spool
 from capture.stamp import find_cjk_font
 from firmware_py.config import Config
@@ -51,6 +52,7 @@ class Service:
         m = config.mqtt
         self.uploader = Uploader(self.spool, config.device.id, m.host, m.port, m.topic_prefix, m.keepalive,
                                  m.retry_max_seconds, status=self.health)
+        self.recovered = recover_spool(config.spool_dir, self.identity, self.hal.clock, self._on_entry)
         self.controller = Controller(config, self.hal, self.identity, self.prompts, find_cjk_font(), self._on_entry)
         self.controller.state_listeners.append(self._write_status)
         self._buttons: Buttons | None = None

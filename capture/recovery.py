@@ -1,0 +1,124 @@
+"""After an abrupt stop (power cut, kill -9, crash): close every session that was left open.
+
+A session is open when its last ledger entry is not "close". Recovery seals whatever media the dead
+process left behind — a segment file cut off mid-write (".part": MPEG-TS plays up to its last whole
+packet) or one committed but not yet sealed — as segments marked `recovered`, then records the break
+as an "interruption" entry and closes the session with its totals. Nothing is deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+
+from capture import layout
+from capture.durable import commit_rename
+from capture.ledger import Appended, Ledger, Signer, WallClock, parse_entry
+from capture.recording import close_session
+from capture.sealer import sha256_file
+from capture.segmenter import PTS_OFFSET, TS_HZ
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Recovered:
+    session: str
+    segments: list[str]
+    last_entry_time: str
+
+
+def _media_ns(pts: int) -> int:
+    return (pts - PTS_OFFSET) * 1_000_000_000 // TS_HZ
+
+
+def _probe(path: Path, previous_end_ns: int, frame_ns: int, sample_rate: int) -> dict[str, Any]:
+    """What a cut-off segment holds, read back with PyAV as far as it decodes."""
+    video_pts: list[int] = []
+    keyframe_start = False
+    audio_samples = 0
+    try:
+        with av.open(str(path)) as container:
+            for packet in container.demux():
+                if packet.pts is None or packet.stream.type not in ("video", "audio"):
+                    continue
+                if packet.stream.type == "video":
+                    if not video_pts:
+                        keyframe_start = bool(packet.is_keyframe)
+                    video_pts.append(int(packet.pts))
+                elif packet.duration and packet.time_base:
+                    audio_samples += int(packet.duration * packet.time_base * sample_rate)
+    except (av.FFmpegError, OSError) as err:
+        log.warning("recovery: %s is readable only up to a point: %s", path.name, err)
+    if not video_pts:
+        return {"start_ns": previous_end_ns, "end_ns": previous_end_ns, "video_frames": 0,
+                "audio_samples": audio_samples, "keyframe_start": False}
+    return {"start_ns": _media_ns(video_pts[0]), "end_ns": _media_ns(video_pts[-1]) + frame_ns,
+            "video_frames": len(video_pts), "audio_samples": audio_samples, "keyframe_start": keyframe_start}
+
+
+def _leftovers(session_dir: Path, referenced: set[str]) -> list[Path]:
+    media = session_dir / layout.MEDIA
+    if not media.is_dir():
+        return []
+    candidates = [p for p in media.iterdir()
+                  if (p.suffix == ".ts" and p.name not in referenced) or p.name.endswith(".ts.part")]
+    return sorted(candidates, key=lambda p: p.name.removesuffix(".part"))
+
+
+def recover_session(session_dir: Path, signer: Signer, clock: WallClock,
+                    on_entry: Callable[[Appended], None]) -> Recovered | None:
+    seqs = layout.entry_seqs(session_dir)
+    if not seqs:
+        return None
+    entries = [parse_entry(layout.entry_path(session_dir, s).read_bytes()) for s in seqs]
+    if entries[-1]["kind"] == "close":
+        return None
+    ledger = Ledger.resume(session_dir, signer, clock)
+    ledger.subscribe(on_entry)
+    segments = [e["body"] for e in entries if e["kind"] == "segment"]
+    opening = entries[0]["body"] if entries[0]["kind"] == "open" else {}
+    frame_ns = 1_000_000_000 // max(1, int(opening.get("video", {}).get("fps", 15)))
+    sample_rate = int(opening.get("audio", {}).get("sample_rate", 16000))
+    recovered: list[str] = []
+    for path in _leftovers(session_dir, {s["file"] for s in segments}):
+        final = path.with_name(path.name.removesuffix(".part"))
+        if final != path:
+            commit_rename(path, final)
+        previous_end = segments[-1]["end_ns"] if segments else 0
+        sha, size = sha256_file(final)
+        body = {"index": len(segments) + 1, "file": final.name, "sha256": sha, "bytes": size,
+                **_probe(final, previous_end, frame_ns, sample_rate),
+                "clock_synced": clock.is_synchronised(), "recovered": True}
+        if final.name != layout.media_name(body["index"]):
+            # Keep the ledger's index and the file name in step, as every other segment has them.
+            renamed = final.with_name(layout.media_name(body["index"]))
+            commit_rename(final, renamed)
+            body["file"] = renamed.name
+        ledger.append("segment", body)
+        segments.append(body)
+        recovered.append(body["file"])
+    ledger.append("interruption", {
+        "reason": "abrupt stop: the service was not running when this session should have been closed",
+        "last_entry_time": entries[-1]["time"],
+        "recovered_segments": recovered,
+    })
+    close_session(ledger, "interrupted (recovered after restart)", segments)
+    return Recovered(session_dir.name, recovered, entries[-1]["time"])
+
+
+def recover_spool(spool_root: Path, signer: Signer, clock: WallClock,
+                  on_entry: Callable[[Appended], None]) -> list[Recovered]:
+    done = []
+    for session_dir in sorted(p for p in spool_root.iterdir() if p.is_dir() and layout.SESSION_ID.match(p.name)):
+        result = recover_session(session_dir, signer, clock, on_entry)
+        if result is not None:
+            log.warning("session %s was interrupted (last entry %s); sealed %d leftover segment(s) and closed it",
+                        result.session, result.last_entry_time, len(result.segments))
+            done.append(result)
+    return done
