@@ -14,8 +14,10 @@ from pathlib import Path
 ENTRIES = "entries"
 MEDIA = "media"
 RECEIPTS = "receipts"
-SESSION_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# \Z, not $: "$" would also accept a trailing newline.
+SESSION_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}\Z")
+DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_ENTRY_NAME = re.compile(r"[0-9]{8}\.json\Z")
 
 
 def entry_path(session_dir: Path, seq: int) -> Path:
@@ -38,7 +40,7 @@ def entry_seqs(session_dir: Path) -> list[int]:
     folder = session_dir / ENTRIES
     if not folder.is_dir():
         return []
-    return sorted(int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit())
+    return sorted(int(p.stem) for p in folder.glob("*.json") if _ENTRY_NAME.match(p.name))
 
 
 def make_dirs(session_dir: Path) -> None:

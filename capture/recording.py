@@ -71,7 +71,9 @@ class Recording:
         self.session_dir = spool_dir / session_id
         self.ledger = Ledger(self.session_dir, meta.device_id, session_id, parts.signer, parts.clock)
         self.ledger.subscribe(on_entry)
+        t0_ns = parts.clock.monotonic_ns()
         self.ledger.append("open", {
+            "media_t0_mono_ns": t0_ns,
             **meta.as_body(),
             "device_key": parts.signer.public_key_b64,
             "segment_seconds": parts.segment_seconds,
@@ -83,7 +85,7 @@ class Recording:
         self.sealer = Sealer(self.ledger, on_fault, self._segment_extra)
         self.segmenter = Segmenter(
             self.session_dir, parts.video, parts.sample_rate, parts.segment_seconds,
-            parts.clock.monotonic_ns(), parts.request_keyframe, self.sealer.submit, on_fault,
+            t0_ns, parts.request_keyframe, self.sealer.submit, on_fault,
         )
 
     def _segment_extra(self) -> dict[str, Any]:

@@ -144,8 +144,11 @@ class Segmenter:
         try:
             action()
         except StorageFault as fault:
-            # The broken file is closed and sealed as far as it got; the next keyframe opens a new one.
+            # The broken file is closed and sealed as far as it got. The very next frame opens a new
+            # file rather than waiting for a keyframe, so nothing is dropped; a keyframe is asked for so
+            # the new file becomes decodable at once.
             broken, self._open = self._open, None
+            self._request_keyframe()
             if broken is not None:
                 with contextlib.suppress(StorageFault):  # the fault below already reports this segment
                     self._on_closed(broken.close(broken.last_ns + self._frame_ns))

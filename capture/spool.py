@@ -8,6 +8,7 @@ spool. Nothing here deletes media: freeing space on receipt is a separate, expli
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from capture import layout
 from capture.durable import atomic_write
 from capture.errors import CaptureError
 from capture.ledger import Appended, entry_hash, parse_entry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, order=True)
@@ -52,8 +55,13 @@ class Spool:
                 if seq in receipted:
                     continue
                 path = layout.entry_path(session_dir, seq)
-                entry = parse_entry(path.read_bytes())
-                self._pending[PendingItem(session_dir.name, seq)] = (self._media_bytes(entry), path.stat().st_mtime)
+                try:
+                    media = self._media_bytes(parse_entry(path.read_bytes()))
+                except CaptureError as err:
+                    # Kept, and still pending: central refuses it and `recorder verify` names it.
+                    log.error("spool entry %s is unreadable: %s", path, err)
+                    media = 0
+                self._pending[PendingItem(session_dir.name, seq)] = (media, path.stat().st_mtime)
 
     @staticmethod
     def _media_bytes(entry: dict[str, Any]) -> int:
@@ -86,8 +94,10 @@ class Spool:
             return False
         if receipt.get("entry_hash") != entry_hash(parse_entry(path.read_bytes())):
             return False
-        atomic_write(layout.receipt_path(session_dir, item.seq),
-                     json.dumps(receipt, sort_keys=True, ensure_ascii=False).encode())
+        kept = layout.receipt_path(session_dir, item.seq)
+        if not kept.exists():
+            # The first receipt is the proof of delivery time; a later duplicate must not move it.
+            atomic_write(kept, json.dumps(receipt, sort_keys=True, ensure_ascii=False).encode())
         with self._changed:
             self._pending.pop(item, None)
             self._changed.notify_all()

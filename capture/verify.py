@@ -9,12 +9,13 @@ no timeline gap larger than one frame, and a closing entry whose totals match (s
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import av
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from capture import layout
 from capture.errors import CaptureError
@@ -36,6 +37,7 @@ class Problem(enum.Enum):
     REORDERED = "segments out of order"
     TIMESTAMP_GAP = "timestamp gap"
     TRUNCATED = "truncated session (no closing entry or totals do not match)"
+    AFTER_CLOSE = "entry after the closing entry"
     UNDECODABLE = "undecodable segment"
 
 
@@ -79,12 +81,20 @@ class Report:
         }
 
 
-def _load_entries(session_dir: Path) -> Iterator[tuple[int, dict[str, Any] | Finding]]:
-    for seq in layout.entry_seqs(session_dir):
-        try:
-            yield seq, parse_entry(layout.entry_path(session_dir, seq).read_bytes())
-        except CaptureError as err:
-            yield seq, Finding(Problem.MALFORMED_ENTRY, f"entry {seq}", str(err))
+_SEGMENT_INTS = ("index", "bytes", "start_ns", "end_ns", "video_frames", "audio_samples")
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+class _Stop(Exception):
+    """The first problem found: verification stops there and reports it."""
+
+    def __init__(self, problem: Problem, where: str, detail: str) -> None:
+        super().__init__(detail)
+        self.finding = Finding(problem, where, detail)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _decodes(path: Path) -> str | None:
@@ -96,112 +106,127 @@ def _decodes(path: Path) -> str | None:
     return None if frames else "no video frame decodes"
 
 
+class _Verifier:
+    def __init__(self, session_dir: Path, trusted_key_b64: str | None, decode: bool, report: Report) -> None:
+        self.dir = session_dir
+        self.trusted = trusted_key_b64
+        self.decode = decode
+        self.report = report
+        self.prev = GENESIS
+        self.key: Ed25519PublicKey | None = None
+        self.opening: dict[str, Any] = {}
+        self.frame_ns = 0
+        self.last_end: int | None = None
+        self.referenced: set[str] = set()
+        self.close: dict[str, Any] | None = None
+
+    def run(self) -> None:
+        if not (self.dir / layout.ENTRIES).is_dir():
+            raise _Stop(Problem.MISSING_ENTRY, str(self.dir), "no entries/ folder: not a session")
+        for expected, seq in enumerate(layout.entry_seqs(self.dir)):
+            if seq != expected:
+                raise _Stop(Problem.MISSING_ENTRY, f"entry {expected}", "ledger entry file is missing")
+            self.entry(seq)
+        self.finish()
+
+    def entry(self, seq: int) -> None:
+        where = f"entry {seq}"
+        try:
+            entry = parse_entry(layout.entry_path(self.dir, seq).read_bytes())
+        except CaptureError as err:
+            raise _Stop(Problem.MALFORMED_ENTRY, where, str(err)) from err
+        if entry["seq"] != seq:
+            raise _Stop(Problem.REORDERED, where, f"file holds entry seq {entry['seq']}")
+        if self.close is not None:
+            raise _Stop(Problem.AFTER_CLOSE, where, f"a {entry['kind']!r} entry follows the closing entry")
+        if entry["prev"] != self.prev:
+            raise _Stop(Problem.BROKEN_CHAIN, where, "prev does not match the hash of the entry before")
+        if seq == 0:
+            self.open(entry, where)
+        elif entry["kind"] == "open":
+            raise _Stop(Problem.MALFORMED_ENTRY, where, "a second 'open' entry")
+        elif (entry["device"], entry["session"]) != (self.opening["device"], self.opening["session"]):
+            raise _Stop(Problem.MALFORMED_ENTRY, where, "entry names another device or session than the opening")
+        assert self.key is not None
+        if not verify_signature(self.key, entry["sig"], signed_message(entry)):
+            raise _Stop(Problem.BAD_SIGNATURE, where, "signature does not verify under the device key")
+        if entry["kind"] == "segment":
+            self.segment(entry["body"], seq)
+        elif entry["kind"] == "close":
+            self.close = entry["body"]
+        self.prev = entry_hash(entry)
+        self.report.entries += 1
+
+    def open(self, entry: dict[str, Any], where: str) -> None:
+        if entry["kind"] != "open":
+            raise _Stop(Problem.MALFORMED_ENTRY, where, "first entry is not an 'open' entry")
+        body = entry["body"]
+        try:
+            key_text = body["device_key"]
+            self.key = load_public_key_b64(key_text)
+            fps = body["video"]["fps"]
+        except (KeyError, TypeError, ProvisioningError) as err:
+            raise _Stop(Problem.MALFORMED_ENTRY, where,
+                        f"opening lacks a usable device_key or video fps: {err}") from err
+        if not _is_int(fps) or fps <= 0:
+            raise _Stop(Problem.MALFORMED_ENTRY, where, f"video fps {fps!r} is not a positive integer")
+        self.frame_ns = 1_000_000_000 // fps
+        self.opening = entry
+        if self.trusted is not None:
+            self.report.anchored = True
+            if key_text != self.trusted:
+                raise _Stop(Problem.UNKNOWN_KEY, where, "session is signed by a key other than the trusted one")
+
+    def segment(self, body: dict[str, Any], seq: int) -> None:
+        index = body.get("index")
+        where = f"segment {index} (entry {seq})"
+        bad = [k for k in _SEGMENT_INTS if not _is_int(body.get(k))]
+        if bad or not isinstance(body.get("sha256"), str) or not _HEX64.match(body["sha256"]):
+            raise _Stop(Problem.MALFORMED_ENTRY, where, f"segment record lacks or mistypes {bad or ['sha256']}")
+        expected = self.report.segments + 1
+        if index != expected:
+            problem = Problem.MISSING_SEGMENT if isinstance(index, int) and index > expected else Problem.REORDERED
+            raise _Stop(problem, where, f"expected segment {expected}")
+        if body.get("file") != layout.media_name(index):
+            raise _Stop(Problem.MALFORMED_ENTRY, where, f"file {body.get('file')!r} is not {layout.media_name(index)}")
+        path = layout.media_path(self.dir, layout.media_name(index))
+        if not path.is_file():
+            raise _Stop(Problem.MISSING_SEGMENT, where, f"{path.name} is not there")
+        digest, size = sha256_file(path)
+        if size != body["bytes"] or digest != body["sha256"]:
+            raise _Stop(Problem.CHANGED_SEGMENT, where, f"{path.name}: SHA-256 or size differs from the sealed record")
+        if self.last_end is not None and abs(body["start_ns"] - self.last_end) > self.frame_ns:
+            gap_ms = (body["start_ns"] - self.last_end) / 1e6
+            relation = f"starts {gap_ms:.1f} ms after" if gap_ms > 0 else f"overlaps by {-gap_ms:.1f} ms"
+            raise _Stop(Problem.TIMESTAMP_GAP, where, f"{relation} the end of the previous one")
+        # A segment recovered after a crash may hold no whole frame; its record says so (0 frames).
+        if self.decode and body["video_frames"] != 0 and (why := _decodes(path)) is not None:
+            raise _Stop(Problem.UNDECODABLE, where, why)
+        self.last_end = body["end_ns"]
+        self.referenced.add(path.name)
+        self.report.segments += 1
+        self.report.media_bytes += size
+
+    def finish(self) -> None:
+        media = self.dir / layout.MEDIA
+        stray = sorted(p.name for p in media.glob("*.ts") if p.name not in self.referenced) if media.is_dir() else []
+        if stray:
+            raise _Stop(Problem.INSERTED_SEGMENT, stray[0], "segment file not sealed in the ledger")
+        if self.close is None:
+            raise _Stop(Problem.TRUNCATED, f"entry {self.report.entries}", "the session has no closing entry")
+        said = (self.close.get("segments"), self.close.get("entries"), self.close.get("media_bytes"))
+        found = (self.report.segments, self.report.entries, self.report.media_bytes)
+        if said != found or not _is_int(self.close.get("duration_ns")):
+            raise _Stop(Problem.TRUNCATED, "closing entry",
+                        f"says {said[0]} segments / {said[1]} entries / {said[2]} bytes, found {found[0]} / "
+                        f"{found[1]} / {found[2]}")
+        self.report.duration_ns = self.close["duration_ns"]
+
+
 def verify_session(session_dir: Path, trusted_key_b64: str | None = None, decode: bool = False) -> Report:
     report = Report(session_dir)
-    found = report.findings
-    if not (session_dir / layout.ENTRIES).is_dir():
-        found.append(Finding(Problem.MISSING_ENTRY, str(session_dir), "no entries/ folder: not a session"))
-        return report
-
-    prev = GENESIS
-    key = None
-    frame_ns: int | None = None
-    last_end: int | None = None
-    next_index = 1
-    referenced: set[str] = set()
-    close: dict[str, Any] | None = None
-    expected_seq = 0
-    sealed_bytes = 0
-    sealed_segments = 0
-    for seq, item in _load_entries(session_dir):
-        where = f"entry {seq}"
-        if isinstance(item, Finding):
-            found.append(item)
-            return report
-        entry = item
-        if seq != expected_seq:
-            found.append(Finding(Problem.MISSING_ENTRY, f"entry {expected_seq}", "ledger entry file is missing"))
-            return report
-        if entry["seq"] != seq:
-            found.append(Finding(Problem.REORDERED, where, f"file holds entry seq {entry['seq']}"))
-            return report
-        if close is not None:
-            found.append(Finding(Problem.INSERTED_SEGMENT, where, "entry after the closing entry"))
-            return report
-        if entry["prev"] != prev:
-            found.append(Finding(Problem.BROKEN_CHAIN, where, "prev does not match the hash of the entry before"))
-            return report
-        if seq == 0:
-            if entry["kind"] != "open":
-                found.append(Finding(Problem.MALFORMED_ENTRY, where, "first entry is not an 'open' entry"))
-                return report
-            try:
-                key_text = entry["body"]["device_key"]
-                key = load_public_key_b64(key_text)
-            except (KeyError, TypeError, ProvisioningError) as err:
-                found.append(Finding(Problem.MALFORMED_ENTRY, where, f"no usable device_key: {err}"))
-                return report
-            if trusted_key_b64 is not None:
-                report.anchored = True
-                if key_text != trusted_key_b64:
-                    found.append(Finding(Problem.UNKNOWN_KEY, where,
-                                         "session is signed by a key other than the trusted one"))
-                    return report
-            video = entry["body"].get("video", {})
-            if isinstance(video, dict) and isinstance(video.get("fps"), int) and video["fps"] > 0:
-                frame_ns = 1_000_000_000 // video["fps"]
-        assert key is not None
-        if not verify_signature(key, entry["sig"], signed_message(entry)):
-            found.append(Finding(Problem.BAD_SIGNATURE, where, "signature does not verify under the device key"))
-            return report
-        if entry["kind"] == "segment":
-            body = entry["body"]
-            seg_where = f"segment {body.get('index')} (entry {seq})"
-            if body.get("index") != next_index:
-                found.append(Finding(Problem.REORDERED, seg_where, f"expected segment {next_index}"))
-                return report
-            path = layout.media_path(session_dir, str(body.get("file")))
-            if not path.is_file():
-                found.append(Finding(Problem.MISSING_SEGMENT, seg_where, f"{path.name} is not there"))
-                return report
-            digest, size = sha256_file(path)
-            if size != body.get("bytes") or digest != body.get("sha256"):
-                found.append(Finding(Problem.CHANGED_SEGMENT, seg_where,
-                                     f"{path.name}: SHA-256 or size differs from the sealed record"))
-                return report
-            if last_end is not None and frame_ns is not None and abs(body["start_ns"] - last_end) > frame_ns:
-                gap_ms = (body["start_ns"] - last_end) / 1e6
-                found.append(Finding(Problem.TIMESTAMP_GAP, seg_where,
-                                     f"starts {gap_ms:.1f} ms after the previous one ends"))
-                return report
-            # A segment recovered after a crash may hold no whole frame; its record says so (0 frames).
-            if decode and body.get("video_frames") != 0 and (why := _decodes(path)) is not None:
-                found.append(Finding(Problem.UNDECODABLE, seg_where, why))
-                return report
-            last_end = body["end_ns"]
-            referenced.add(path.name)
-            next_index += 1
-            sealed_segments += 1
-            sealed_bytes += size
-        elif entry["kind"] == "close":
-            close = entry["body"]
-        prev = entry_hash(entry)
-        expected_seq += 1
-        report.entries += 1
-
-    report.segments = sealed_segments
-    report.media_bytes = sealed_bytes
-    stray = sorted(p.name for p in (session_dir / layout.MEDIA).glob("*.ts") if p.name not in referenced)
-    if stray:
-        found.append(Finding(Problem.INSERTED_SEGMENT, stray[0], "segment file not sealed in the ledger"))
-        return report
-    if close is None:
-        found.append(Finding(Problem.TRUNCATED, f"entry {expected_seq}", "the session has no closing entry"))
-        return report
-    if close.get("segments") != sealed_segments or close.get("entries") != report.entries:
-        found.append(Finding(Problem.TRUNCATED, "closing entry",
-                             f"says {close.get('segments')} segments / {close.get('entries')} entries, "
-                             f"found {sealed_segments} / {report.entries}"))
-        return report
-    report.duration_ns = int(close.get("duration_ns", 0))
+    try:
+        _Verifier(session_dir, trusted_key_b64, decode, report).run()
+    except _Stop as stop:
+        report.findings.append(stop.finding)
     return report

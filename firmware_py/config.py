@@ -13,6 +13,7 @@ import zoneinfo
 from pathlib import Path
 from typing import Any, Literal
 
+from capture import layout
 from firmware_py.errors import ConfigError
 
 NOTICE_ZH = "为保护您的合法权益，监督我们的执法行为，本次执法将全程录音录像"
@@ -206,8 +207,13 @@ def validate(config: Config) -> Config:
     for i, officer in enumerate(config.session.officers):
         if not officer.name.strip() or not officer.certificate.strip():
             raise ConfigError(f"session.officers[{i}]: name and certificate must both be given")
-    if not config.device.id or "/" in config.device.id or "+" in config.device.id or "#" in config.device.id:
-        raise ConfigError("device.id: must be non-empty and contain none of '/', '+', '#' (it is an MQTT topic level)")
+    if not layout.DEVICE_ID.match(config.device.id):
+        raise ConfigError(f"device.id: {config.device.id!r} must be 1-64 letters, digits, '.', '_' or '-', "
+                          "starting with a letter or digit (it names folders and an MQTT topic level)")
+    prefix = config.mqtt.topic_prefix
+    if not prefix or any(c in prefix for c in "/+#") or prefix.startswith("$"):
+        raise ConfigError(f"mqtt.topic_prefix: {prefix!r} must be one topic level: "
+                          "no '/', '+', '#', not starting with '$'")
     try:
         zoneinfo.ZoneInfo(config.device.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:

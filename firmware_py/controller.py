@@ -140,7 +140,7 @@ class Controller:
         self.last_fault = reason
         log.error("fault: %s", reason)
         self._log_event("fault", reason=reason)
-        if self.machine.fire(Event.FAULT) and self._recording is not None:
+        if self.machine.fire(Event.FAULT):
             self._close_session(f"fault: {reason}")
             self.machine.fire(Event.FAULT)
 

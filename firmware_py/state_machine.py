@@ -35,6 +35,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.IDLE, Event.START): State.PREFLIGHT,
     (State.PREFLIGHT, Event.PREFLIGHT_OK): State.NOTICE,
     (State.PREFLIGHT, Event.PREFLIGHT_FAILED): State.FAULT,
+    (State.PREFLIGHT, Event.FAULT): State.CLOSING,
     (State.NOTICE, Event.NOTICE_DONE): State.RECORDING,
     (State.NOTICE, Event.STOP): State.CLOSING,
     (State.NOTICE, Event.FAULT): State.CLOSING,

@@ -298,8 +298,9 @@ install_program() {
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "${build}[pi]"
     # Same version number, new code: make pip replace the package itself (its dependencies stay).
     "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --force-reinstall "$build"
-    rm -rf "$build"
-    if ! "$VENV/bin/python" - <<'EOF'; then
+    # Can the installed program import what it needs? (-I and a scratch directory: not from the checkout,
+    # and lgpio's notification pipes land there.)
+    if ! (cd "$build" && LG_WD=$build "$VENV/bin/python" -I - <<'EOF'); then
 import importlib
 
 for name in ("libcamera", "picamera2", "sounddevice", "gpiozero", "lgpio", "av", "firmware_py.cli"):
@@ -308,6 +309,7 @@ for name in ("libcamera", "picamera2", "sounddevice", "gpiozero", "lgpio", "av",
 EOF
         die "the installed program cannot import what it needs (above); see image/README.md, Troubleshooting"
     fi
+    rm -rf "$build"
     ln -sfn "$VENV/bin/recorder" /usr/local/bin/recorder
     install -d -m 0755 "$PREFIX/image"
     install -m 0644 "$SRC/image/README.md" "$SRC/image/recorder.service" "$SRC/image/recorder.toml" "$PREFIX/image/"
@@ -499,17 +501,16 @@ start_service() {
     fi
 }
 
-enable_overlay() {
-    local problem
-    problem=$(spool_mount_problem "$STATE")
-    if [[ -n $problem ]]; then
-        warn "NOT making the root filesystem read-only: $problem."
-        if [[ $(cmdline_overlay_state "$(boot_dir)/cmdline.txt") == all-mounts ]]; then
-            # Someone turned on raspi-config's plain overlay, which keeps the spool in RAM: worse than none.
-            warn "the overlay configured now keeps $STATE in RAM: turning it off from the next boot"
-            edit_cmdline off
-        fi
-        cat >&2 <<EOF
+# refuse_overlay PROBLEM: says why the read-only root stays off, and what to do.
+refuse_overlay() {
+    warn "NOT making the root filesystem read-only: $1."
+    if [[ $(cmdline_overlay_state "$(boot_dir)/cmdline.txt") != off ]]; then
+        # An overlay is configured anyway (raspi-config's plain one, or the spool disk went away): with the
+        # spool not on a disk of its own, it would keep the evidence in RAM, which is worse than no overlay.
+        warn "the overlay configured for the next boot would keep $STATE in RAM: turning it off"
+        edit_cmdline off
+    fi
+    cat >&2 <<EOF
 
   The read-only root keeps every change in RAM and drops it at power-off. Evidence must survive a power
   cut, so $STATE (the spool) has to be on a persistent ext4 disk of its own first. Either:
@@ -518,18 +519,18 @@ enable_overlay() {
   then run install.sh again (image/README.md, step 4). Use --no-overlay on a bench or development box.
 
 EOF
-        return 3
-    fi
+}
+
+# enable_overlay: the read-only root from the next boot. Only once spool_mount_problem has nothing to say.
+enable_overlay() {
     command -v raspi-config >/dev/null || die "raspi-config is missing: the read-only root needs Raspberry Pi OS"
     say "making the root filesystem read-only (overlay in RAM) from the next boot"
     # What would otherwise fill the RAM overlay: the journal grows (kept in RAM with a cap instead), the swap
     # file would be made in RAM, and the daily apt timers download packages that a reboot throws away.
     install -d -m 0755 "$(dirname "$JOURNAL_DROPIN")"
-    printf '# Written by the recorder'"'"'s image/install.sh: the root is a RAM overlay.\n[Journal]\nStorage=volatile\nRuntimeMaxUse=64M\n' \
-        >"$JOURNAL_DROPIN"
-    if systemctl list-unit-files dphys-swapfile.service >/dev/null 2>&1; then
-        systemctl disable --now --quiet dphys-swapfile.service || true
-    fi
+    printf '%s\n' "# Written by the recorder's image/install.sh: the root is a RAM overlay." \
+        "[Journal]" "Storage=volatile" "RuntimeMaxUse=64M" >"$JOURNAL_DROPIN"
+    systemctl disable --now --quiet dphys-swapfile.service 2>/dev/null || true
     systemctl disable --now --quiet apt-daily.timer apt-daily-upgrade.timer 2>/dev/null || true
     # raspi-config installs overlayroot and adds overlayroot=tmpfs; edit_cmdline then limits the overlay to /.
     DEBIAN_FRONTEND=noninteractive raspi-config nonint enable_overlayfs ||
@@ -589,7 +590,7 @@ show_status() {
 
 show_enrollment() {
     [[ -x $VENV/bin/python && -r $CONF ]] || die "the recorder is not installed yet"
-    runuser -u recorder -- "$VENV/bin/python" - "$CONF" <<'EOF'
+    runuser -u recorder -- "$VENV/bin/python" -I - "$CONF" <<'EOF'
 import sys
 from pathlib import Path
 
@@ -607,7 +608,7 @@ EOF
 }
 
 main() {
-    local args="$*"
+    local args="$*" problem status=0
     ACTION=install
     CONFIG_FILE="" SPOOL_PART="" FORMAT_DISK="" MIC="" SPEAKER="" NTP_SERVERS="" NO_OVERLAY="" YES=""
     OVERLAY_PENDING=""
@@ -677,7 +678,12 @@ main() {
                 note "the read-only root is already on"
                 return
             fi
-            enable_overlay || exit $?
+            problem=$(spool_mount_problem "$STATE")
+            if [[ -n $problem ]]; then
+                refuse_overlay "$problem"
+                exit 3
+            fi
+            enable_overlay
             say "reboot now to start on the read-only root: sudo reboot"
             return
             ;;
@@ -704,12 +710,15 @@ main() {
     install_unit
     start_service
 
-    local status=0
     if [[ -z $NO_OVERLAY ]]; then
-        if [[ $(cmdline_overlay_state "$(boot_dir)/cmdline.txt") == on ]]; then
+        problem=$(spool_mount_problem "$STATE")
+        if [[ -n $problem ]]; then
+            refuse_overlay "$problem"
+            status=3
+        elif [[ $(cmdline_overlay_state "$(boot_dir)/cmdline.txt") == on ]]; then
             note "the read-only root is already configured"
         else
-            enable_overlay || status=$?
+            enable_overlay
         fi
     else
         note "--no-overlay: the root filesystem stays writable"

@@ -23,9 +23,10 @@ from mqtt.errors import ProtocolError
 MEDIA_MAGIC = b"RRM1"
 MAX_HEADER = 4096
 DEFAULT_CHUNK = 256 * 1024
+MIN_CHUNK = 4096
 MAX_SEGMENT_BYTES = 256 * 1024 * 1024
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_MEDIA_NAME = re.compile(r"^[0-9]{6}\.ts$")
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+_MEDIA_NAME = re.compile(r"[0-9]{6}\.ts\Z")
 
 ENTRY, MEDIA, RECEIPT, STATUS = "entry", "media", "receipt", "status"
 

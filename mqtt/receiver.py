@@ -15,7 +15,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from capture.errors import CaptureError
+from capture.errors import CaptureError, StorageFault
 from capture.ledger import GENESIS, entry_hash, parse_entry, signed_message
 from mqtt import protocol
 from mqtt.client import make_client
@@ -87,13 +87,18 @@ class Receiver:
                     self._entry(device, payload)
                 else:
                     raise Refused(f"receiver does not take {kind!r} messages")
-        except (Refused, ProtocolError, CaptureError, ProvisioningError) as err:
-            self.refused.append(str(err))
-            log.warning("refused message on %s: %s", message.topic, err)
-        except OSError as err:
+        except (OSError, StorageFault) as err:
             # Disk full or failing: no receipt goes out, so the device keeps its copy and resends.
             self.refused.append(f"storage: {err}")
             log.error("cannot store message on %s: %s; no receipt sent", message.topic, err)
+        except (Refused, ProtocolError, CaptureError, ProvisioningError) as err:
+            self.refused.append(str(err))
+            log.warning("refused message on %s: %s", message.topic, err)
+        except Exception as err:
+            # The last line of defence: one message we did not foresee must not stop the receiver
+            # (paho would re-raise it and end its network loop). It is refused and logged in full.
+            self.refused.append(f"unexpected: {err!r}")
+            log.exception("refused message on %s: unexpected error", message.topic)
 
     def _media(self, device: str, payload: bytes) -> None:
         chunk = protocol.decode_media(payload)
@@ -136,8 +141,9 @@ class Receiver:
         if entry["kind"] == "segment":
             body = entry["body"]
             media_file = str(body.get("file"))
-            if not self.store.staged_matches(device, session, media_file, str(body.get("sha256")),
-                                             int(body.get("bytes", -1))):
+            size = body.get("bytes")
+            if not isinstance(size, int) or not self.store.staged_matches(device, session, media_file,
+                                                                          str(body.get("sha256")), size):
                 # Media not (yet) complete or not matching: no receipt; the device resends both.
                 log.info("entry %s/%d: segment %s not complete or not matching yet", session, seq, media_file)
                 return

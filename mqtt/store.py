@@ -11,6 +11,7 @@ Every commit is write-temp, fsync, rename, fsync-dir.
 from __future__ import annotations
 
 import abc
+import hashlib
 import os
 import threading
 from pathlib import Path
@@ -19,6 +20,8 @@ from capture import layout
 from capture.durable import atomic_write, commit_rename
 from capture.sealer import sha256_file
 from mqtt.protocol import MediaChunk
+
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 class CentralStore(abc.ABC):
@@ -68,6 +71,8 @@ class FileStore(CentralStore):
         return self.root / ".staging" / device / session / file
 
     def stage_chunk(self, device: str, chunk: MediaChunk) -> None:
+        if layout.media_path(self.session_dir(device, chunk.session), chunk.file).exists():
+            return  # already sealed and stored: a resend after a lost receipt; the entry gets its receipt again
         path = self._staging(device, chunk.session, chunk.file)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -82,6 +87,11 @@ class FileStore(CentralStore):
 
     def staged_matches(self, device: str, session: str, file: str, sha256: str, size: int) -> bool:
         path = self._staging(device, session, file)
+        if size == 0 and sha256 == EMPTY_SHA256:
+            # An empty segment (recovered after a crash) has no chunk to send; stage it as it is.
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+            return True
         with self._lock:
             received = sum(self._received.get(path, {}).values())
         if received < size or not path.exists():

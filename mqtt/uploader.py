@@ -99,7 +99,11 @@ class Uploader:
             log.warning("broker %s:%d refused the connection: %s; retrying with back-off",
                         self._host, self._port, reason)
             return
-        self._chunk = min(protocol.DEFAULT_CHUNK, max_packet_size(properties) - _HEADER_ROOM)
+        limit = max_packet_size(properties)
+        if limit - _HEADER_ROOM < protocol.MIN_CHUNK:
+            log.error("the broker's maximum packet size (%d bytes) leaves no room for media chunks of at least "
+                      "%d bytes: raise max_packet_size in the broker's configuration", limit, protocol.MIN_CHUNK)
+        self._chunk = max(protocol.MIN_CHUNK, min(protocol.DEFAULT_CHUNK, limit - _HEADER_ROOM))
         self._connect_failures = 0
         client.subscribe(self._topic(protocol.RECEIPT), qos=1)
         log.info("connected to broker %s:%d (media chunks of %d bytes)", self._host, self._port, self._chunk)

@@ -13,8 +13,12 @@ import time
 from pathlib import Path
 
 from capture import layout
+from capture.ledger import entry_hash
 from capture.verify import verify_session
 from mqtt.broker import LocalBroker
+from mqtt.receiver import Receiver
+from mqtt.store import FileStore
+from provisioning.identity import DeviceIdentity
 from tests.media import entries
 
 TRIALS = 30
@@ -51,6 +55,10 @@ def _wait_for_new_recording(status: Path, previous: str | None, proc: subprocess
 def test_kill9_at_random_points_loses_at_most_the_open_segment__CONTINUOUS(tmp_path: Path,
                                                                           broker: LocalBroker) -> None:
     config = _config(tmp_path, broker.port)
+    store = FileStore(tmp_path / "central")
+    store.enroll("SIM-0001", DeviceIdentity.load_or_create(tmp_path / "device" / "keys").public_key_b64)
+    receiver = Receiver(store, "127.0.0.1", broker.port, "recorders", "crash-receiver")
+    receiver.start()
     record = tmp_path / "record.txt"
     record.write_text("0.1 press start\n0.2 wait recording\n3600 end\n")
     status = tmp_path / "device" / "status.json"
@@ -66,11 +74,14 @@ def test_kill9_at_random_points_loses_at_most_the_open_segment__CONTINUOUS(tmp_p
         killed_at[session] = time.monotonic_ns()
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    # One more start: it recovers the last killed session and, with nothing to do, ends.
+    # One more start: it recovers the last killed session, delivers what is left, and ends.
     idle = tmp_path / "idle.txt"
     idle.write_text("0 end\n")
-    assert subprocess.run([*command, "--scenario", str(idle), "--drain-seconds", "0"], capture_output=True,
-                          check=False).returncode == 0
+    try:
+        assert subprocess.run([*command, "--scenario", str(idle), "--drain-seconds", "60"], capture_output=True,
+                              check=False).returncode == 0
+    finally:
+        receiver.stop()
 
     spool = tmp_path / "device" / "spool"
     assert sorted(p.name for p in spool.iterdir() if layout.SESSION_ID.match(p.name)) == sorted(killed_at)
@@ -88,3 +99,9 @@ def test_kill9_at_random_points_loses_at_most_the_open_segment__CONTINUOUS(tmp_p
         worst = max(worst, (kill_ns - media_end_ns) / 1e9)
         assert not list((session_dir / "media").glob("*.part")), "a cut-off segment was left unsealed"
     assert worst <= SEGMENT_SECONDS, f"lost {worst:.2f} s of recording at a kill"
+    # Uploads killed mid-way resumed: central holds exactly what the device holds.
+    assert _holdings(spool) == _holdings(tmp_path / "central" / "sessions" / "SIM-0001")
+
+
+def _holdings(root: Path) -> set[tuple[str, int, str]]:
+    return {(e["session"], e["seq"], entry_hash(e)) for d in root.iterdir() for e in entries(d)}

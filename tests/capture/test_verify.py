@@ -169,10 +169,34 @@ def test_undecodable_segment_is_found(recorded: RecordedSession, copy: Path, key
         if entry["seq"] == victim["seq"]:
             entry["body"]["sha256"] = hashlib.sha256(junk).hexdigest()
             entry["body"]["bytes"] = len(junk)
+        if entry["kind"] == "close":
+            entry["body"]["media_bytes"] += len(junk) - victim["body"]["bytes"]
 
     rewrite(copy, recorded.rig.service.identity, rehash)
     assert verify_session(copy, trusted_key_b64=key).ok  # the hashes are consistent ...
     assert first_problem(copy, key, decode=True) is Problem.UNDECODABLE  # ... but it is not a recording
+
+
+def test_entry_after_close_and_foreign_entries_are_found__NO_EDIT(recorded: RecordedSession, copy: Path,
+                                                                    key: str) -> None:
+    signer = recorded.rig.service.identity
+    last = entries(copy)[-1]
+    extra = {**last, "seq": last["seq"] + 1, "prev": entry_hash(last), "kind": "event", "body": {"name": "late"}}
+    extra["sig"] = signer.sign(signed_message(extra))
+    layout.entry_path(copy, extra["seq"]).write_bytes(canonical(extra))
+    assert first_problem(copy, key) is Problem.AFTER_CLOSE
+
+
+def test_segment_record_naming_a_file_outside_media_is_malformed__NO_EDIT(recorded: RecordedSession, copy: Path,
+                                                                          key: str) -> None:
+    victim = segments(copy)[0]["seq"]
+
+    def escape(entry: dict[str, Any]) -> None:
+        if entry["seq"] == victim:
+            entry["body"]["file"] = "../entries/00000000.json"
+
+    rewrite(copy, recorded.rig.service.identity, escape)
+    assert first_problem(copy, key) is Problem.MALFORMED_ENTRY
 
 
 def test_verify_command_exit_status_and_json__NO_EDIT(copy: Path, key: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -77,6 +77,8 @@ def test_replayed_session_is_stored_once__UPLOAD_24H(central: Receiver, broker: 
     assert central.stored == total  # duplicates were receipted again, not stored twice
     stored = central.store.session_dir(recorded.rig.config.device.id, recorded.session)
     assert layout.entry_seqs(stored) == list(range(total))
+    # Media chunks resent after their segment was stored are not staged again (nothing leaks).
+    assert not [p for p in (central.store.root / ".staging").rglob("*") if p.is_file()]
 
 
 def test_entry_signed_by_another_key_is_refused__NO_LEAK(central: Receiver, broker: LocalBroker,
