@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import collections
 import threading
-import time
 from collections.abc import Callable
 
 import numpy as np
 
 from hal.audio.base import AudioBlock, AudioSink, Microphone, Pcm, Speaker
 from hal.errors import HalError
+from hal.pacing import ticks
 
 _BLOCK_S = 0.02
 _ROOM_TONE_RMS = 40  # about -58 dBFS: quiet, but never digital silence, as a real microphone
@@ -86,13 +86,7 @@ class SimRoom:
         return out, started
 
     def _run(self) -> None:
-        block_ns = int(self.block * 1_000_000_000 / self.sample_rate)
-        next_ns = time.monotonic_ns()
-        while not self._stop.is_set():
-            now = time.monotonic_ns()
-            if now < next_ns:
-                time.sleep((next_ns - now) / 1e9)
-                continue
+        for tick_ns in ticks(self.block * 1_000_000_000 // self.sample_rate, self._stop):
             with self._lock:
                 played, started = self._speaker_block()
                 listener = self._listener
@@ -103,8 +97,7 @@ class SimRoom:
                 if not self.dead_microphone:
                     tone = self._rng.normal(0, _ROOM_TONE_RMS, self.block).astype(np.int32)
                     heard = tone + (0 if self.muted_speaker else played)
-                listener(AudioBlock(np.clip(heard, -32768, 32767).astype(np.int16), next_ns))
-            next_ns += block_ns
+                listener(AudioBlock(np.clip(heard, -32768, 32767).astype(np.int16), tick_ns))
 
 
 class SimMicrophone(Microphone):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 
 from hal.camera.base import Camera, FrameStamper, RgbFrame, VideoFormat, VideoSink
 from hal.camera.x264 import X264Encoder
+from hal.pacing import ticks
 
 _BARS = np.array(
     [[192, 192, 192], [192, 192, 0], [0, 192, 192], [0, 192, 0], [192, 0, 192], [192, 0, 0], [0, 0, 192]],
@@ -50,21 +50,12 @@ class SimCamera(Camera):
         return frame
 
     def _run(self, stamper: FrameStamper, sink: VideoSink, encoder: X264Encoder) -> None:
-        interval_ns = 1_000_000_000 // self.format.fps
-        next_ns = time.monotonic_ns()
-        n = 0
-        while not self._stop.is_set():
-            now = time.monotonic_ns()
-            if now < next_ns:
-                time.sleep((next_ns - now) / 1e9)
-                continue
+        for n, tick_ns in enumerate(ticks(1_000_000_000 // self.format.fps, self._stop)):
             frame = self._frame(n)
-            stamper(frame, next_ns)
-            for packet in encoder.encode(frame, next_ns):
+            stamper(frame, tick_ns)
+            for packet in encoder.encode(frame, tick_ns):
                 sink(packet)
             self._frames += 1
-            n += 1
-            next_ns += interval_ns
         for packet in encoder.flush():
             sink(packet)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from types import ModuleType
 from typing import Any
 
@@ -30,6 +29,7 @@ import pytest
 from hal.camera.base import VideoFormat
 from hal.camera.sim import colour_bars
 from hal.camera.x264 import X264Encoder
+from hal.pacing import ticks
 
 
 class CompletedRequest:
@@ -179,22 +179,13 @@ class Picamera2:
         width, height = self._config["main"]["size"]
         fps = self._config["controls"]["FrameRate"]
         bgr = np.ascontiguousarray(colour_bars(VideoFormat(width, height, fps, 0))[..., ::-1])
-        interval_ns = 1_000_000_000 // fps
-        next_ns = time.monotonic_ns()
-        n = 0
-        while not self._stop.is_set():
-            now = time.monotonic_ns()
-            if now < next_ns:
-                time.sleep((next_ns - now) / 1e9)
-                continue
+        for n, tick_ns in enumerate(ticks(1_000_000_000 // fps, self._stop)):
             buffer = bgr.copy()
             buffer[height // 2 :, (n * 4) % width :][:16, :16] = 255  # motion, so not every frame is alike
-            request = CompletedRequest(buffer, next_ns)
+            request = CompletedRequest(buffer, tick_ns)
             if self.pre_callback is not None:
                 self.pre_callback(request)
             self._encoder._encode(request)
-            n += 1
-            next_ns += interval_ns
 
     def stop_recording(self) -> None:
         self._stop.set()
