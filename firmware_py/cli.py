@@ -141,6 +141,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in reports) else 1
 
 
+def cmd_identity(args: argparse.Namespace) -> int:
+    from provisioning.identity import DeviceIdentity
+
+    cfg = _load_config(args.config)
+    identity = DeviceIdentity.load_or_create(cfg.keys_dir)
+    if args.json:
+        print(json.dumps({"device": cfg.device.id, "public_key": identity.public_key_b64}))
+    else:
+        print(f"device      {cfg.device.id}")
+        print(f"public key  {identity.public_key_b64}")
+        print(f"enroll with: recorder receiver --enroll {cfg.device.id} {identity.public_key_b64}")
+    return 0
+
+
+def _alive(pid: object) -> bool:
+    return isinstance(pid, int) and Path(f"/proc/{pid}").exists()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = _load_config(args.config)
     status_file = cfg.device.state_dir / "status.json"
@@ -149,7 +167,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     backlog = spool.backlog()
     report = {
         "device": cfg.device.id,
-        "state": status.get("state", "not running"),
+        "state": status.get("state", "not running") if _alive(status.get("pid")) else "not running",
         "session": status.get("session"),
         "last_fault": status.get("last_fault"),
         "backlog_entries": backlog.entries,
@@ -200,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--decode", action="store_true", help="also decode every segment")
     verify.add_argument("--json", action="store_true", help="machine-readable report")
     verify.set_defaults(func=cmd_verify)
+
+    identity = sub.add_parser("identity", help="the device's signing key, for enrolling it at central")
+    identity.add_argument("--config", type=Path)
+    identity.add_argument("--json", action="store_true")
+    identity.set_defaults(func=cmd_identity)
 
     status = sub.add_parser("status", help="the device's state and upload backlog")
     status.add_argument("--config", type=Path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -82,6 +83,7 @@ class Service:
             "clock_synced": self.hal.clock.is_synchronised(),
             "last_fault": self.controller.last_fault,
             "backend": self.hal.backend,
+            "pid": os.getpid(),
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
 

@@ -13,7 +13,7 @@ from capture.verify import verify_session
 from mqtt.broker import LocalBroker
 from mqtt.store import FileStore
 
-SUBCOMMANDS = ("run", "demo", "receiver", "verify", "status")
+SUBCOMMANDS = ("run", "demo", "receiver", "verify", "status", "identity")
 
 
 def recorder(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -60,11 +60,9 @@ def test_run_with_a_scenario_records_and_status_reports__UPLOAD_24H(tmp_path: Pa
     receiver = subprocess.Popen([sys.executable, "-m", "firmware_py.cli", "receiver", "--config", str(config)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        # The device makes its key on first start; make it now so central can enroll it beforehand.
-        from provisioning.identity import DeviceIdentity
-
-        identity = DeviceIdentity.load_or_create(tmp_path / "device" / "keys")
-        enroll = recorder("receiver", "--config", str(config), "--enroll", "GD-0007", identity.public_key_b64)
+        # The device makes its key on first use; `recorder identity` prints it for enrollment at central.
+        identity = json.loads(recorder("identity", "--config", str(config), "--json").stdout)
+        enroll = recorder("receiver", "--config", str(config), "--enroll", "GD-0007", identity["public_key"])
         assert enroll.returncode == 0, enroll.stderr
         run = recorder("run", "--config", str(config), "--hal", "sim", "--scenario", str(scenario),
                        "--drain-seconds", "30")
@@ -80,6 +78,7 @@ def test_run_with_a_scenario_records_and_status_reports__UPLOAD_24H(tmp_path: Pa
     assert status.returncode == 0
     report = json.loads(status.stdout)
     assert report["device"] == "GD-0007" and report["backlog_entries"] == 0
+    assert report["state"] == "not running"  # the service has exited; its last status file says "stopped"
 
 
 @pytest.mark.parametrize(
