@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+from capture.encryption import SCHEME, public_key_b64
 from capture.errors import StorageFault
 from capture.ledger import Appended, Ledger, Signer
 from capture.sealer import Sealer
-from capture.segmenter import Segmenter
+from capture.segmenter import ClosedSegment, Segmenter
 from hal.camera.base import VideoFormat
 from hal.clock.base import Clock
 
@@ -59,6 +62,8 @@ class RecordingParts:
     sample_rate: int
     segment_seconds: float
     request_keyframe: Callable[[], None]
+    recipient: X25519PublicKey | None
+    """Central's encryption key; None records in the clear (the service warns loudly)."""
 
 
 class Recording:
@@ -72,6 +77,10 @@ class Recording:
         self.ledger = Ledger(self.session_dir, meta.device_id, session_id, parts.signer, parts.clock)
         self.ledger.subscribe(on_entry)
         t0_ns = parts.clock.monotonic_ns()
+        self._wall0 = parts.clock.now()
+        self._classify = {"unit": meta.unit, "room": meta.room, "device_id": meta.device_id,
+                          "officers": [{"name": n, "certificate": c} for n, c in meta.officers],
+                          "case": meta.case, "parties": list(meta.parties)}
         self.ledger.append("open", {
             "media_t0_mono_ns": t0_ns,
             **meta.as_body(),
@@ -80,16 +89,28 @@ class Recording:
             "video": {"width": parts.video.width, "height": parts.video.height, "fps": parts.video.fps,
                       "codec": "h264"},
             "audio": {"sample_rate": parts.sample_rate, "codec": "aac", "channels": 1},
+            "encryption": None if parts.recipient is None else {
+                "scheme": SCHEME, "recipient": public_key_b64(parts.recipient)},
             **open_extra,
         })
         self.sealer = Sealer(self.ledger, on_fault, self._segment_extra)
         self.segmenter = Segmenter(
             self.session_dir, parts.video, parts.sample_rate, parts.segment_seconds,
-            t0_ns, parts.request_keyframe, self.sealer.submit, on_fault,
+            t0_ns, parts.request_keyframe, self.sealer.submit, on_fault, parts.recipient,
         )
 
-    def _segment_extra(self) -> dict[str, Any]:
-        return {"clock_synced": self.parts.clock.is_synchronised()}
+    def _segment_extra(self, closed: ClosedSegment) -> dict[str, Any]:
+        # Every segment carries the classification fields itself (CLASSIFY), and its wall-clock span
+        # as the session's start time plus the monotonic offset, so a clock step mid-session cannot
+        # make segments overlap or run backwards.
+        return {
+            "clock_synced": self.parts.clock.is_synchronised(),
+            "start_wall": (self._wall0 + dt.timedelta(microseconds=closed.start_ns // 1000)).isoformat(
+                timespec="milliseconds"),
+            "end_wall": (self._wall0 + dt.timedelta(microseconds=closed.end_ns // 1000)).isoformat(
+                timespec="milliseconds"),
+            "meta": self._classify,
+        }
 
     def event(self, name: str, **details: Any) -> Appended:
         return self.ledger.append("event", {"name": name, **details})
@@ -101,6 +122,11 @@ class Recording:
         return close_session(self.ledger, reason, [s.entry["body"] for s in self.sealer.sealed])
 
 
+def segment_end(segment: dict[str, Any]) -> int:
+    # A sealed segment recovered after a crash has no readable end (the device cannot decrypt it).
+    return int(segment["end_ns"] if segment["end_ns"] is not None else segment["start_ns"])
+
+
 def close_session(ledger: Ledger, reason: str, segments: list[dict[str, Any]]) -> Appended:
     """The closing entry: totals over every segment of the session, so a cut tail is provable."""
     return ledger.append("close", {
@@ -108,6 +134,6 @@ def close_session(ledger: Ledger, reason: str, segments: list[dict[str, Any]]) -
         "segments": len(segments),
         "entries": ledger.next_seq + 1,
         "media_bytes": sum(s["bytes"] for s in segments),
-        "duration_ns": segments[-1]["end_ns"] - segments[0]["start_ns"] if segments else 0,
-        "video_frames": sum(s["video_frames"] for s in segments),
+        "duration_ns": segment_end(segments[-1]) - segments[0]["start_ns"] if segments else 0,
+        "video_frames": sum(s["video_frames"] or 0 for s in segments),
     })

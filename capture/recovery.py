@@ -12,14 +12,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import av
 
 from capture import layout
 from capture.durable import commit_rename
 from capture.ledger import Appended, Ledger, Signer, WallClock, parse_entry
-from capture.recording import close_session
+from capture.recording import close_session, segment_end
 from capture.sealer import sha256_file
 from capture.segmenter import PTS_OFFSET, TS_HZ
 
@@ -37,13 +37,13 @@ def _media_ns(pts: int) -> int:
     return (pts - PTS_OFFSET) * 1_000_000_000 // TS_HZ
 
 
-def _probe(path: Path, previous_end_ns: int, frame_ns: int, sample_rate: int) -> dict[str, Any]:
-    """What a cut-off segment holds, read back with PyAV as far as it decodes."""
+def probe_media(source: Path | BinaryIO, previous_end_ns: int, frame_ns: int, sample_rate: int) -> dict[str, Any]:
+    """What a cut-off MPEG-TS segment holds, read back with PyAV as far as it decodes."""
     video_pts: list[int] = []
     keyframe_start = False
     audio_samples = 0
     try:
-        with av.open(str(path)) as container:
+        with av.open(source if not isinstance(source, Path) else str(source), "r") as container:
             for packet in container.demux():
                 if packet.pts is None or packet.stream.type not in ("video", "audio"):
                     continue
@@ -54,7 +54,7 @@ def _probe(path: Path, previous_end_ns: int, frame_ns: int, sample_rate: int) ->
                 elif packet.duration and packet.time_base:
                     audio_samples += int(packet.duration * packet.time_base * sample_rate)
     except (av.FFmpegError, OSError) as err:
-        log.warning("recovery: %s is readable only up to a point: %s", path.name, err)
+        log.warning("recovery: a cut-off segment is readable only up to a point: %s", err)
     if not video_pts:
         return {"start_ns": previous_end_ns, "end_ns": previous_end_ns, "video_frames": 0,
                 "audio_samples": audio_samples, "keyframe_start": False}
@@ -90,10 +90,17 @@ def recover_session(session_dir: Path, signer: Signer, clock: WallClock,
         final = path.with_name(path.name.removesuffix(".part"))
         if final != path:
             commit_rename(path, final)
-        previous_end = segments[-1]["end_ns"] if segments else 0
+        previous_end = segment_end(segments[-1]) if segments else 0
         sha, size = sha256_file(final)
-        body = {"index": len(segments) + 1, "file": final.name, "sha256": sha, "bytes": size,
-                **_probe(final, previous_end, frame_ns, sample_rate),
+        if opening.get("encryption"):
+            # Sealed to central: the device cannot read it back, so what it holds is for central to say.
+            content: dict[str, Any] = {"start_ns": previous_end, "end_ns": None, "video_frames": None,
+                                       "audio_samples": None, "keyframe_start": None,
+                                       "plain_sha256": None, "plain_bytes": None}
+        else:
+            content = {**probe_media(final, previous_end, frame_ns, sample_rate), "plain_sha256": sha,
+                       "plain_bytes": size}
+        body = {"index": len(segments) + 1, "file": final.name, "sha256": sha, "bytes": size, **content,
                 "clock_synced": clock.is_synchronised(), "recovered": True}
         if final.name != layout.media_name(body["index"]):
             # Keep the ledger's index and the file name in step, as every other segment has them.

@@ -41,13 +41,15 @@ def segment_body(closed: ClosedSegment, sha256: str, size: int, extra: dict[str,
         "video_frames": closed.video_frames,
         "audio_samples": closed.audio_samples,
         "keyframe_start": closed.keyframe_start,
+        "plain_sha256": closed.plain_sha256,
+        "plain_bytes": closed.plain_bytes,
         **extra,
     }
 
 
 class Sealer:
     def __init__(self, ledger: Ledger, on_fault: Callable[[StorageFault], None],
-                 extra: Callable[[], dict[str, Any]]) -> None:
+                 extra: Callable[[ClosedSegment], dict[str, Any]]) -> None:
         self._ledger = ledger
         self._on_fault = on_fault
         self._extra = extra
@@ -62,7 +64,7 @@ class Sealer:
     def seal(self, closed: ClosedSegment) -> Appended:
         commit_rename(closed.part_path, closed.final_path)
         sha, size = sha256_file(closed.final_path)
-        return self._ledger.append("segment", segment_body(closed, sha, size, self._extra()))
+        return self._ledger.append("segment", segment_body(closed, sha, size, self._extra(closed)))
 
     def _run(self) -> None:
         while (closed := self._queue.get()) is not None:

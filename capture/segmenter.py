@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import av
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from capture import layout
 from capture.audio_encoder import AacEncoder, AudioPacket
+from capture.encryption import PlainWriter, SealingWriter
 from capture.errors import StorageFault
 from hal.audio.base import AudioBlock
 from hal.camera.base import EncodedVideo, VideoFormat
@@ -30,9 +32,13 @@ PTS_OFFSET = TS_HZ
 """Media time zero (the session's recording start) is written as PTS 90000, so that the AAC encoder's
 priming packet, which starts before zero, never needs a negative timestamp."""
 _TB = fractions.Fraction(1, TS_HZ)
-IO_BUFFER = 188 * 22
-"""Bytes FFmpeg may hold before writing to the file: a killed process loses at most this much (about
-0.1 s at 300 kbit/s) beyond what the encoder still had, instead of FFmpeg's default 32 KiB."""
+def io_buffer_bytes(bitrate: int) -> int:
+    """How much FFmpeg may hold before writing to the file (one sealed record each): about 0.1 s of media.
+
+    A killed process loses at most this much beyond what the encoder still held; each write costs a
+    syscall and an AEAD record, so much smaller is wasteful. Whole 188-byte TS packets, 4-64 KiB.
+    """
+    return max(22, min(348, bitrate // 8 // 10 // 188)) * 188
 
 
 @dataclass(frozen=True)
@@ -47,11 +53,22 @@ class ClosedSegment:
     video_frames: int
     audio_samples: int
     keyframe_start: bool
+    plain_sha256: str
+    plain_bytes: int
+
+
+@dataclass(frozen=True)
+class _Streams:
+    """What every segment file of a session is opened with."""
+
+    fmt: VideoFormat
+    sample_rate: int
+    audio_extradata: bytes
+    recipient: X25519PublicKey | None
 
 
 class _OpenSegment:
-    def __init__(self, index: int, session_dir: Path, fmt: VideoFormat, sample_rate: int,
-                 audio_extradata: bytes, start_ns: int, keyframe_start: bool) -> None:
+    def __init__(self, index: int, session_dir: Path, streams: _Streams, start_ns: int, keyframe_start: bool) -> None:
         self.index = index
         self.final_path = layout.media_path(session_dir, layout.media_name(index))
         self.part_path = self.final_path.with_name(self.final_path.name + ".part")
@@ -61,20 +78,25 @@ class _OpenSegment:
         self.audio_samples = 0
         self.keyframe_start = keyframe_start
         try:
-            # Unbuffered on our side, so each of FFmpeg's small writes reaches the page cache at once.
-            self._file = open(self.part_path, "wb", buffering=0)  # noqa: SIM115 (closed in close())
-            self.container = av.open(self._file, "w", format="mpegts", buffer_size=IO_BUFFER)
+            # Unbuffered on our side, so each of FFmpeg's small writes reaches the page cache at once,
+            # sealed to central's key first when there is one (the plaintext never reaches the disk).
+            raw = open(self.part_path, "wb", buffering=0)  # noqa: SIM115 (closed by the writer)
+            self._file: SealingWriter | PlainWriter = (
+                SealingWriter(raw, streams.recipient) if streams.recipient is not None else PlainWriter(raw)
+            )
+            self.container = av.open(self._file, "w", format="mpegts",
+                                     buffer_size=io_buffer_bytes(streams.fmt.bitrate))
         except (OSError, av.FFmpegError) as err:
             raise StorageFault(f"cannot open segment {self.part_path}: {err}") from err
-        self.video = self.container.add_stream("h264", rate=fmt.fps)
-        self.video.width = fmt.width
-        self.video.height = fmt.height
+        self.video = self.container.add_stream("h264", rate=streams.fmt.fps)
+        self.video.width = streams.fmt.width
+        self.video.height = streams.fmt.height
         self.video.pix_fmt = "yuv420p"
         self.video.time_base = _TB
-        self.audio = self.container.add_stream("aac", rate=sample_rate)
+        self.audio = self.container.add_stream("aac", rate=streams.sample_rate)
         self.audio.layout = "mono"
         self.audio.time_base = _TB
-        self.audio.codec_context.extradata = audio_extradata
+        self.audio.codec_context.extradata = streams.audio_extradata
 
     def close(self, end_ns: int) -> ClosedSegment:
         try:
@@ -83,7 +105,8 @@ class _OpenSegment:
         except (OSError, av.FFmpegError) as err:
             raise StorageFault(f"cannot close segment {self.part_path}: {err}") from err
         return ClosedSegment(self.index, self.part_path, self.final_path, self.start_ns, end_ns,
-                             self.video_frames, self.audio_samples, self.keyframe_start)
+                             self.video_frames, self.audio_samples, self.keyframe_start,
+                             self._file.plain.hexdigest(), self._file.plain_bytes)
 
 
 class Segmenter:
@@ -97,9 +120,9 @@ class Segmenter:
         request_keyframe: Callable[[], None],
         on_closed: Callable[[ClosedSegment], None],
         on_fault: Callable[[StorageFault], None],
+        recipient: X25519PublicKey | None = None,
     ) -> None:
         self._dir = session_dir
-        self._fmt = fmt
         self._segment_ns = int(segment_seconds * 1e9)
         self._frame_ns = 1_000_000_000 // fmt.fps
         self._t0 = t0_ns
@@ -107,6 +130,7 @@ class Segmenter:
         self._on_closed = on_closed
         self._on_fault = on_fault
         self._audio = AacEncoder(sample_rate)
+        self._streams = _Streams(fmt, sample_rate, self._audio.extradata, recipient)
         self._sample_rate = sample_rate
         self._audio_t0_samples: int | None = None
         self._held_audio: list[AudioPacket] = []
@@ -124,8 +148,7 @@ class Segmenter:
         return ns_since_t0 * TS_HZ // 1_000_000_000 + PTS_OFFSET
 
     def _start_segment(self, start_ns: int, keyframe: bool) -> None:
-        self._open = _OpenSegment(self._next_index, self._dir, self._fmt, self._sample_rate,
-                                  self._audio.extradata, start_ns, keyframe)
+        self._open = _OpenSegment(self._next_index, self._dir, self._streams, start_ns, keyframe)
         self._next_index += 1
         self._keyframe_asked = False
         held, self._held_audio = self._held_audio, []

@@ -9,6 +9,8 @@ no timeline gap larger than one frame, and a closing entry whose totals match (s
 from __future__ import annotations
 
 import enum
+import hashlib
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +18,10 @@ from typing import Any
 
 import av
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from capture import layout
+from capture.encryption import DecryptionError, open_sealed
 from capture.errors import CaptureError
 from capture.ledger import GENESIS, entry_hash, parse_entry, signed_message
 from capture.sealer import sha256_file
@@ -38,6 +42,7 @@ class Problem(enum.Enum):
     TIMESTAMP_GAP = "timestamp gap"
     TRUNCATED = "truncated session (no closing entry or totals do not match)"
     AFTER_CLOSE = "entry after the closing entry"
+    UNDECRYPTABLE = "sealed segment does not decrypt"
     UNDECODABLE = "undecodable segment"
 
 
@@ -61,6 +66,8 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
     anchored: bool = False
     """True when the device key was checked against a key the verifier was given."""
+    notes: list[str] = field(default_factory=list)
+    """What was not checked, and why (for example: sealed segments not decoded without central's key)."""
 
     @property
     def ok(self) -> bool:
@@ -75,13 +82,16 @@ class Report:
             "media_bytes": self.media_bytes,
             "duration_s": self.duration_ns / 1e9,
             "key_anchored": self.anchored,
+            "notes": self.notes,
             "problems": [
                 {"kind": f.problem.name.lower(), "where": f.where, "detail": f.detail} for f in self.findings
             ],
         }
 
 
-_SEGMENT_INTS = ("index", "bytes", "start_ns", "end_ns", "video_frames", "audio_samples")
+_SEGMENT_INTS = ("index", "bytes", "start_ns", "end_ns", "video_frames", "audio_samples", "plain_bytes")
+_UNKNOWN_WHEN_RECOVERED = ("end_ns", "video_frames", "audio_samples", "plain_bytes")
+"""A sealed segment recovered after a crash: the device could not read it, so these are null."""
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 
 
@@ -97,20 +107,23 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _decodes(path: Path) -> str | None:
+def _decodes(media: bytes) -> str | None:
     try:
-        with av.open(str(path)) as container:
+        with av.open(io.BytesIO(media), "r") as container:
             frames = sum(1 for _ in container.decode(video=0))
-    except (av.FFmpegError, OSError) as err:
-        return str(err)
+    except (av.FFmpegError, OSError, IndexError) as err:  # IndexError: the file has no video stream
+        return str(err) or "no video stream"
     return None if frames else "no video frame decodes"
 
 
 class _Verifier:
-    def __init__(self, session_dir: Path, trusted_key_b64: str | None, decode: bool, report: Report) -> None:
+    def __init__(self, session_dir: Path, trusted_key_b64: str | None, decode: bool,
+                 central_key: X25519PrivateKey | None, report: Report) -> None:
         self.dir = session_dir
         self.trusted = trusted_key_b64
         self.decode = decode
+        self.central_key = central_key
+        self.sealed = False
         self.report = report
         self.prev = GENESIS
         self.key: Ed25519PublicKey | None = None
@@ -172,6 +185,10 @@ class _Verifier:
             raise _Stop(Problem.MALFORMED_ENTRY, where, f"video fps {fps!r} is not a positive integer")
         self.frame_ns = 1_000_000_000 // fps
         self.opening = entry
+        self.sealed = bool(body.get("encryption"))
+        if self.sealed and self.central_key is None and self.decode:
+            self.report.notes.append("segments are sealed to central's key: not decrypted or decoded "
+                                     "(pass central's private key to check them after decryption)")
         if self.trusted is not None:
             self.report.anchored = True
             if key_text != self.trusted:
@@ -180,7 +197,9 @@ class _Verifier:
     def segment(self, body: dict[str, Any], seq: int) -> None:
         index = body.get("index")
         where = f"segment {index} (entry {seq})"
-        bad = [k for k in _SEGMENT_INTS if not _is_int(body.get(k))]
+        recovered = body.get("recovered") is True
+        bad = [k for k in _SEGMENT_INTS
+               if not _is_int(body.get(k)) and not (recovered and k in _UNKNOWN_WHEN_RECOVERED and body.get(k) is None)]
         if bad or not isinstance(body.get("sha256"), str) or not _HEX64.match(body["sha256"]):
             raise _Stop(Problem.MALFORMED_ENTRY, where, f"segment record lacks or mistypes {bad or ['sha256']}")
         expected = self.report.segments + 1
@@ -199,13 +218,32 @@ class _Verifier:
             gap_ms = (body["start_ns"] - self.last_end) / 1e6
             relation = f"starts {gap_ms:.1f} ms after" if gap_ms > 0 else f"overlaps by {-gap_ms:.1f} ms"
             raise _Stop(Problem.TIMESTAMP_GAP, where, f"{relation} the end of the previous one")
-        # A segment recovered after a crash may hold no whole frame; its record says so (0 frames).
-        if self.decode and body["video_frames"] != 0 and (why := _decodes(path)) is not None:
-            raise _Stop(Problem.UNDECODABLE, where, why)
+        if self.decode or (self.sealed and self.central_key is not None):
+            self.content(body, path, where)
         self.last_end = body["end_ns"]
         self.referenced.add(path.name)
         self.report.segments += 1
         self.report.media_bytes += size
+
+    def content(self, body: dict[str, Any], path: Path, where: str) -> None:
+        """After decryption (with central's key): the plaintext hash, and that the segment decodes."""
+        media = path.read_bytes()
+        if self.sealed:
+            if self.central_key is None:
+                return
+            try:
+                opened = open_sealed(media, self.central_key)
+            except DecryptionError as err:
+                raise _Stop(Problem.UNDECRYPTABLE, where, str(err)) from err
+            if not opened.complete and body.get("recovered") is not True:
+                raise _Stop(Problem.UNDECRYPTABLE, where, "its last record is missing: cut off after sealing")
+            media = opened.plaintext
+        plain = body.get("plain_sha256")
+        if plain is not None and hashlib.sha256(media).hexdigest() != plain:
+            raise _Stop(Problem.CHANGED_SEGMENT, where, f"{path.name}: plaintext SHA-256 differs from the seal")
+        # What a crash cut off is kept as it is: a recovered segment may hold no whole frame at all.
+        if self.decode and not body.get("recovered") and (why := _decodes(media)) is not None:
+            raise _Stop(Problem.UNDECODABLE, where, why)
 
     def finish(self) -> None:
         media = self.dir / layout.MEDIA
@@ -223,10 +261,11 @@ class _Verifier:
         self.report.duration_ns = self.close["duration_ns"]
 
 
-def verify_session(session_dir: Path, trusted_key_b64: str | None = None, decode: bool = False) -> Report:
+def verify_session(session_dir: Path, trusted_key_b64: str | None = None, decode: bool = False,
+                   central_key: X25519PrivateKey | None = None) -> Report:
     report = Report(session_dir)
     try:
-        _Verifier(session_dir, trusted_key_b64, decode, report).run()
+        _Verifier(session_dir, trusted_key_b64, decode, central_key, report).run()
     except _Stop as stop:
         report.findings.append(stop.finding)
     return report

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import types
 import typing
 import zoneinfo
 from pathlib import Path
 from typing import Any, Literal
 
 from capture import layout
+from capture.encryption import public_key_from_b64
+from capture.errors import CaptureError
 from firmware_py.errors import ConfigError
+from mqtt.tls import TlsFiles
 
 NOTICE_ZH = "为保护您的合法权益，监督我们的执法行为，本次执法将全程录音录像"
 NOTICE_EN = (
@@ -38,6 +42,8 @@ class DeviceConfig:
     location: str = "示例市示例路1号"
     timezone: str = "Asia/Shanghai"
     state_dir: Path = Path("/var/lib/recorder")
+    central_public_key: str = ""
+    """Central's X25519 public key (base64) that every segment is sealed to; empty records in the clear."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,12 +108,24 @@ class MqttConfig:
     topic_prefix: str = "recorders"
     keepalive: int = 30
     retry_max_seconds: float = 30.0
+    tls: TlsFiles | None = None
+    """[mqtt.tls] ca_file, cert_file, key_file: mutual TLS with this side's own certificate (a device's CN is
+    its id, a receiver's its name); without the table, plain TCP."""
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadConfig:
+    deadline_hours: float = 24.0
+    """Time from a recording's end by which central must hold all of it (24 h; or to the end of the day)."""
+    warn_hours: tuple[float, ...] = (12.0, 20.0)
 
 
 @dataclasses.dataclass(frozen=True)
 class ReceiverConfig:
     store_dir: Path = Path("/var/lib/recorder-central")
     client_id: str = "receiver-1"
+    private_key_file: str = ""
+    """Central's X25519 private key (PEM); with it the receiver keeps a decrypted working copy."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +137,7 @@ class Config:
     audio: AudioConfig = AudioConfig()
     notice: NoticeConfig = NoticeConfig()
     mqtt: MqttConfig = MqttConfig()
+    upload: UploadConfig = UploadConfig()
     receiver: ReceiverConfig = ReceiverConfig()
 
     @property
@@ -136,6 +155,10 @@ class Config:
 
 def _convert(value: Any, hint: Any, field: str) -> Any:
     origin = typing.get_origin(hint)
+    if origin is types.UnionType:
+        # Only `X | None`, for an optional table: TOML has no null, so a present value is always an X.
+        (inner,) = (arg for arg in typing.get_args(hint) if arg is not type(None))
+        return _convert(value, inner, field)
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{field}: expected a table, got {type(value).__name__}")
@@ -180,6 +203,9 @@ def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
             known = ", ".join(sorted(names))
             raise ConfigError(f"{field}: unknown key (known keys here: {known})")
         kwargs[key] = _convert(value, hints[key], field)
+    for f in dataclasses.fields(cls):
+        if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{prefix}.{f.name}: required" if prefix else f"{f.name}: required")
     try:
         return cls(**kwargs)
     except TypeError as err:
@@ -218,6 +244,16 @@ def validate(config: Config) -> Config:
         zoneinfo.ZoneInfo(config.device.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:
         raise ConfigError(f"device.timezone: {config.device.timezone!r} is not a known time zone") from err
+    if config.device.central_public_key:
+        try:
+            public_key_from_b64(config.device.central_public_key)
+        except CaptureError as err:
+            raise ConfigError(f"device.central_public_key: {err}") from err
+    _positive(config.upload.deadline_hours, "upload.deadline_hours")
+    for i, hours in enumerate(config.upload.warn_hours):
+        if not 0 < hours < config.upload.deadline_hours:
+            raise ConfigError(f"upload.warn_hours[{i}]: {hours} must be between 0 and upload.deadline_hours "
+                              f"({config.upload.deadline_hours})")
     _positive(config.video.width, "video.width")
     _positive(config.video.height, "video.height")
     if config.video.width % 2 or config.video.height % 2:
@@ -228,6 +264,11 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"audio.sample_rate: {config.audio.sample_rate} is not a supported AAC rate")
     if not 1 <= config.mqtt.port <= 65535:
         raise ConfigError(f"mqtt.port: must be 1..65535, got {config.mqtt.port}")
+    if config.mqtt.tls is not None:
+        for f in dataclasses.fields(config.mqtt.tls):
+            path = getattr(config.mqtt.tls, f.name)
+            if not path.is_file():
+                raise ConfigError(f"mqtt.tls.{f.name}: {path} does not exist (or is not a file)")
     return config
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from capture.encryption import public_key_from_b64
 from capture.errors import CaptureError, StorageFault
 from capture.ledger import Appended, Signer
 from capture.live import LiveInputs
@@ -74,6 +75,7 @@ class Controller:
         self._notice_thread: threading.Thread | None = None
         self._thread: threading.Thread | None = None
         self.timings = Timings()
+        self._upload_alert = False
         self.last_preflight: list[CheckResult] = []
         self.last_fault: str | None = None
         self.state_listeners: list[Callable[[State], None]] = []
@@ -89,6 +91,10 @@ class Controller:
 
     def request_stop(self) -> None:
         self._queue.put(("shutdown", None))
+
+    def set_upload_alert(self, on: bool) -> None:
+        """A recording is near or past its upload deadline: shown on the tally while the room is idle."""
+        self._queue.put(("alert", on))
 
     # ---- the session thread --------------------------------------------------------------------
     def start(self) -> None:
@@ -115,6 +121,10 @@ class Controller:
                     self.machine.fire(Event.NOTICE_DONE)
                 elif kind == "fault":
                     self._fault(str(value))
+                elif kind == "alert":
+                    self._upload_alert = bool(value)
+                    if self.machine.state is State.IDLE:
+                        self._hal.tally.show(TallyPattern.ALERT if self._upload_alert else TallyPattern.OFF)
             except (CaptureError, HalError) as err:
                 log.exception("session thread: %s", err)
                 self._fault(str(err))
@@ -146,8 +156,10 @@ class Controller:
 
     def _on_transition(self, source: State, event: Event, target: State) -> None:
         tally_pattern = TALLY[target]
+        if target is State.IDLE and self._upload_alert:
+            tally_pattern = TallyPattern.ALERT
         self._hal.tally.show(tally_pattern)
-        if tally_pattern is not TallyPattern.OFF and self.timings.tally_on is None:
+        if tally_pattern not in (TallyPattern.OFF, TallyPattern.ALERT) and self.timings.tally_on is None:
             self.timings.tally_on = time.monotonic_ns()
         self._log_event("state", source=source.value, event=event.value, target=target.value)
         log.info("state %s --%s--> %s", source.value, event.value, target.value)
@@ -195,9 +207,10 @@ class Controller:
             return
         for r in failed:
             log.warning("pre-flight: %s: %s (configured to continue)", r.name, r.detail)
+        recipient = public_key_from_b64(cfg.device.central_public_key) if cfg.device.central_public_key else None
         parts = RecordingParts(self._hal.clock, self._signer, self._hal.camera.format,
                                self._hal.microphone.sample_rate, cfg.session.segment_seconds,
-                               self._hal.camera.request_keyframe)
+                               self._hal.camera.request_keyframe, recipient)
         self._recording = Recording(
             parts, cfg.spool_dir, session_id, meta,
             {"preflight_warnings": [r.name for r in failed], "clock_synced": self._hal.clock.is_synchronised()},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
@@ -11,13 +12,15 @@ from typing import Any
 
 from capture.verify import Report, verify_session
 from firmware_py import config as config_mod
+from firmware_py.central import build_receiver, central_key_sections
 from firmware_py.errors import RecorderError
 from firmware_py.scenario import ScenarioRunner, demo_steps
 from firmware_py.service import Service, wait_for_state
 from hal.buttons.base import ButtonName
-from mqtt.broker import LocalBroker
-from mqtt.receiver import Receiver
+from mqtt.broker import LocalBroker, free_port
 from mqtt.store import FileStore
+from mqtt.tls import TlsFiles
+from provisioning.ca import CertificateAuthority, Issued
 
 log = logging.getLogger(__name__)
 
@@ -31,30 +34,52 @@ class DemoResult:
 
 
 def demo_config(workdir: Path, host: str, port: int, overrides: dict[str, Any] | None = None) -> config_mod.Config:
+    keys = central_key_sections(workdir / "central-key.pem")
     data: dict[str, Any] = {
-        "device": {"state_dir": str(workdir / "device")},
+        "device": {"state_dir": str(workdir / "device"), **keys["device"]},
         "hal": {"backend": "sim"},
         "mqtt": {"host": host, "port": port},
-        "receiver": {"store_dir": str(workdir / "central")},
+        "receiver": {"store_dir": str(workdir / "central"), **keys["receiver"]},
     }
     for section, values in (overrides or {}).items():
         data.setdefault(section, {}).update(values)
     return config_mod.from_dict(data)
 
 
+def demo_pki(directory: Path, cfg: config_mod.Config) -> tuple[config_mod.Config, config_mod.Config, TlsFiles]:
+    """A CA in `directory` with certificates for the broker, `cfg`'s device and its receiver: the device's
+    configuration, the receiver's (each with its own [mqtt.tls]) and the broker's files."""
+    ca, _ = CertificateAuthority.load_or_create(directory)
+    broker = ca.issue_broker()
+
+    def with_tls(issued: Issued) -> config_mod.Config:
+        tls = TlsFiles(ca.ca_file, issued.cert, issued.key)
+        return config_mod.replace(cfg, mqtt=dataclasses.replace(cfg.mqtt, tls=tls))
+
+    return (with_tls(ca.issue_device(cfg.device.id)), with_tls(ca.issue_receiver(cfg.receiver.client_id)),
+            TlsFiles(ca.ca_file, broker.cert, broker.key))
+
+
 def run_demo(seconds: float, workdir: Path | None, broker_addr: tuple[str, int] | None = None,
-             overrides: dict[str, Any] | None = None) -> DemoResult:
+             overrides: dict[str, Any] | None = None, tls: bool = False) -> DemoResult:
+    if tls and broker_addr is not None:
+        raise RecorderError("--tls makes a throwaway CA that only the demo's own broker trusts: "
+                            "it cannot be used with --broker")
     workdir = workdir or Path(tempfile.mkdtemp(prefix="recorder-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    cfg = demo_config(workdir, *(broker_addr or ("127.0.0.1", free_port())), overrides)
+    receiver_cfg, broker_tls = cfg, None
+    if tls:
+        cfg, receiver_cfg, broker_tls = demo_pki(workdir / "certs", cfg)
+    store = FileStore(cfg.receiver.store_dir)
+    receiver = build_receiver(receiver_cfg, store)
     broker: LocalBroker | None = None
     if broker_addr is None:
-        broker = LocalBroker(workdir / "broker")
+        broker = LocalBroker(workdir / "broker", port=cfg.mqtt.port, tls=broker_tls,
+                             receivers=[cfg.receiver.client_id], prefix=cfg.mqtt.topic_prefix)
         broker.start()
-        broker_addr = (broker.host, broker.port)
-        print(f"broker     mosquitto on {broker.host}:{broker.port}")
-    cfg = demo_config(workdir, broker_addr[0], broker_addr[1], overrides)
-    store = FileStore(cfg.receiver.store_dir)
-    receiver = Receiver(store, cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.topic_prefix, cfg.receiver.client_id)
+        mode = f", mutual TLS with certificates from {workdir / 'certs'}" if tls else ""
+        print(f"broker     mosquitto on {broker.host}:{broker.port}{mode}")
     service: Service | None = None
     try:
         receiver.start()
@@ -84,7 +109,8 @@ def run_demo(seconds: float, workdir: Path | None, broker_addr: tuple[str, int] 
             raise RecorderError("central did not receipt every entry within 120 s; see the log")
         waited = time.monotonic() - t0
         central_dir = store.session_dir(cfg.device.id, session_id)
-        report = verify_session(central_dir, trusted_key_b64=store.device_key(cfg.device.id), decode=True)
+        report = verify_session(central_dir, trusted_key_b64=store.device_key(cfg.device.id), decode=True,
+                                central_key=receiver.central_key)
         return DemoResult(session_id, central_dir, report, waited)
     finally:
         if service is not None:

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ from capture.spool import Spool
 from capture.stamp import find_cjk_font
 from firmware_py.config import Config
 from firmware_py.controller import Controller
+from firmware_py.deadlines import Assessment, Level, assess, worst_warning
 from firmware_py.prompts import PromptCache, PromptError, notice_prompts
 from firmware_py.state_machine import State
 from hal.buttons.base import Buttons
@@ -50,13 +52,21 @@ class Service:
         self.spool = Spool(config.spool_dir)
         self.prompts = PromptCache(config.prompt_dir, config.audio.sample_rate, config.notice.words_per_minute)
         self._warm_prompts()
+        if not config.device.central_public_key:
+            message = ("device.central_public_key is not set: recordings are stored UNENCRYPTED on this device; "
+                       "set it to central's X25519 public key (recorder central-key prints one)")
+            log.warning(message)
         m = config.mqtt
         self.uploader = Uploader(self.spool, config.device.id, m.host, m.port, m.topic_prefix, m.keepalive,
-                                 m.retry_max_seconds, status=self.health)
+                                 m.retry_max_seconds, status=self.health, tls=m.tls,
+                                 live_session=lambda: self.controller.session_id)
         self.recovered = recover_spool(config.spool_dir, self.identity, self.hal.clock, self._on_entry)
         self.controller = Controller(config, self.hal, self.identity, self.prompts, find_cjk_font(), self._on_entry)
         self.controller.state_listeners.append(self._write_status)
         self._buttons: Buttons | None = None
+        self._stopping = threading.Event()
+        self._watch_interval = 5.0
+        self._watch = threading.Thread(target=self._watch_deadlines, name="deadlines", daemon=True)
 
     def _warm_prompts(self) -> None:
         # Rendering at start keeps espeak-ng off the START-to-notice path; a failure here is reported
@@ -71,8 +81,26 @@ class Service:
         self.spool.added(appended)
         self.uploader.wake()
 
+    def upload_deadlines(self) -> list[Assessment]:
+        return assess(self.spool.deadlines(), time.time(), self.config.upload)
+
+    def _watch_deadlines(self) -> None:
+        """Every few seconds, online or not: the tally's alert and a log line when a threshold is passed."""
+        announced: float | None = None
+        while not self._stopping.wait(self._watch_interval):
+            assessments = self.upload_deadlines()
+            worst = worst_warning(assessments, self.config.upload)
+            if worst != announced:
+                if worst is not None:
+                    late = [a.deadline.session for a in assessments if a.level is not Level.OK]
+                    log.warning("upload deadline: %d recording(s) not receipted by central %g h after they "
+                                "ended: %s", len(late), worst, ", ".join(late))
+                self.controller.set_upload_alert(worst is not None)
+                announced = worst
+
     def health(self) -> dict[str, Any]:
         backlog = self.spool.backlog()
+        at_risk = [a.as_dict() for a in self.upload_deadlines() if a.level is not Level.OK]
         return {
             "state": self.controller.machine.state.value,
             "session": self.controller.session_id,
@@ -83,6 +111,7 @@ class Service:
             "clock_synced": self.hal.clock.is_synchronised(),
             "last_fault": self.controller.last_fault,
             "backend": self.hal.backend,
+            "upload_alerts": at_risk,
             "pid": os.getpid(),
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
@@ -99,11 +128,13 @@ class Service:
         self.controller.start()
         self.uploader.start()
         self._buttons = self.hal.buttons(self.controller.on_button)
+        self._watch.start()
         self._write_status(State.IDLE)
         log.info("recorder %s up on the %s backend; spool %s", self.config.device.id, self.hal.backend,
                  self.config.spool_dir)
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._buttons is not None:
             self._buttons.close()
             self._buttons = None

@@ -1,4 +1,8 @@
-"""A Mosquitto of our own on a free loopback port, for the demo and the tests."""
+"""A Mosquitto of our own on a free loopback port, for the demo and the tests.
+
+With `tls` it runs the configuration shipped for real brokers (mqtt/broker_config.py): mutual TLS and the
+recorder ACL, with `receivers` as the receiver names; without, a plain anonymous listener.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,12 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+from mqtt.broker_config import BrokerSettings, render_acl, render_conf
 from mqtt.errors import BrokerError
+from mqtt.tls import TlsFiles
 
 
 def free_port() -> int:
@@ -20,31 +27,30 @@ def free_port() -> int:
 
 
 class LocalBroker:
-    def __init__(self, workdir: Path, port: int | None = None, max_packet_size: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, max_packet_size: int | None = None,
+                 tls: TlsFiles | None = None, receivers: Sequence[str] = (), prefix: str = "recorders") -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self._max_packet = max_packet_size
+        self._tls = tls
+        self._receivers = tuple(receivers)
+        self._prefix = prefix
         self._proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def acl_file(self) -> Path:
+        return self.workdir / "mosquitto.acl"
+
     def _config(self) -> str:
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            "persistence true",
-            f"persistence_location {self.workdir}/",
-            f"log_dest file {self.workdir / 'mosquitto.log'}",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "max_queued_messages 100000",
-        ]
-        if os.geteuid() == 0:
+        return render_conf(BrokerSettings(
+            port=self.port, bind=self.host, tls=self._tls,
+            acl_file=self.acl_file if self._tls else None,
+            persistence_dir=self.workdir, log_file=self.workdir / "mosquitto.log",
+            max_packet_size=self._max_packet,
             # As root Mosquitto would switch to the 'mosquitto' user, which cannot write our work folder.
-            lines.append("user root")
-        if self._max_packet:
-            lines.append(f"max_packet_size {self._max_packet}")
-        return "\n".join(lines) + "\n"
+            run_as_root=os.geteuid() == 0,
+        ))
 
     def start(self, timeout: float = 10.0) -> None:
         exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
@@ -52,6 +58,8 @@ class LocalBroker:
             raise BrokerError("mosquitto is not installed: install the mosquitto package (make demo/test do this)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
+        if self._tls is not None:
+            self.acl_file.write_text(render_acl(self._prefix, self._receivers))
         conf.write_text(self._config())
         self._proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout

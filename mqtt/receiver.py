@@ -14,13 +14,17 @@ import threading
 from typing import Any
 
 import paho.mqtt.client as paho
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from capture.errors import CaptureError, StorageFault
 from capture.ledger import GENESIS, entry_hash, parse_entry, signed_message
 from mqtt import protocol
 from mqtt.client import make_client
 from mqtt.errors import ProtocolError
+from mqtt.index import SessionIndex, open_index
 from mqtt.store import CentralStore
+from mqtt.tls import TlsFiles
+from mqtt.working_copy import write_working_copy
 from provisioning.errors import ProvisioningError
 from provisioning.identity import load_public_key_b64, verify_signature
 
@@ -34,11 +38,12 @@ class Refused(Exception):
 
 
 class Receiver:
-    def __init__(self, store: CentralStore, host: str, port: int, prefix: str, client_id: str) -> None:
+    def __init__(self, store: CentralStore, host: str, port: int, prefix: str, client_id: str,
+                 tls: TlsFiles | None = None) -> None:
         self.store = store
         self._host, self._port, self._prefix = host, port, prefix
         self._client_id = client_id
-        self._client = make_client(client_id, 30)
+        self._client = make_client(client_id, 30, tls)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
@@ -49,6 +54,10 @@ class Receiver:
         self.connected = threading.Event()
         self.stored = 0
         self.refused: list[str] = []
+        self.index: SessionIndex | None = open_index(store)
+        """Finds sessions by their metadata; derived from the store, never consulted before a receipt."""
+        self.central_key: X25519PrivateKey | None = None
+        """Set to central's private key to keep a decrypted working copy of each sealed segment."""
 
     def start(self) -> None:
         self._client.connect_async(self._host, self._port, keepalive=30)
@@ -57,6 +66,8 @@ class Receiver:
     def stop(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+        if self.index is not None:
+            self.index.close()
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
@@ -123,6 +134,7 @@ class Receiver:
         if existing is not None:
             if existing != data:
                 raise Refused(f"entry {session}/{seq} conflicts with the one already stored")
+            self._index(device, session)  # a resend after a crash between commit and index fills the gap
             self._receipt(device, entry)
             return
         if seq == 0:
@@ -149,10 +161,27 @@ class Receiver:
                 return
         self.store.commit(device, session, seq, data, media_file)
         self.stored += 1
+        self._index(device, session)
         self._receipt(device, entry)
+        if media_file is not None and self.central_key is not None:
+            try:
+                write_working_copy(self.store.session_dir(device, session), entry["body"], self.central_key)
+            except (CaptureError, OSError) as err:
+                # The sealed original is stored and receipted; only the viewing copy is missing.
+                log.error("entry %s/%d: no working copy of %s: %s", session, seq, media_file, err)
         follower = self._deferred.pop((device, session, seq + 1), None)
         if follower is not None:
             self._accept(device, parse_entry(follower), follower)
+
+    def _index(self, device: str, session: str) -> None:
+        if self.index is None:
+            return
+        try:
+            self.index.record(device, session)
+        except Exception:
+            # Whatever goes wrong in the index must not cost a receipt: the entry is stored, and the index
+            # catches up from the files on the session's next entry or on `recorder receiver reindex`.
+            log.exception("session index: could not record %s/%s", device, session)
 
     def _receipt(self, device: str, entry: dict[str, Any]) -> None:
         payload = protocol.encode_receipt(entry["session"], entry["seq"], entry_hash(entry),

@@ -5,6 +5,7 @@ Filesystem layout under the store root:
     sessions/<device>/<session>/entries/...  the session, in the same layout as the device spool
     sessions/<device>/<session>/media/...
     .staging/<device>/<session>/<file>       media chunks being assembled, not yet sealed by an entry
+    index.sqlite3                            the session index (mqtt/index.py), derived from sessions/
 Every commit is write-temp, fsync, rename, fsync-dir.
 """
 

@@ -26,6 +26,7 @@ from capture.spool import PendingItem, Spool
 from mqtt import protocol
 from mqtt.client import make_client, max_packet_size
 from mqtt.errors import ProtocolError
+from mqtt.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,11 @@ class Uploader:
         window: int = 16,
         resend_after: float = 15.0,
         status_interval: float = 5.0,
+        tls: TlsFiles | None = None,
+        live_session: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._spool = spool
+        self._live_session = live_session
         self._device = device_id
         self._host, self._port, self._keepalive = host, port, keepalive
         self._prefix = prefix
@@ -56,7 +60,10 @@ class Uploader:
         self._window = window
         self._resend_after = resend_after
         self._status_interval = status_interval
-        self._client = make_client(device_id, retry_max_seconds)
+        self._client = make_client(device_id, retry_max_seconds, tls)
+        self._tls = tls
+        self._answered = False
+        """The broker answered this connection attempt with a CONNACK (of either kind)."""
         self._client.will_set(self._topic(protocol.STATUS), json.dumps({"device": device_id, "online": False}),
                               qos=1, retain=True)
         self._client.on_connect = self._on_connect
@@ -95,6 +102,7 @@ class Uploader:
         return self._connected
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        self._answered = True
         if reason.is_failure:
             log.warning("broker %s:%d refused the connection: %s; retrying with back-off",
                         self._host, self._port, reason)
@@ -117,15 +125,24 @@ class Uploader:
         self._connect_failures += 1
         # Say it at once, then now and then: an outage of hours must not flood the log.
         if self._connect_failures == 1 or self._connect_failures % 50 == 0:
-            log.warning("cannot reach the broker at %s:%d (%d attempts); recording goes on into the spool, "
-                        "retrying with back-off", self._host, self._port, self._connect_failures)
+            tls = (f" over TLS: check that the broker's certificate is signed by {self._tls.ca_file} and that the "
+                   f"broker accepts {self._tls.cert_file}" if self._tls else "")
+            log.warning("cannot reach the broker at %s:%d%s (%d attempts); recording goes on into the spool, "
+                        "retrying with back-off", self._host, self._port, tls, self._connect_failures)
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         with self._lock:
             was = self._connected
             self._connected = False
-        if was and not self._stop.is_set():
+        answered, self._answered = self._answered, False
+        if self._stop.is_set():
+            return
+        if was:
             log.warning("lost the broker (%s); recording goes on into the spool, reconnecting", reason)
+        elif not answered:
+            # Closed before any CONNACK: with TLS 1.3 this is how a broker refusing our certificate looks,
+            # as the client's half of the handshake completes before the broker checks the certificate.
+            self._on_connect_fail(client, userdata)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         try:
@@ -174,7 +191,9 @@ class Uploader:
             room = self._window - len(self._in_flight)
             if room <= 0:
                 return []
-            batch = [i for i in self._spool.pending() if i not in self._in_flight][:room]
+            # The session being recorded goes first, so central lags the room by seconds; any backlog
+            # drains behind it with what the link has left (REALTIME).
+            batch = self._spool.next_pending(room, self._in_flight, first=self._live_session())
             for item in batch:
                 self._in_flight[item] = now
             return batch

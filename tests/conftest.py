@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from firmware_py import config as config_mod
+from firmware_py.central import build_receiver, central_key_sections
 from firmware_py.service import Service, wait_for_state
 from firmware_py.state_machine import State
 from hal.buttons.base import ButtonName
@@ -27,14 +28,16 @@ def broker(tmp_path: Path) -> Iterator[LocalBroker]:
 
 
 def fast_config(workdir: Path, port: int, **sections: dict[str, Any]) -> config_mod.Config:
+    """Fast settings, and segments sealed to a central key pair made in `workdir` (as deployed)."""
+    keys = central_key_sections(workdir / "central-key.pem")
     data: dict[str, Any] = {
-        "device": {"state_dir": str(workdir / "device")},
+        "device": {"state_dir": str(workdir / "device"), **keys["device"]},
         "hal": {"backend": "sim"},
         "session": {"segment_seconds": 1.0, "stop_hold_seconds": 0.5, "max_minutes": 10},
         "notice": {"en": "", "words_per_minute": 320},
         "video": {"width": 320, "height": 240, "fps": 10, "bitrate": 300_000},
         "mqtt": {"host": "127.0.0.1", "port": port, "retry_max_seconds": 2},
-        "receiver": {"store_dir": str(workdir / "central")},
+        "receiver": {"store_dir": str(workdir / "central"), **keys["receiver"]},
     }
     for section, values in sections.items():
         data.setdefault(section, {}).update(values)
@@ -81,7 +84,7 @@ def make_rig(workdir: Path, port: int, with_receiver: bool = True, **sections: d
     store = FileStore(cfg.receiver.store_dir)
     receiver = None
     if with_receiver:
-        receiver = Receiver(store, "127.0.0.1", port, cfg.mqtt.topic_prefix, "test-receiver")
+        receiver = build_receiver(cfg, store)
         receiver.start()
         assert receiver.connected.wait(10), "receiver could not reach the test broker"
     service = Service(cfg)
@@ -117,8 +120,12 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordedSessi
     workdir = tmp_path_factory.mktemp("recorded")
     with LocalBroker(workdir / "broker") as b:
         r = make_rig(workdir, b.port)
+        def mark_after_a_second() -> None:
+            time.sleep(1.0)
+            r.tap(ButtonName.MARK)
+
         try:
-            session = r.record(3.0, during=lambda: (time.sleep(1.0), r.tap(ButtonName.MARK)))
+            session = r.record(3.0, during=mark_after_a_second)
             assert r.service.spool.wait_drained(60), "central did not receipt the session"
             yield RecordedSession(r, session, r.config.spool_dir / session, r.central_dir(session))
         finally:

@@ -24,7 +24,10 @@ def events(session_dir: Path, name: str) -> list[dict[str, Any]]:
 
 
 def segment_files(session_dir: Path) -> list[Path]:
-    return [layout.media_path(session_dir, e["body"]["file"]) for e in entries(session_dir) if e["kind"] == "segment"]
+    """The segments as MPEG-TS: central's decrypted working copies where the originals are sealed."""
+    plain = session_dir / "plain"
+    folder = plain if plain.is_dir() else session_dir / layout.MEDIA
+    return [folder / e["body"]["file"] for e in entries(session_dir) if e["kind"] == "segment"]
 
 
 @dataclass

@@ -11,11 +11,14 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from capture import layout
+from capture.encryption import seal_bytes
 from capture.ledger import GENESIS, canonical, entry_hash, signed_message
 from capture.verify import Problem, verify_session
 from firmware_py.cli import main
+from provisioning.central_key import load_central_key
 from provisioning.identity import DeviceIdentity
 from tests.conftest import RecordedSession
 from tests.media import entries
@@ -37,8 +40,8 @@ def segments(session: Path) -> list[dict[str, Any]]:
     return [e for e in entries(session) if e["kind"] == "segment"]
 
 
-def first_problem(session: Path, key: str, decode: bool = False) -> Problem:
-    report = verify_session(session, trusted_key_b64=key, decode=decode)
+def first_problem(session: Path, key: str, decode: bool = False, central: X25519PrivateKey | None = None) -> Problem:
+    report = verify_session(session, trusted_key_b64=key, decode=decode, central_key=central)
     assert not report.ok, "tampering went unnoticed"
     return report.findings[0].problem
 
@@ -159,22 +162,38 @@ def test_timestamp_gap_is_found__CONTINUOUS(recorded: RecordedSession, copy: Pat
     assert first_problem(copy, key) is Problem.TIMESTAMP_GAP
 
 
-def test_undecodable_segment_is_found(recorded: RecordedSession, copy: Path, key: str) -> None:
-    victim = segments(copy)[1]
-    media = layout.media_path(copy, victim["body"]["file"])
-    junk = bytes(range(256)) * 64
-    media.write_bytes(junk)
+def central_key(recorded: RecordedSession) -> X25519PrivateKey:
+    return load_central_key(Path(recorded.rig.config.receiver.private_key_file))
+
+
+def replace_segment(recorded: RecordedSession, copy: Path, victim: dict[str, Any], stored: bytes,
+                    plain: bytes) -> None:
+    """A forger holding the device key swaps a segment and re-seals the ledger consistently."""
+    layout.media_path(copy, victim["body"]["file"]).write_bytes(stored)
 
     def rehash(entry: dict[str, Any]) -> None:
         if entry["seq"] == victim["seq"]:
-            entry["body"]["sha256"] = hashlib.sha256(junk).hexdigest()
-            entry["body"]["bytes"] = len(junk)
+            entry["body"].update(sha256=hashlib.sha256(stored).hexdigest(), bytes=len(stored),
+                                 plain_sha256=hashlib.sha256(plain).hexdigest(), plain_bytes=len(plain))
         if entry["kind"] == "close":
-            entry["body"]["media_bytes"] += len(junk) - victim["body"]["bytes"]
+            entry["body"]["media_bytes"] += len(stored) - victim["body"]["bytes"]
 
     rewrite(copy, recorded.rig.service.identity, rehash)
-    assert verify_session(copy, trusted_key_b64=key).ok  # the hashes are consistent ...
-    assert first_problem(copy, key, decode=True) is Problem.UNDECODABLE  # ... but it is not a recording
+
+
+def test_undecodable_segment_is_found(recorded: RecordedSession, copy: Path, key: str) -> None:
+    junk = bytes(range(256)) * 64
+    replace_segment(recorded, copy, segments(copy)[1], seal_bytes(junk, central_key(recorded).public_key()), junk)
+    central = central_key(recorded)
+    assert verify_session(copy, trusted_key_b64=key, central_key=central).ok  # the hashes are consistent ...
+    assert first_problem(copy, key, decode=True, central=central) is Problem.UNDECODABLE  # ... not a recording
+
+
+def test_segment_sealed_to_another_key_is_found__NO_LEAK(recorded: RecordedSession, copy: Path, key: str) -> None:
+    plain = b"\x47" * 188
+    replace_segment(recorded, copy, segments(copy)[1], seal_bytes(plain, X25519PrivateKey.generate().public_key()),
+                    plain)
+    assert first_problem(copy, key, central=central_key(recorded)) is Problem.UNDECRYPTABLE
 
 
 def test_entry_after_close_and_foreign_entries_are_found__NO_EDIT(recorded: RecordedSession, copy: Path,

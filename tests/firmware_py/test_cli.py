@@ -13,7 +13,7 @@ from capture.verify import verify_session
 from mqtt.broker import LocalBroker
 from mqtt.store import FileStore
 
-SUBCOMMANDS = ("run", "demo", "receiver", "verify", "status", "identity")
+SUBCOMMANDS = ("run", "demo", "receiver", "verify", "status", "identity", "certs", "broker-config")
 
 
 def recorder(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

@@ -21,6 +21,10 @@ def tally_pin(rig: Rig) -> MockPin:
     return rig.service.hal.sim.pins.pin(rig.config.hal.pins.tally)
 
 
+def pattern(rig: Rig) -> TallyPattern:
+    return rig.service.hal.tally.pattern
+
+
 def toggles(pin: MockPin, seconds: float) -> int:
     """How often the light changes within `seconds`."""
     start = len(pin.states)
@@ -30,10 +34,10 @@ def toggles(pin: MockPin, seconds: float) -> int:
 
 def test_tally_off_blinking_steady_by_state(rig: Rig) -> None:
     pin = tally_pin(rig)
-    assert rig.service.hal.tally.pattern is TallyPattern.OFF and not pin.state
+    assert pattern(rig) is TallyPattern.OFF and not pin.state
     rig.tap(ButtonName.START)
     rig.wait_state(State.NOTICE)
-    assert rig.service.hal.tally.pattern is TallyPattern.NOTICE
+    assert pattern(rig) is TallyPattern.NOTICE
     assert toggles(pin, 1.2) >= 2, "the light does not blink while the notice plays"
     rig.wait_state(State.RECORDING)
     time.sleep(0.05)
@@ -72,7 +76,7 @@ def test_preflight_failure_is_spoken_shown_and_blocks_the_session__DEVICE_CHECK(
         played_before = sim.room.played
         rig.tap(ButtonName.START)
         rig.wait_state(State.FAULT)
-        assert rig.service.hal.tally.pattern is TallyPattern.FAULT
+        assert pattern(rig) is TallyPattern.FAULT
         assert toggles(tally_pin(rig), 0.5) >= 3, "the fault pattern is not a fast blink"
         failed = [r for r in rig.service.controller.last_preflight if not r.ok]
         assert [r.name for r in failed] == ["storage"]
@@ -110,7 +114,7 @@ def test_storage_fault_while_recording_closes_the_session_and_shows_the_fault(ri
     rig.wait_state(State.RECORDING)
     rig.service.controller.on_fault(StorageFault("write to 000003.ts.part failed: No space left on device"))
     rig.wait_state(State.FAULT)
-    assert rig.service.hal.tally.pattern is TallyPattern.FAULT
+    assert pattern(rig) is TallyPattern.FAULT
     session = rig.service.controller.timings.sessions_closed[-1]
     from tests.media import entries
 

@@ -133,3 +133,16 @@ def test_every_entry_receipted_before_anything_could_be_freed__UPLOAD_24H(record
     assert len(receipts) == len(spool_entries)
     # Nothing was deleted on the device: every segment is still in the spool next to its receipt.
     assert len(segment_files(recorded.spool_dir)) == sum(1 for e in spool_entries if e["kind"] == "segment")
+
+
+def test_every_segment_carries_the_classification_fields__CLASSIFY(recorded: RecordedSession) -> None:
+    cfg = recorded.rig.config
+    segments = [e["body"] for e in entries(recorded.central_dir) if e["kind"] == "segment"]
+    for body in segments:
+        meta = body["meta"]
+        assert (meta["unit"], meta["room"], meta["device_id"]) == (cfg.device.unit, cfg.device.room, cfg.device.id)
+        assert [o["certificate"] for o in meta["officers"]] == [o.certificate for o in cfg.session.officers]
+        assert "case" in meta and "parties" in meta
+    walls = [(b["start_wall"], b["end_wall"]) for b in segments]
+    assert all(start < end for start, end in walls)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(walls)), "wall-clock spans leave gaps or overlap"

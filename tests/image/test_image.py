@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import tomllib
+import types
 import typing
 from pathlib import Path
 
@@ -53,6 +54,8 @@ def _expected_keys(cls: type) -> dict[str, object]:
             keys[field.name] = _expected_keys(typing.cast(type, hint))
         elif typing.get_origin(hint) is tuple and args and dataclasses.is_dataclass(args[0]):
             keys[field.name] = [_expected_keys(typing.cast(type, args[0]))]
+        elif _optional_table(hint) is not None:
+            continue  # off when absent, so shown commented out (the test below)
         else:
             keys[field.name] = None
     return keys
@@ -79,6 +82,36 @@ def _missing(expected: dict[str, object], data: dict[str, object], prefix: str =
 def test_example_config_shows_every_section_and_key() -> None:
     data = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
     assert _missing(_expected_keys(config_mod.Config), data) == []
+
+
+def _optional_table(hint: object) -> type | None:
+    """X for a field typed `X | None` with X a table: a table whose absence turns a feature off."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is types.UnionType and len(args) == 1 and dataclasses.is_dataclass(args[0]):
+        return typing.cast(type, args[0])
+    return None
+
+
+def _optional_tables(cls: type, prefix: str = "") -> dict[str, type]:
+    tables: dict[str, type] = {}
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        hint = hints[field.name]
+        if (table := _optional_table(hint)) is not None:
+            tables[prefix + field.name] = table
+        elif dataclasses.is_dataclass(hint):
+            tables.update(_optional_tables(typing.cast(type, hint), f"{prefix}{field.name}."))
+    return tables
+
+
+def test_example_config_shows_optional_tables_commented_out() -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    tables = _optional_tables(config_mod.Config)
+    assert "mqtt.tls" in tables
+    for name, table in tables.items():
+        assert re.search(rf"^# \[{re.escape(name)}\]$", text, re.MULTILINE), f"no commented-out [{name}]"
+        for field in dataclasses.fields(table):
+            assert re.search(rf"^# {field.name} = ", text, re.MULTILINE), f"{name}.{field.name} not shown"
 
 
 # ---- the systemd unit -------------------------------------------------------------------------------------

@@ -78,6 +78,7 @@ def test_replayed_session_is_stored_once__UPLOAD_24H(central: Receiver, broker: 
     stored = central.store.session_dir(recorded.rig.config.device.id, recorded.session)
     assert layout.entry_seqs(stored) == list(range(total))
     # Media chunks resent after their segment was stored are not staged again (nothing leaks).
+    assert isinstance(central.store, FileStore)
     assert not [p for p in (central.store.root / ".staging").rglob("*") if p.is_file()]
 
 

@@ -1,0 +1,474 @@
+"""Central's session index: find stored sessions by device, unit, officer, case, party and time (CLASSIFY),
+and see which are late or at risk of missing the 24-hour deadline (UPLOAD-24H).
+
+The index is an SQLite file, `<store>/index.sqlite3`, derived entirely from the stored files: a row for
+each session (the `open` entry's metadata; totals of the entries stored so far; the `close`), child
+tables for its officers and parties, and one row per stored entry with the device's time and central's
+storage time. It is never the only record of anything: `rebuild()` (`recorder receiver reindex`)
+re-derives it from `sessions/` alone, and the receiver stores and receipts whether or not it works.
+
+Central's storage time of an entry is the modification time of its committed file (the durable writer
+stamps it just before the receipt goes out), so the index and a rebuild from the files agree exactly;
+copy a store with its file times (`cp -a`, `rsync -a`) to keep them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from capture import layout
+from capture.errors import CaptureError
+from capture.ledger import parse_entry
+from mqtt.store import CentralStore, FileStore
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "index.sqlite3"
+SCHEMA_VERSION = 1
+DEFAULT_LIMIT_HOURS = 24.0
+DEFAULT_WARN_HOURS = (12.0, 20.0)
+
+_SCHEMA = """
+CREATE TABLE sessions (
+    device TEXT NOT NULL,
+    session TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    room TEXT NOT NULL,
+    location TEXT NOT NULL,
+    case_ref TEXT NOT NULL,
+    matter TEXT NOT NULL,
+    opened_at TEXT NOT NULL,
+    opened_ts REAL NOT NULL,
+    closed_at TEXT,
+    closed_ts REAL,
+    close_reason TEXT,
+    segments INTEGER NOT NULL DEFAULT 0,
+    media_bytes INTEGER NOT NULL DEFAULT 0,
+    last_seq INTEGER NOT NULL DEFAULT -1,
+    last_at TEXT NOT NULL,
+    last_ts REAL NOT NULL,
+    last_stored_ts REAL NOT NULL,
+    interrupted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (device, session)
+);
+CREATE INDEX sessions_opened ON sessions (opened_ts);
+CREATE TABLE officers (
+    device TEXT NOT NULL,
+    session TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    certificate TEXT NOT NULL,
+    PRIMARY KEY (device, session, position),
+    FOREIGN KEY (device, session) REFERENCES sessions ON DELETE CASCADE
+);
+CREATE INDEX officers_name ON officers (name);
+CREATE INDEX officers_certificate ON officers (certificate);
+CREATE TABLE parties (
+    device TEXT NOT NULL,
+    session TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (device, session, position),
+    FOREIGN KEY (device, session) REFERENCES sessions ON DELETE CASCADE
+);
+CREATE INDEX parties_name ON parties (name);
+CREATE TABLE entries (
+    device TEXT NOT NULL,
+    session TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    time TEXT NOT NULL,
+    time_ts REAL NOT NULL,
+    stored_ts REAL NOT NULL,
+    PRIMARY KEY (device, session, seq),
+    FOREIGN KEY (device, session) REFERENCES sessions ON DELETE CASCADE
+) WITHOUT ROWID;
+"""
+_TABLES = ("entries", "parties", "officers", "sessions")
+
+
+@dataclass(frozen=True)
+class Officer:
+    name: str
+    certificate: str
+
+
+@dataclass(frozen=True)
+class Query:
+    """Every given field must match; text fields match when they contain the value (ignoring ASCII case)."""
+
+    device: str | None = None
+    officer: str | None = None
+    """An officer's name or certificate number."""
+    unit: str | None = None
+    case: str | None = None
+    """The case reference or the matter."""
+    party: str | None = None
+    start: dt.datetime | None = None
+    """Sessions still in use at or after this moment..."""
+    end: dt.datetime | None = None
+    """...and opened before this one."""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """UPLOAD-24H: a recording must be at central within `limit` of finishing; warn as each of `warnings` passes."""
+
+    limit: dt.timedelta = dt.timedelta(hours=DEFAULT_LIMIT_HOURS)
+    warnings: tuple[dt.timedelta, ...] = tuple(dt.timedelta(hours=h) for h in DEFAULT_WARN_HOURS)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where a session stands against the deadline."""
+
+    status: str
+    """One of "on time", "late" (complete, its last entry arrived after the limit), "receiving" (incomplete and
+    young), "warning" (incomplete, past a warning threshold) or "at risk" (incomplete, past the limit)."""
+    hours: float
+    """Complete: hours from the close to the receipt of the last entry. Incomplete: hours since the last
+    entry received was written on the device."""
+    threshold_hours: float | None = None
+    """The warning threshold passed, for "warning"."""
+
+    @property
+    def alarming(self) -> bool:
+        return self.status in ("warning", "at risk", "late")
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    device: str
+    session: str
+    unit: str
+    room: str
+    location: str
+    case: str
+    matter: str
+    officers: tuple[Officer, ...]
+    parties: tuple[str, ...]
+    opened_at: str
+    """The `open` entry's time, as the device wrote it (its local time with offset)."""
+    closed_at: str | None
+    """The `close` entry's time; None while the close has not been received."""
+    close_reason: str | None
+    segments: int
+    media_bytes: int
+    entries: int
+    """Entries received (all of them when closed: central stores a session's entries only in order)."""
+    last_at: str
+    """The device time of the last entry received."""
+    last_stored: dt.datetime
+    """When central stored the last entry received (UTC)."""
+    max_entry_delay: dt.timedelta
+    """The longest any entry took from being written on the device to being stored here (REALTIME)."""
+    interrupted: bool
+    """Whether the session has an `interruption` entry (the device lost power or crashed mid-session)."""
+    opened_ts: float
+    closed_ts: float | None
+    last_ts: float
+    """The three device times above as POSIX seconds."""
+
+    @property
+    def complete(self) -> bool:
+        return self.closed_at is not None
+
+    @property
+    def upload_delay(self) -> dt.timedelta:
+        """From the close (or, while incomplete, the last entry received) to central storing that entry."""
+        since = self.closed_ts if self.closed_ts is not None else self.last_ts
+        return dt.timedelta(seconds=self.last_stored.timestamp() - since)
+
+    def standing(self, now: dt.datetime, deadline: Deadline) -> Standing:
+        if self.closed_ts is not None:
+            delay = self.upload_delay
+            return Standing("late" if delay > deadline.limit else "on time", delay / dt.timedelta(hours=1))
+        # Age by the device's time of the last entry, not by when central stored it: a device back after a
+        # long outage delivers old entries now, and its recording finished no earlier than they were written.
+        age = dt.timedelta(seconds=now.timestamp() - self.last_ts)
+        hours = age / dt.timedelta(hours=1)
+        if age >= deadline.limit:
+            return Standing("at risk", hours)
+        passed = [w for w in deadline.warnings if age >= w]
+        if passed:
+            return Standing("warning", hours, max(passed) / dt.timedelta(hours=1))
+        return Standing("receiving", hours)
+
+    def as_json(self, now: dt.datetime, deadline: Deadline) -> dict[str, Any]:
+        standing = self.standing(now, deadline)
+        return {
+            "device": self.device, "session": self.session, "unit": self.unit, "room": self.room,
+            "location": self.location, "case": self.case, "matter": self.matter,
+            "officers": [{"name": o.name, "certificate": o.certificate} for o in self.officers],
+            "parties": list(self.parties), "opened_at": self.opened_at, "closed_at": self.closed_at,
+            "close_reason": self.close_reason, "segments": self.segments, "media_bytes": self.media_bytes,
+            "entries": self.entries, "last_entry_at": self.last_at,
+            "last_stored_at": self.last_stored.isoformat(timespec="milliseconds"),
+            "interrupted": self.interrupted, "upload_delay_s": round(self.upload_delay.total_seconds(), 3),
+            "max_entry_delay_s": round(self.max_entry_delay.total_seconds(), 3),
+            "deadline": {"status": standing.status, "hours": round(standing.hours, 3),
+                         "threshold_hours": standing.threshold_hours},
+        }
+
+
+def _text(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _timestamp(text: str, fallback: float) -> float:
+    # Readers never check an entry's time (FORMAT §3.1); one that does not parse is taken as the moment
+    # central stored it, so the session stays findable.
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return fallback
+    return when.timestamp() if when.tzinfo is not None else fallback
+
+
+_COLUMNS = ("device, session, unit, room, location, case_ref, matter, opened_at, closed_at, close_reason, segments, "
+            "media_bytes, last_seq, last_at, last_stored_ts, interrupted, opened_ts, closed_ts, last_ts")
+
+
+class SessionIndex:
+    """One connection, used from the receiver's network thread and from its owner's, so every use takes a
+    lock; other processes (the `recorder receiver` commands) share the file through SQLite's locking."""
+
+    def __init__(self, store_root: Path, timeout_s: float = 10.0) -> None:
+        self.store_root = store_root
+        self.path = store_root / INDEX_FILE
+        if not self.path.exists():
+            # Owner-only: the index gathers officers' and parties' names into one searchable file.
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # Cheap to rebuild, but a lost commit would leave a session looking incomplete (a false "at
+            # risk"): one more fsync per entry is worth it next to the store's own.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            with self._transaction() as db:
+                fresh = db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION
+                if fresh:
+                    self._create(db)
+            if fresh:
+                # New, or made by another version: derive it from the files.
+                self._fill()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            # IMMEDIATE takes the write lock before we read what to write, so the receiver and a
+            # `reindex` or `late` in another process never interleave their updates of a session.
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def record(self, device: str, session: str) -> int:
+        """Index whatever of the session is stored but not yet indexed (the receiver calls this after each
+        commit; reading the files means one missed call is made up by the next). Returns the entries added."""
+        with self._transaction() as db:
+            return self._catch_up(db, device, session)
+
+    def rebuild(self) -> int:
+        """Forget everything and re-derive the index from the stored files; returns the sessions indexed.
+
+        Session by session, so a receiver sharing the index waits for one session at a time, never for the
+        whole store; what it records meanwhile is kept, since indexing a session twice changes nothing."""
+        with self._transaction() as db:
+            for table in _TABLES:
+                db.execute(f"DELETE FROM {table}")
+        return self._fill()
+
+    def sessions(self, query: Query) -> list[SessionRow]:
+        """The sessions matching every field given in `query`, oldest first."""
+        clauses: list[str] = []
+        params: list[Any] = []
+
+        def contains(column: str, value: str) -> None:
+            # instr, not LIKE: a '%' or '_' in a name is meant literally.
+            clauses.append(f"instr(lower({column}), lower(?)) > 0")
+            params.append(value)
+
+        if query.device is not None:
+            clauses.append("device = ?")
+            params.append(query.device)
+        if query.unit is not None:
+            contains("unit", query.unit)
+        if query.case is not None:
+            clauses.append("(instr(lower(case_ref), lower(?)) > 0 OR instr(lower(matter), lower(?)) > 0)")
+            params += [query.case, query.case]
+        if query.officer is not None:
+            clauses.append("EXISTS (SELECT 1 FROM officers o WHERE o.device = s.device AND o.session = s.session"
+                           " AND (instr(lower(o.name), lower(?)) > 0 OR instr(lower(o.certificate), lower(?)) > 0))")
+            params += [query.officer, query.officer]
+        if query.party is not None:
+            clauses.append("EXISTS (SELECT 1 FROM parties p WHERE p.device = s.device AND p.session = s.session"
+                           " AND instr(lower(p.name), lower(?)) > 0)")
+            params.append(query.party)
+        if query.start is not None:
+            clauses.append("coalesce(closed_ts, last_ts) >= ?")
+            params.append(query.start.timestamp())
+        if query.end is not None:
+            clauses.append("opened_ts < ?")
+            params.append(query.end.timestamp())
+        return self._select(" AND ".join(clauses) or "1", params)
+
+    def late(self, now: dt.datetime, deadline: Deadline) -> list[tuple[SessionRow, Standing]]:
+        """The sessions late, at risk or past a warning threshold, by device, oldest first.
+
+        Incomplete sessions are first brought up to date from the files, so an index update that went
+        missing (the receiver logs it and carries on) never raises a false alarm."""
+        with self._transaction() as db:
+            incomplete = db.execute("SELECT device, session FROM sessions WHERE closed_ts IS NULL").fetchall()
+            for device, session in incomplete:
+                self._catch_up(db, device, session)
+        first = min((deadline.limit, *deadline.warnings)).total_seconds()
+        rows = self._select("(closed_ts IS NOT NULL AND last_stored_ts - closed_ts > ?)"
+                            " OR (closed_ts IS NULL AND ? - last_ts >= ?)",
+                            [deadline.limit.total_seconds(), now.timestamp(), first])
+        found = [(row, row.standing(now, deadline)) for row in rows]
+        return sorted(((r, s) for r, s in found if s.alarming), key=lambda rs: (rs[0].device, rs[0].opened_ts))
+
+    def _select(self, where: str, params: Sequence[Any]) -> list[SessionRow]:
+        with self._lock:
+            self._db.execute("BEGIN")  # one snapshot for the sessions and their officers and parties
+            try:
+                rows = self._db.execute(f"SELECT {_COLUMNS} FROM sessions s WHERE {where}"
+                                        " ORDER BY opened_ts, device, session", params).fetchall()
+                return [self._row(r) for r in rows]
+            finally:
+                self._db.execute("COMMIT")
+
+    def _row(self, r: tuple[Any, ...]) -> SessionRow:
+        key = (r[0], r[1])
+        officers = self._db.execute("SELECT name, certificate FROM officers WHERE device = ? AND session = ?"
+                                    " ORDER BY position", key).fetchall()
+        parties = self._db.execute("SELECT name FROM parties WHERE device = ? AND session = ? ORDER BY position",
+                                   key).fetchall()
+        (max_delay,) = self._db.execute("SELECT max(stored_ts - time_ts) FROM entries WHERE device = ? AND"
+                                        " session = ?", key).fetchone()
+        return SessionRow(
+            device=r[0], session=r[1], unit=r[2], room=r[3], location=r[4], case=r[5], matter=r[6],
+            officers=tuple(Officer(n, c) for n, c in officers), parties=tuple(p for (p,) in parties),
+            opened_at=r[7], closed_at=r[8], close_reason=r[9], segments=r[10], media_bytes=r[11],
+            entries=r[12] + 1, last_at=r[13], last_stored=dt.datetime.fromtimestamp(r[14], dt.UTC),
+            max_entry_delay=dt.timedelta(seconds=max_delay),
+            interrupted=bool(r[15]), opened_ts=r[16], closed_ts=r[17], last_ts=r[18],
+        )
+
+    @staticmethod
+    def _create(db: sqlite3.Connection) -> None:
+        for table in _TABLES:
+            db.execute(f"DROP TABLE IF EXISTS {table}")
+        # Statement by statement: executescript() would commit the transaction we are in.
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _fill(self) -> int:
+        sessions = self.store_root / "sessions"
+        devices = sorted(sessions.iterdir()) if sessions.is_dir() else []
+        for device_dir in devices:
+            if not (device_dir.is_dir() and layout.DEVICE_ID.match(device_dir.name)):
+                continue
+            for session_dir in sorted(device_dir.iterdir()):
+                if session_dir.is_dir() and layout.SESSION_ID.match(session_dir.name):
+                    self.record(device_dir.name, session_dir.name)
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM sessions").fetchone()[0])
+
+    def _catch_up(self, db: sqlite3.Connection, device: str, session: str) -> int:
+        row = db.execute("SELECT last_seq FROM sessions WHERE device = ? AND session = ?", (device, session)).fetchone()
+        seq = 0 if row is None else int(row[0]) + 1
+        session_dir = self.store_root / "sessions" / device / session
+        added = 0
+        while True:
+            path = layout.entry_path(session_dir, seq)
+            try:
+                with path.open("rb") as f:
+                    stored_ts = os.fstat(f.fileno()).st_mtime
+                    data = f.read()
+                entry = parse_entry(data)
+            except FileNotFoundError:
+                return added
+            except (OSError, CaptureError) as err:
+                log.warning("index: %s: %s; the session is indexed up to the entry before", path, err)
+                return added
+            if (entry["device"], entry["session"], entry["seq"]) != (device, session, seq) or (
+                    seq == 0 and entry["kind"] != "open"):
+                # The receiver never stores such a file; someone put it there. Index nothing from it on.
+                log.warning("index: %s is not entry %d of %s/%s; the session is indexed up to the entry before",
+                            path, seq, device, session)
+                return added
+            self._apply(db, entry, stored_ts)
+            seq += 1
+            added += 1
+
+    @staticmethod
+    def _apply(db: sqlite3.Connection, entry: dict[str, Any], stored_ts: float) -> None:
+        device, session, seq, kind, body = entry["device"], entry["session"], entry["seq"], entry["kind"], entry["body"]
+        key = (device, session)
+        time_ts = _timestamp(entry["time"], stored_ts)
+        if seq == 0:
+            db.execute("INSERT INTO sessions (device, session, unit, room, location, case_ref, matter, opened_at,"
+                       " opened_ts, last_at, last_ts, last_stored_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (*key, _text(body, "unit"), _text(body, "room"), _text(body, "location"),
+                        _text(body, "case"), _text(body, "matter"), entry["time"], time_ts, entry["time"],
+                        time_ts, stored_ts))
+            officers = body.get("officers")
+            for position, officer in enumerate(officers if isinstance(officers, list) else []):
+                if isinstance(officer, dict):
+                    db.execute("INSERT INTO officers VALUES (?, ?, ?, ?, ?)",
+                               (*key, position, _text(officer, "name"), _text(officer, "certificate")))
+            parties = body.get("parties")
+            for position, party in enumerate(parties if isinstance(parties, list) else []):
+                if isinstance(party, str):
+                    db.execute("INSERT INTO parties VALUES (?, ?, ?, ?)", (*key, position, party))
+        db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (*key, seq, kind, entry["time"], time_ts, stored_ts))
+        size = body.get("bytes")
+        media_bytes = size if kind == "segment" and isinstance(size, int) and not isinstance(size, bool) else 0
+        db.execute("UPDATE sessions SET last_seq = ?, last_at = ?, last_ts = ?, last_stored_ts = ?,"
+                   " segments = segments + ?, media_bytes = media_bytes + ?, interrupted = interrupted OR ?"
+                   " WHERE device = ? AND session = ?",
+                   (seq, entry["time"], time_ts, stored_ts, kind == "segment", media_bytes, kind == "interruption",
+                    *key))
+        if kind == "close":
+            db.execute("UPDATE sessions SET closed_at = ?, closed_ts = ?, close_reason = ? WHERE device = ? AND"
+                       " session = ?", (entry["time"], time_ts, _text(body, "reason"), *key))
+
+
+def open_index(store: CentralStore) -> SessionIndex | None:
+    """The receiver's index, or None (logged) if it cannot be opened: the receiver stores and receipts
+    either way, and the index can be rebuilt from the files later."""
+    if not isinstance(store, FileStore):
+        return None  # the index reads a filesystem store's files; another store would bring its own
+    try:
+        return SessionIndex(store.root)
+    except (sqlite3.Error, OSError) as err:
+        log.error("session index %s cannot be opened (%s); receiving without it; `recorder receiver reindex`"
+                  " rebuilds it", store.root / INDEX_FILE, err)
+        return None

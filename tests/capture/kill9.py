@@ -1,0 +1,139 @@
+"""kill -9 trials against the real service (`recorder run` in a subprocess), for the test and the soak
+benchmark: record, kill at a random moment, restart (which recovers the killed session), repeat."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from capture import layout
+from capture.encryption import open_sealed
+from capture.ledger import entry_hash
+from capture.recovery import probe_media
+from capture.verify import verify_session
+from firmware_py.central import central_key_sections
+from mqtt.receiver import Receiver
+from mqtt.store import FileStore
+from provisioning.central_key import load_central_key
+from provisioning.identity import DeviceIdentity
+from tests.media import entries
+
+SEGMENT_SECONDS = 2.0
+
+
+def _config(tmp_path: Path, port: int) -> Path:
+    keys = central_key_sections(tmp_path / "central-key.pem")
+    path = tmp_path / "recorder.toml"
+    path.write_text(
+        f'[device]\nstate_dir = "{tmp_path / "device"}"\n'
+        f'central_public_key = "{keys["device"]["central_public_key"]}"\n'
+        f'[session]\nsegment_seconds = {SEGMENT_SECONDS}\nmax_minutes = 5\n'
+        '[notice]\nen = ""\nwords_per_minute = 400\n'
+        '[video]\nwidth = 320\nheight = 240\nfps = 10\nbitrate = 300000\n'
+        f'[mqtt]\nport = {port}\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def _wait_for_new_recording(status: Path, previous: str | None, proc: subprocess.Popen[bytes]) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the service exited on its own"
+        try:
+            now = json.loads(status.read_text())
+        except (OSError, json.JSONDecodeError):
+            now = {}
+        if now.get("state") in ("notice", "recording") and now.get("session") not in (None, previous):
+            return str(now["session"])
+        time.sleep(0.02)
+    raise AssertionError("the service did not start recording")
+
+
+@dataclass
+class Kill9Outcome:
+    sessions: int
+    worst_lost_s: float
+    """Longest stretch between the end of the recovered recording and the kill, over all trials."""
+    problems: list[str]
+    central_matches_device: bool
+
+
+def run_kill9(workdir: Path, port: int, trials: int, seed: int = 20261122) -> Kill9Outcome:
+    config = _config(workdir, port)
+    store = FileStore(workdir / "central")
+    store.enroll("SIM-0001", DeviceIdentity.load_or_create(workdir / "device" / "keys").public_key_b64)
+    receiver = Receiver(store, "127.0.0.1", port, "recorders", "crash-receiver")
+    receiver.start()
+    record = workdir / "record.txt"
+    record.write_text("0.1 press start\n0.2 wait recording\n3600 end\n")
+    status = workdir / "device" / "status.json"
+    command = [sys.executable, "-m", "firmware_py.cli", "run", "--config", str(config), "--hal", "sim"]
+    rng = random.Random(seed)
+    killed_at: dict[str, int] = {}
+    session: str | None = None
+    try:
+        for _ in range(trials):
+            proc = subprocess.Popen([*command, "--scenario", str(record)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            session = _wait_for_new_recording(status, session, proc)
+            time.sleep(rng.uniform(0.0, 2.5 * SEGMENT_SECONDS))
+            killed_at[session] = time.monotonic_ns()
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        # One more start: it recovers the last killed session, delivers what is left, and ends.
+        idle = workdir / "idle.txt"
+        idle.write_text("0 end\n")
+        final = subprocess.run([*command, "--scenario", str(idle), "--drain-seconds", "60"], capture_output=True,
+                               check=False)
+    finally:
+        receiver.stop()
+    problems = [] if final.returncode == 0 else [f"the recovering start exited {final.returncode}"]
+    spool = workdir / "device" / "spool"
+    central = load_central_key(workdir / "central-key.pem")
+    found = sorted(p.name for p in spool.iterdir() if layout.SESSION_ID.match(p.name))
+    if found != sorted(killed_at):
+        problems.append(f"spool holds sessions {found}, killed {sorted(killed_at)}")
+    worst = 0.0
+    for name, kill_ns in killed_at.items():
+        session_dir = spool / name
+        report = verify_session(session_dir, decode=True, central_key=central)
+        log = entries(session_dir)
+        segments = [e["body"] for e in log if e["kind"] == "segment"]
+        if not report.ok:
+            problems.append(f"{name}: {report.findings[0]}")
+        elif [e["kind"] for e in log][-2:] != ["interruption", "close"]:
+            problems.append(f"{name}: the break is not recorded as an interruption")
+        elif not segments:
+            problems.append(f"{name}: nothing recorded at all")
+        elif list((session_dir / "media").glob("*.part")):
+            problems.append(f"{name}: a cut-off segment was left unsealed")
+        else:
+            media_end_ns = log[0]["body"]["media_t0_mono_ns"] + _recorded_until(session_dir, segments[-1], central)
+            worst = max(worst, (kill_ns - media_end_ns) / 1e9)
+    matches = _holdings(spool) == _holdings(workdir / "central" / "sessions" / "SIM-0001")
+    return Kill9Outcome(len(killed_at), worst, problems, matches)
+
+
+def _recorded_until(session_dir: Path, last: dict[str, Any], central: X25519PrivateKey) -> int:
+    """Media time (ns) the session's recording reaches; a recovered sealed segment is read by central."""
+    if last["end_ns"] is not None:
+        return int(last["end_ns"])
+    opened = open_sealed(layout.media_path(session_dir, last["file"]).read_bytes(), central)
+    probed = probe_media(io.BytesIO(opened.plaintext), last["start_ns"], 100_000_000, 16000)
+    return int(probed["end_ns"])
+
+
+def _holdings(root: Path) -> set[tuple[str, int, str]]:
+    return {(e["session"], e["seq"], entry_hash(e)) for d in root.iterdir() for e in entries(d)}
