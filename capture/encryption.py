@@ -164,8 +164,11 @@ def open_sealed(data: bytes, key: X25519PrivateKey) -> Opened:
     if len(data) < HEADER_BYTES or data[: len(MAGIC)] != MAGIC:
         raise DecryptionError("not a sealed segment (no RRSEAL1 header)")
     header = data[:HEADER_BYTES]
-    ephemeral = X25519PublicKey.from_public_bytes(header[len(MAGIC) :])
-    aead = _data_key(key.exchange(ephemeral), header[len(MAGIC) :], _raw(key.public_key()))
+    try:
+        shared = key.exchange(X25519PublicKey.from_public_bytes(header[len(MAGIC) :]))
+    except ValueError as err:  # a low-order point: only a forged header has one
+        raise DecryptionError("the header's ephemeral key is not usable: the header was changed") from err
+    aead = _data_key(shared, header[len(MAGIC) :], _raw(key.public_key()))
     out = bytearray()
     offset, counter = HEADER_BYTES, 0
     while offset + 4 <= len(data):

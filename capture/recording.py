@@ -99,16 +99,20 @@ class Recording:
             t0_ns, parts.request_keyframe, self.sealer.submit, on_fault, parts.recipient,
         )
 
+    def _wall_at(self, media_ns: int) -> str:
+        # Added in UTC and shown in the local zone, so a daylight-saving change mid-session shifts the
+        # offset, not the instant.
+        instant = self._wall0.astimezone(dt.UTC) + dt.timedelta(microseconds=media_ns // 1000)
+        return instant.astimezone(self._wall0.tzinfo).isoformat(timespec="milliseconds")
+
     def _segment_extra(self, closed: ClosedSegment) -> dict[str, Any]:
         # Every segment carries the classification fields itself (CLASSIFY), and its wall-clock span
         # as the session's start time plus the monotonic offset, so a clock step mid-session cannot
         # make segments overlap or run backwards.
         return {
             "clock_synced": self.parts.clock.is_synchronised(),
-            "start_wall": (self._wall0 + dt.timedelta(microseconds=closed.start_ns // 1000)).isoformat(
-                timespec="milliseconds"),
-            "end_wall": (self._wall0 + dt.timedelta(microseconds=closed.end_ns // 1000)).isoformat(
-                timespec="milliseconds"),
+            "start_wall": self._wall_at(closed.start_ns),
+            "end_wall": self._wall_at(closed.end_ns),
             "meta": self._classify,
         }
 

@@ -18,6 +18,7 @@ import av
 
 from capture import layout
 from capture.durable import commit_rename
+from capture.errors import CaptureError
 from capture.ledger import Appended, Ledger, Signer, WallClock, parse_entry
 from capture.recording import close_session, segment_end
 from capture.sealer import sha256_file
@@ -76,7 +77,12 @@ def recover_session(session_dir: Path, signer: Signer, clock: WallClock,
     seqs = layout.entry_seqs(session_dir)
     if not seqs:
         return None
-    entries = [parse_entry(layout.entry_path(session_dir, s).read_bytes()) for s in seqs]
+    try:
+        entries = [parse_entry(layout.entry_path(session_dir, s).read_bytes()) for s in seqs]
+    except (CaptureError, OSError) as err:
+        # Leave it exactly as it is for `recorder verify` to name; one bad file must not stop the device.
+        log.error("recovery: session %s has an unreadable entry, left untouched: %s", session_dir.name, err)
+        return None
     if entries[-1]["kind"] == "close":
         return None
     ledger = Ledger.resume(session_dir, signer, clock)

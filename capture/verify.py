@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from capture import layout
-from capture.encryption import DecryptionError, open_sealed
+from capture.encryption import HEADER_BYTES, DecryptionError, open_sealed
 from capture.errors import CaptureError
 from capture.ledger import GENESIS, entry_hash, parse_entry, signed_message
 from capture.sealer import sha256_file
@@ -89,7 +89,7 @@ class Report:
         }
 
 
-_SEGMENT_INTS = ("index", "bytes", "start_ns", "end_ns", "video_frames", "audio_samples", "plain_bytes")
+_SEGMENT_INTS = ("index", "bytes", "start_ns", "end_ns", "video_frames", "audio_samples")
 _UNKNOWN_WHEN_RECOVERED = ("end_ns", "video_frames", "audio_samples", "plain_bytes")
 """A sealed segment recovered after a crash: the device could not read it, so these are null."""
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
@@ -228,21 +228,23 @@ class _Verifier:
     def content(self, body: dict[str, Any], path: Path, where: str) -> None:
         """After decryption (with central's key): the plaintext hash, and that the segment decodes."""
         media = path.read_bytes()
+        recovered = body.get("recovered") is True
         if self.sealed:
-            if self.central_key is None:
-                return
+            if self.central_key is None or (recovered and len(media) < HEADER_BYTES):
+                return  # without the key nothing to open; a crash may have cut a file before its header
             try:
                 opened = open_sealed(media, self.central_key)
             except DecryptionError as err:
                 raise _Stop(Problem.UNDECRYPTABLE, where, str(err)) from err
-            if not opened.complete and body.get("recovered") is not True:
+            if not opened.complete and not recovered:
                 raise _Stop(Problem.UNDECRYPTABLE, where, "its last record is missing: cut off after sealing")
             media = opened.plaintext
         plain = body.get("plain_sha256")
         if plain is not None and hashlib.sha256(media).hexdigest() != plain:
             raise _Stop(Problem.CHANGED_SEGMENT, where, f"{path.name}: plaintext SHA-256 differs from the seal")
-        # What a crash cut off is kept as it is: a recovered segment may hold no whole frame at all.
-        if self.decode and not body.get("recovered") and (why := _decodes(media)) is not None:
+        # What a crash cut off is kept as it is (it may hold no whole frame), and a segment closed by a
+        # storage fault may have no frame either: both say so in their record.
+        if self.decode and not recovered and body["video_frames"] != 0 and (why := _decodes(media)) is not None:
             raise _Stop(Problem.UNDECODABLE, where, why)
 
     def finish(self) -> None:
@@ -254,7 +256,7 @@ class _Verifier:
             raise _Stop(Problem.TRUNCATED, f"entry {self.report.entries}", "the session has no closing entry")
         said = (self.close.get("segments"), self.close.get("entries"), self.close.get("media_bytes"))
         found = (self.report.segments, self.report.entries, self.report.media_bytes)
-        if said != found or not _is_int(self.close.get("duration_ns")):
+        if said != found or not all(_is_int(v) for v in (*said, self.close.get("duration_ns"))):
             raise _Stop(Problem.TRUNCATED, "closing entry",
                         f"says {said[0]} segments / {said[1]} entries / {said[2]} bytes, found {found[0]} / "
                         f"{found[1]} / {found[2]}")

@@ -13,7 +13,8 @@ from provisioning.central_key import create_central_key, load_central_key
 def build_receiver(cfg: Config, store: FileStore | None = None, host: str | None = None,
                    port: int | None = None) -> Receiver:
     receiver = Receiver(store or FileStore(cfg.receiver.store_dir), host or cfg.mqtt.host, port or cfg.mqtt.port,
-                        cfg.mqtt.topic_prefix, cfg.receiver.client_id, cfg.mqtt.tls)
+                        cfg.mqtt.topic_prefix, cfg.receiver.client_id, cfg.mqtt.tls,
+                        share_group=cfg.receiver.share_group or None)
     if cfg.receiver.private_key_file:
         receiver.central_key = load_central_key(Path(cfg.receiver.private_key_file))
     return receiver

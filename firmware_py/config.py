@@ -126,6 +126,8 @@ class ReceiverConfig:
     client_id: str = "receiver-1"
     private_key_file: str = ""
     """Central's X25519 private key (PEM); with it the receiver keeps a decrypted working copy."""
+    share_group: str = ""
+    """MQTT 5 shared-subscription group: receivers sharing one store and one group split the load."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,6 +238,9 @@ def validate(config: Config) -> Config:
     if not layout.DEVICE_ID.match(config.device.id):
         raise ConfigError(f"device.id: {config.device.id!r} must be 1-64 letters, digits, '.', '_' or '-', "
                           "starting with a letter or digit (it names folders and an MQTT topic level)")
+    group = config.receiver.share_group
+    if group and (any(c in group for c in "/+#") or not group.isprintable()):
+        raise ConfigError(f"receiver.share_group: {group!r} must be one topic level: no '/', '+', '#'")
     prefix = config.mqtt.topic_prefix
     if not prefix or any(c in prefix for c in "/+#") or prefix.startswith("$"):
         raise ConfigError(f"mqtt.topic_prefix: {prefix!r} must be one topic level: "

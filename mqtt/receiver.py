@@ -9,8 +9,11 @@ nothing outside the store is ever written.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -31,6 +34,10 @@ from provisioning.identity import load_public_key_b64, verify_signature
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = protocol.DEFAULT_CHUNK + 64 * 1024
+WAIT_SECONDS = 20.0
+"""How long an entry may wait for its predecessor or its media before it is dropped here (the device
+resends it anyway, 15 s after sending, until it has a receipt)."""
+RETRY_SECONDS = 0.05
 
 
 class Refused(Exception):
@@ -39,7 +46,7 @@ class Refused(Exception):
 
 class Receiver:
     def __init__(self, store: CentralStore, host: str, port: int, prefix: str, client_id: str,
-                 tls: TlsFiles | None = None) -> None:
+                 tls: TlsFiles | None = None, share_group: str | None = None) -> None:
         self.store = store
         self._host, self._port, self._prefix = host, port, prefix
         self._client_id = client_id
@@ -48,9 +55,14 @@ class Receiver:
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
         self._subscriptions: set[int] = set()
-        self._deferred: dict[tuple[str, str, int], bytes] = {}
-        """(device, session, seq) -> an entry whose predecessor has not arrived yet."""
+        self._share_group = share_group
+        self._waiting: dict[tuple[str, str, int], tuple[bytes, float]] = {}
+        """(device, session, seq) -> (entry, when it came) for an entry whose predecessor or media is not
+        stored yet. With several receivers sharing the load, that often arrives at another receiver a
+        moment later, so waiting entries are retried every RETRY_SECONDS against the shared store."""
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._retry = threading.Thread(target=self._retry_waiting, name="receiver-retry", daemon=True)
         self.connected = threading.Event()
         self.stored = 0
         self.refused: list[str] = []
@@ -62,8 +74,12 @@ class Receiver:
     def start(self) -> None:
         self._client.connect_async(self._host, self._port, keepalive=30)
         self._client.loop_start()
+        self._retry.start()
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._retry.is_alive():
+            self._retry.join()
         self._client.disconnect()
         self._client.loop_stop()
         if self.index is not None:
@@ -74,7 +90,9 @@ class Receiver:
             log.warning("receiver: broker refused the connection: %s", reason)
             return
         for kind in (protocol.MEDIA, protocol.ENTRY):
-            _, mid = client.subscribe(protocol.topic(self._prefix, "+", kind), qos=1)
+            topic = protocol.topic(self._prefix, "+", kind)
+            # In a share group the broker hands each message to one member (MQTT 5 shared subscription).
+            _, mid = client.subscribe(f"$share/{self._share_group}/{topic}" if self._share_group else topic, qos=1)
             if mid is not None:
                 self._subscriptions.add(mid)
 
@@ -86,30 +104,51 @@ class Receiver:
             self.connected.set()
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._guarded(message.topic, lambda: self._dispatch(message.topic, bytes(message.payload)))
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
+        if len(payload) > MAX_MESSAGE:
+            raise Refused(f"message of {len(payload)} bytes is over the {MAX_MESSAGE}-byte limit")
+        device, kind = protocol.parse_topic(self._prefix, topic)
+        with self._lock:
+            if kind == protocol.MEDIA:
+                self._media(device, payload)
+            elif kind == protocol.ENTRY:
+                self._entry(device, payload)
+            else:
+                raise Refused(f"receiver does not take {kind!r} messages")
+
+    def _guarded(self, where: str, action: Callable[[], None]) -> None:
         try:
-            if len(message.payload) > MAX_MESSAGE:
-                raise Refused(f"message of {len(message.payload)} bytes is over the {MAX_MESSAGE}-byte limit")
-            device, kind = protocol.parse_topic(self._prefix, message.topic)
-            payload = bytes(message.payload)
-            with self._lock:
-                if kind == protocol.MEDIA:
-                    self._media(device, payload)
-                elif kind == protocol.ENTRY:
-                    self._entry(device, payload)
-                else:
-                    raise Refused(f"receiver does not take {kind!r} messages")
+            action()
         except (OSError, StorageFault) as err:
             # Disk full or failing: no receipt goes out, so the device keeps its copy and resends.
             self.refused.append(f"storage: {err}")
-            log.error("cannot store message on %s: %s; no receipt sent", message.topic, err)
+            log.error("cannot store message on %s: %s; no receipt sent", where, err)
         except (Refused, ProtocolError, CaptureError, ProvisioningError) as err:
             self.refused.append(str(err))
-            log.warning("refused message on %s: %s", message.topic, err)
+            log.warning("refused message on %s: %s", where, err)
         except Exception as err:
             # The last line of defence: one message we did not foresee must not stop the receiver
             # (paho would re-raise it and end its network loop). It is refused and logged in full.
             self.refused.append(f"unexpected: {err!r}")
-            log.exception("refused message on %s: unexpected error", message.topic)
+            log.exception("refused message on %s: unexpected error", where)
+
+    def _retry_waiting(self) -> None:
+        while not self._stopping.wait(RETRY_SECONDS):
+            with self._lock:
+                waiting, self._waiting = self._waiting, {}
+            now = time.monotonic()
+            for (device, session, seq), (data, since) in waiting.items():
+                if now - since > WAIT_SECONDS:
+                    log.info("entry %s/%d still incomplete after %.0f s; left to the device's resend", session, seq,
+                             now - since)
+                    continue
+                self._guarded(f"{device}/{session}/{seq}", functools.partial(self._retry_one, device, data, since))
+
+    def _retry_one(self, device: str, data: bytes, since: float) -> None:
+        with self._lock:
+            self._accept(device, parse_entry(data), data, since)
 
     def _media(self, device: str, payload: bytes) -> None:
         chunk = protocol.decode_media(payload)
@@ -128,8 +167,9 @@ class Receiver:
             raise Refused(f"entry {entry['session']}/{entry['seq']}: signature does not verify under {device}'s key")
         self._accept(device, entry, data)
 
-    def _accept(self, device: str, entry: dict[str, Any], data: bytes) -> None:
+    def _accept(self, device: str, entry: dict[str, Any], data: bytes, since: float | None = None) -> None:
         session, seq = entry["session"], entry["seq"]
+        waiting = (data, since if since is not None else time.monotonic())
         existing = self.store.get_entry(device, session, seq)
         if existing is not None:
             if existing != data:
@@ -145,7 +185,7 @@ class Receiver:
         else:
             before = self.store.get_entry(device, session, seq - 1)
             if before is None:
-                self._deferred[(device, session, seq)] = data
+                self._waiting[(device, session, seq)] = waiting
                 return
             if entry_hash(parse_entry(before)) != entry["prev"]:
                 raise Refused(f"entry {session}/{seq} does not link to the stored entry {seq - 1}")
@@ -156,8 +196,9 @@ class Receiver:
             size = body.get("bytes")
             if not isinstance(size, int) or not self.store.staged_matches(device, session, media_file,
                                                                           str(body.get("sha256")), size):
-                # Media not (yet) complete or not matching: no receipt; the device resends both.
-                log.info("entry %s/%d: segment %s not complete or not matching yet", session, seq, media_file)
+                # Media not (yet) complete or not matching: no receipt yet. It may still be arriving (here or
+                # at another receiver of the group); after WAIT_SECONDS the device's resend takes over.
+                self._waiting[(device, session, seq)] = waiting
                 return
         self.store.commit(device, session, seq, data, media_file)
         self.stored += 1
@@ -169,9 +210,9 @@ class Receiver:
             except (CaptureError, OSError) as err:
                 # The sealed original is stored and receipted; only the viewing copy is missing.
                 log.error("entry %s/%d: no working copy of %s: %s", session, seq, media_file, err)
-        follower = self._deferred.pop((device, session, seq + 1), None)
+        follower = self._waiting.pop((device, session, seq + 1), None)
         if follower is not None:
-            self._accept(device, parse_entry(follower), follower)
+            self._accept(device, parse_entry(follower[0]), follower[0], follower[1])
 
     def _index(self, device: str, session: str) -> None:
         if self.index is None:

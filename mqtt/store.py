@@ -14,7 +14,6 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
-import threading
 from pathlib import Path
 
 from capture import layout
@@ -49,14 +48,24 @@ class CentralStore(abc.ABC):
     def session_dir(self, device: str, session: str) -> Path: ...
 
 
+def _holds(path: Path, sha256: str, size: int) -> bool:
+    """The file is there, whole, with this content. The file alone says how far it got, so receivers
+    sharing the store (and one restarted mid-segment) see each other's chunks. Until the size is right
+    there is nothing to hash; after that a mismatch means a chunk in the middle is still missing."""
+    try:
+        if path.stat().st_size != size:
+            return False
+    except FileNotFoundError:
+        return False
+    digest, actual = sha256_file(path)
+    return digest == sha256 and actual == size
+
+
 class FileStore(CentralStore):
     def __init__(self, root: Path) -> None:
         self.root = root
         for sub in ("devices", "sessions", ".staging"):
             (root / sub).mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._received: dict[Path, dict[int, int]] = {}
-        """Staging file -> {offset: length} of the chunks written so far."""
 
     def enroll(self, device: str, key_b64: str) -> None:
         atomic_write(self.root / "devices" / f"{device}.pub", key_b64.encode() + b"\n")
@@ -83,8 +92,6 @@ class FileStore(CentralStore):
                 raise OSError(f"short write staging {path}")
         finally:
             os.close(fd)
-        with self._lock:
-            self._received.setdefault(path, {})[chunk.offset] = len(chunk.data)
 
     def staged_matches(self, device: str, session: str, file: str, sha256: str, size: int) -> bool:
         path = self._staging(device, session, file)
@@ -93,12 +100,10 @@ class FileStore(CentralStore):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
             return True
-        with self._lock:
-            received = sum(self._received.get(path, {}).values())
-        if received < size or not path.exists():
-            return False
-        digest, actual = sha256_file(path)
-        return digest == sha256 and actual == size
+        # A receiver stopped between committing the segment and its entry leaves the segment already in
+        # place: it counts as staged, so the resent entry can still be stored.
+        return _holds(path, sha256, size) or _holds(layout.media_path(self.session_dir(device, session), file),
+                                                    sha256, size)
 
     def get_entry(self, device: str, session: str, seq: int) -> bytes | None:
         path = layout.entry_path(self.session_dir(device, session), seq)
@@ -110,7 +115,6 @@ class FileStore(CentralStore):
             (session_dir / sub).mkdir(parents=True, exist_ok=True)
         if media_file is not None:
             staged = self._staging(device, session, media_file)
-            commit_rename(staged, layout.media_path(session_dir, media_file))
-            with self._lock:
-                self._received.pop(staged, None)
+            if staged.exists():
+                commit_rename(staged, layout.media_path(session_dir, media_file))
         atomic_write(layout.entry_path(session_dir, seq), data)

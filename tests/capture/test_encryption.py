@@ -79,3 +79,11 @@ def test_changed_ciphertext_byte_fails_authentication__NO_EDIT() -> None:
     with pytest.raises(DecryptionError, match="does not authenticate"):
         open_sealed(bytes(sealed), key)
 
+
+
+def test_forged_header_key_is_refused_not_crashed_on__NO_EDIT() -> None:
+    key = X25519PrivateKey.generate()
+    sealed = bytearray(seal_bytes(os.urandom(1000), key.public_key()))
+    sealed[len(MAGIC) : len(MAGIC) + 32] = bytes(32)  # a low-order point in place of the ephemeral key
+    with pytest.raises(DecryptionError, match="header"):
+        open_sealed(bytes(sealed), key)
