@@ -74,6 +74,13 @@ def private_key_pem(key: X25519PrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
+def _write_all(raw: BinaryIO, data: bytes) -> None:
+    # An unbuffered file may take less than it was given; what is hashed must be what is on disk.
+    view = memoryview(data)
+    while view:
+        view = view[raw.write(view) or 0 :]
+
+
 def _data_key(shared: bytes, ephemeral: bytes, recipient: bytes) -> AESGCM:
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=ephemeral + recipient, info=_INFO)
     return AESGCM(hkdf.derive(shared))
@@ -95,11 +102,19 @@ class SealingWriter:
         self._counter = 0
         self.plain = hashlib.sha256()
         self.plain_bytes = 0
-        raw.write(self._header)
+        self.stored = hashlib.sha256()
+        """What reaches the file, hashed on the way, so sealing never reads the segment back."""
+        self.stored_bytes = 0
+        self._out(self._header)
+
+    def _out(self, data: bytes) -> None:
+        _write_all(self._raw, data)
+        self.stored.update(data)
+        self.stored_bytes += len(data)
 
     def _record(self, data: bytes, final: bool) -> None:
         sealed = self._aead.encrypt(_nonce(self._counter, final), data, self._header)
-        self._raw.write(struct.pack(">I", len(sealed)) + sealed)
+        self._out(struct.pack(">I", len(sealed)) + sealed)
         self._counter += 1
 
     def write(self, data: bytes) -> int:
@@ -130,13 +145,18 @@ class PlainWriter:
 
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
-        self.plain = hashlib.sha256()
+        self.plain = self.stored = hashlib.sha256()
         self.plain_bytes = 0
+
+    @property
+    def stored_bytes(self) -> int:
+        return self.plain_bytes
 
     def write(self, data: bytes) -> int:
         self.plain.update(data)
         self.plain_bytes += len(data)
-        return self._raw.write(data) or 0
+        _write_all(self._raw, bytes(data))
+        return len(data)
 
     def close(self) -> None:
         self._raw.close()

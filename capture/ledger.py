@@ -117,6 +117,8 @@ class Ledger:
         self._next_seq = next_seq
         self._prev = prev_hash
         self._listeners: list[Callable[[Appended], None]] = []
+        self.hashes: list[str] = []
+        """Hash of every entry so far, in order: the leaves of the session's Merkle tree."""
         layout.make_dirs(session_dir)
 
     @classmethod
@@ -125,8 +127,11 @@ class Ledger:
         seqs = layout.entry_seqs(session_dir)
         if not seqs:
             raise CaptureError(f"{session_dir} has no ledger entries to resume from")
-        last = parse_entry(layout.entry_path(session_dir, seqs[-1]).read_bytes())
-        return cls(session_dir, last["device"], last["session"], signer, clock, last["seq"] + 1, entry_hash(last))
+        entries = [parse_entry(layout.entry_path(session_dir, s).read_bytes()) for s in seqs]
+        last = entries[-1]
+        ledger = cls(session_dir, last["device"], last["session"], signer, clock, last["seq"] + 1, entry_hash(last))
+        ledger.hashes = [entry_hash(e) for e in entries]
+        return ledger
 
     def subscribe(self, listener: Callable[[Appended], None]) -> None:
         self._listeners.append(listener)
@@ -154,6 +159,7 @@ class Ledger:
             entry["sig"] = self._signer.sign(signed_message(entry))
             atomic_write(layout.entry_path(self.session_dir, self._next_seq), canonical(entry))
             appended = Appended(self._next_seq, entry, entry_hash(entry))
+            self.hashes.append(appended.hash)
             self._prev = appended.hash
             self._next_seq += 1
         for listener in self._listeners:

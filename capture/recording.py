@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from capture.encryption import SCHEME, public_key_b64
 from capture.errors import StorageFault
 from capture.ledger import Appended, Ledger, Signer
+from capture.merkle import root_hex
 from capture.sealer import Sealer
 from capture.segmenter import ClosedSegment, Segmenter
 from hal.camera.base import VideoFormat
@@ -140,4 +141,5 @@ def close_session(ledger: Ledger, reason: str, segments: list[dict[str, Any]]) -
         "media_bytes": sum(s["bytes"] for s in segments),
         "duration_ns": segment_end(segments[-1]) - segments[0]["start_ns"] if segments else 0,
         "video_frames": sum(s["video_frames"] or 0 for s in segments),
+        "merkle_root": root_hex(ledger.hashes),
     })

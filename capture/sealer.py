@@ -63,8 +63,7 @@ class Sealer:
 
     def seal(self, closed: ClosedSegment) -> Appended:
         commit_rename(closed.part_path, closed.final_path)
-        sha, size = sha256_file(closed.final_path)
-        return self._ledger.append("segment", segment_body(closed, sha, size, self._extra(closed)))
+        return self._ledger.append("segment", segment_body(closed, closed.sha256, closed.bytes, self._extra(closed)))
 
     def _run(self) -> None:
         while (closed := self._queue.get()) is not None:

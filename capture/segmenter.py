@@ -55,6 +55,9 @@ class ClosedSegment:
     keyframe_start: bool
     plain_sha256: str
     plain_bytes: int
+    sha256: str
+    """Of the file as stored (sealed when encrypted), hashed as it was written."""
+    bytes: int
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,8 @@ class _OpenSegment:
             raise StorageFault(f"cannot close segment {self.part_path}: {err}") from err
         return ClosedSegment(self.index, self.part_path, self.final_path, self.start_ns, end_ns,
                              self.video_frames, self.audio_samples, self.keyframe_start,
-                             self._file.plain.hexdigest(), self._file.plain_bytes)
+                             self._file.plain.hexdigest(), self._file.plain_bytes,
+                             self._file.stored.hexdigest(), self._file.stored_bytes)
 
 
 class Segmenter:

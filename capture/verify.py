@@ -24,6 +24,7 @@ from capture import layout
 from capture.encryption import HEADER_BYTES, DecryptionError, open_sealed
 from capture.errors import CaptureError
 from capture.ledger import GENESIS, entry_hash, parse_entry, signed_message
+from capture.merkle import root_hex
 from capture.sealer import sha256_file
 from provisioning.errors import ProvisioningError
 from provisioning.identity import load_public_key_b64, verify_signature
@@ -132,6 +133,7 @@ class _Verifier:
         self.last_end: int | None = None
         self.referenced: set[str] = set()
         self.close: dict[str, Any] | None = None
+        self.leaves: list[str] = []
 
     def run(self) -> None:
         if not (self.dir / layout.ENTRIES).is_dir():
@@ -167,7 +169,10 @@ class _Verifier:
             self.segment(entry["body"], seq)
         elif entry["kind"] == "close":
             self.close = entry["body"]
+            if self.close.get("merkle_root") != root_hex(self.leaves):
+                raise _Stop(Problem.BROKEN_CHAIN, where, "the closing entry's Merkle root does not match the entries")
         self.prev = entry_hash(entry)
+        self.leaves.append(self.prev)
         self.report.entries += 1
 
     def open(self, entry: dict[str, Any], where: str) -> None:

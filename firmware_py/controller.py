@@ -168,7 +168,12 @@ class Controller:
 
     def _log_event(self, name: str, **details: Any) -> None:
         if self._recording is not None:
-            self._recording.event(name, **details)
+            try:
+                self._recording.event(name, **details)
+            except StorageFault as err:
+                # The disk took no more (the fault this often reports): the service's log keeps the
+                # event, and the session thread goes on to show the fault and close what it can.
+                log.error("ledger refused event %s %s: %s", name, details, err)
         elif self.machine.state is State.PREFLIGHT:
             self._early.append((name, details))
         else:
@@ -259,9 +264,12 @@ class Controller:
         except (PromptError, HalError) as err:
             self.on_fault(CaptureError(f"notice {prompt.key} could not be played: {err}"))
             return
-        recording.event("notice", prompt=prompt.key, text=prompt.text, voice=prompt.voice,
-                        started=started.get("time"), started_mono_ns=started.get("mono_ns"),
-                        seconds=round(len(pcm) / self._hal.speaker.sample_rate, 3))
+        try:
+            recording.event("notice", prompt=prompt.key, text=prompt.text, voice=prompt.voice,
+                            started=started.get("time"), started_mono_ns=started.get("mono_ns"),
+                            seconds=round(len(pcm) / self._hal.speaker.sample_rate, 3))
+        except StorageFault as err:
+            self.on_fault(err)
 
     def _close_session(self, reason: str) -> None:
         if self._notice_thread is not None:

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from capture.durable import atomic_write
+from capture.errors import StorageFault
 from capture.ledger import Appended
 from capture.recovery import recover_spool
 from capture.spool import Spool
@@ -121,8 +122,11 @@ class Service:
         health = self.health()
         if state is None:
             health["state"] = "stopped"
-        atomic_write(self.config.device.state_dir / "status.json",
-                     json.dumps(health, ensure_ascii=False, indent=1).encode())
+        try:
+            atomic_write(self.config.device.state_dir / "status.json",
+                         json.dumps(health, ensure_ascii=False, indent=1).encode())
+        except StorageFault as err:
+            log.error("status file not written: %s", err)  # a full disk must not stop the session thread
 
     def start(self) -> None:
         self.controller.start()

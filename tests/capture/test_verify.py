@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from capture import layout
 from capture.encryption import seal_bytes
 from capture.ledger import GENESIS, canonical, entry_hash, signed_message
+from capture.merkle import root_hex
 from capture.verify import Problem, verify_session
 from firmware_py.cli import main
 from provisioning.central_key import load_central_key
@@ -49,6 +50,7 @@ def first_problem(session: Path, key: str, decode: bool = False, central: X25519
 def rewrite(session: Path, signer: DeviceIdentity, mutate: Callable[[dict[str, Any]], None]) -> None:
     """Re-sign and re-chain the whole ledger after `mutate` changed entries: a forger holding `signer`."""
     prev = GENESIS
+    hashes: list[str] = []
     for seq in layout.entry_seqs(session):
         path = layout.entry_path(session, seq)
         entry = json.loads(path.read_bytes())
@@ -56,9 +58,12 @@ def rewrite(session: Path, signer: DeviceIdentity, mutate: Callable[[dict[str, A
         entry["prev"] = prev
         if entry["kind"] == "open":
             entry["body"]["device_key"] = signer.public_key_b64
+        if entry["kind"] == "close":
+            entry["body"]["merkle_root"] = root_hex(hashes)
         entry["sig"] = signer.sign(signed_message(entry))
         path.write_bytes(canonical(entry))
         prev = entry_hash(entry)
+        hashes.append(prev)
 
 
 def test_intact_session_passes__NO_EDIT(copy: Path, key: str) -> None:

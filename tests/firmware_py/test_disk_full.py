@@ -1,0 +1,73 @@
+"""A full disk while recording (FAULT, CONTINUOUS): the fault is raised and shown, not retried silently;
+everything written before it survives; after space is freed a restart closes the session with the
+break recorded, and the whole session verifies."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from capture.verify import verify_session
+from firmware_py.service import Service
+from firmware_py.state_machine import State
+from hal.buttons.base import ButtonName
+from hal.tally.base import TallyPattern
+from mqtt.broker import free_port
+from tests.conftest import close_rig, fast_config, make_rig
+from tests.media import entries
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs as the device's disk")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with filler.open("wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+        except OSError as err:
+            assert err.errno == errno.ENOSPC
+    return filler
+
+
+def test_full_disk_raises_a_fault_and_loses_nothing_written__FAULT(small_disk: Path, tmp_path: Path) -> None:
+    sections = {"device": {"state_dir": str(small_disk / "device")}, "session": {"max_minutes": 1}}
+    rig = make_rig(tmp_path, free_port(), with_receiver=False, **sections)
+    try:
+        rig.tap(ButtonName.START)
+        rig.wait_state(State.RECORDING)
+        time.sleep(1.5)
+        filler = fill(small_disk)
+        rig.wait_state(State.FAULT, timeout=20)
+        assert rig.service.hal.tally.pattern is TallyPattern.FAULT
+        fault = rig.service.controller.last_fault or ""
+        assert "No space left on device" in fault or "could not commit" in fault, fault
+    finally:
+        close_rig(rig)
+    filler.unlink()
+    # The next start finds the session as the fault left it, seals what is there and closes it.
+    service = Service(fast_config(tmp_path, free_port(), **sections))
+    try:
+        [session] = [p for p in service.config.spool_dir.iterdir() if p.is_dir()]
+        log = entries(session)
+        assert [e["kind"] for e in log][-1] == "close"
+        assert sum(1 for e in log if e["kind"] == "segment") >= 1, "the segments before the fault are gone"
+        assert verify_session(session).ok, verify_session(session).findings
+    finally:
+        service.hal.close()
