@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,7 +48,8 @@ def fill(disk: Path) -> Path:
 
 
 def test_full_disk_raises_a_fault_and_loses_nothing_written__FAULT(small_disk: Path, tmp_path: Path) -> None:
-    sections = {"device": {"state_dir": str(small_disk / "device")}, "session": {"max_minutes": 1}}
+    sections: dict[str, dict[str, Any]] = {"device": {"state_dir": str(small_disk / "device")},
+                                          "session": {"max_minutes": 1}}
     rig = make_rig(tmp_path, free_port(), with_receiver=False, **sections)
     try:
         rig.tap(ButtonName.START)
