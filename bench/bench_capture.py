@@ -68,6 +68,9 @@ def _media(fmt: VideoFormat, seconds: float, flash_every_s: float | None,
         frame[fmt.height // 2 :, (n * 7) % fmt.width :][:24, :24] = 255
         if flash_every_s and n and t % int(flash_every_s * 1e9) == 0:
             frame[:] = 255
+        if n % (2 * fmt.fps) == 0:
+            # What the segmenter asks the live encoder for: a keyframe every segment (2 s).
+            encoder.request_keyframe()
         if grain:
             grainy = frame.astype(np.int16) + noise.integers(-grain, grain, frame.shape)
             frame = np.clip(grainy, 0, 255).astype(np.uint8)
@@ -155,7 +158,7 @@ def _fake_spool(root: Path, segments: int) -> None:
             (entries / f"{seq:08d}.json").write_bytes(canonical(entry))
 
 
-def _bookkeeping_cost(workdir: Path, pending: int, operations: int = 300) -> float:
+def _bookkeeping_cost(workdir: Path, pending: int, operations: int = 600) -> float:
     root = workdir / f"spool-{pending}"
     _fake_spool(root, pending)
     spool = Spool(root)
@@ -163,12 +166,11 @@ def _bookkeeping_cost(workdir: Path, pending: int, operations: int = 300) -> flo
     session = "20261122T000000Z-bbbbbb"
     ledger = Ledger(root / session, "BENCH-1", session, identity, SimClock("Asia/Shanghai"))
     ledger.subscribe(spool.added)
-    in_flight: set[PendingItem] = set()
     times = []
     for n in range(operations):
         t0 = time.perf_counter()
         appended = ledger.append("segment", {"index": n + 1, "bytes": 200_000})
-        in_flight.update(spool.next_pending(16, in_flight))
+        spool.next_pending(16, (), first=session)  # what the uploader asks for: the live session first
         item = PendingItem(session, appended.seq)
         spool.receipt(item, {"entry_hash": entry_hash(appended.entry), "session": session, "seq": appended.seq})
         spool.backlog()

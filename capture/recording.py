@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from capture.encryption import SCHEME, public_key_b64
 from capture.errors import StorageFault
 from capture.ledger import Appended, Ledger, Signer
+from capture.leftovers import seal_leftovers, segment_end
 from capture.merkle import root_hex
 from capture.sealer import Sealer
 from capture.segmenter import ClosedSegment, Segmenter
@@ -82,7 +83,7 @@ class Recording:
         self._classify = {"unit": meta.unit, "room": meta.room, "device_id": meta.device_id,
                           "officers": [{"name": n, "certificate": c} for n, c in meta.officers],
                           "case": meta.case, "parties": list(meta.parties)}
-        self.ledger.append("open", {
+        self._opening = self.ledger.append("open", {
             "media_t0_mono_ns": t0_ns,
             **meta.as_body(),
             "device_key": parts.signer.public_key_b64,
@@ -93,7 +94,7 @@ class Recording:
             "encryption": None if parts.recipient is None else {
                 "scheme": SCHEME, "recipient": public_key_b64(parts.recipient)},
             **open_extra,
-        })
+        }).entry["body"]
         self.sealer = Sealer(self.ledger, on_fault, self._segment_extra)
         self.segmenter = Segmenter(
             self.session_dir, parts.video, parts.sample_rate, parts.segment_seconds,
@@ -124,12 +125,11 @@ class Recording:
         """Seal the last segment and write the closing entry; call after the inputs have stopped."""
         self.segmenter.close()
         self.sealer.close()
-        return close_session(self.ledger, reason, [s.entry["body"] for s in self.sealer.sealed])
-
-
-def segment_end(segment: dict[str, Any]) -> int:
-    # A sealed segment recovered after a crash has no readable end (the device cannot decrypt it).
-    return int(segment["end_ns"] if segment["end_ns"] is not None else segment["start_ns"])
+        segments = [s.entry["body"] for s in self.sealer.sealed]
+        # A segment a storage fault kept from being sealed is sealed now, so the session's record
+        # accounts for every file it wrote.
+        seal_leftovers(self.session_dir, self.ledger, segments, self._opening, self.parts.clock)
+        return close_session(self.ledger, reason, segments)
 
 
 def close_session(ledger: Ledger, reason: str, segments: list[dict[str, Any]]) -> Appended:

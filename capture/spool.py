@@ -79,11 +79,11 @@ class Spool:
                 path = layout.entry_path(session_dir, seq)
                 try:
                     entry: dict[str, Any] | None = parse_entry(path.read_bytes())
-                except CaptureError as err:
+                except (CaptureError, OSError) as err:
                     # Kept, and still pending: central refuses it and `recorder verify` names it.
                     log.error("spool entry %s is unreadable: %s", path, err)
                     entry = None
-                self._add(session_dir.name, seq, entry, path.stat().st_mtime)
+                self._add(session_dir.name, seq, entry, path.stat().st_mtime if entry else time.time())
             if session_dir.name in self._pending and seqs and seqs[-1] in receipted:
                 last = parse_entry(layout.entry_path(session_dir, seqs[-1]).read_bytes())
                 self._note_finished(session_dir.name, last)

@@ -148,7 +148,7 @@ class _Verifier:
         where = f"entry {seq}"
         try:
             entry = parse_entry(layout.entry_path(self.dir, seq).read_bytes())
-        except CaptureError as err:
+        except (CaptureError, OSError) as err:
             raise _Stop(Problem.MALFORMED_ENTRY, where, str(err)) from err
         if entry["seq"] != seq:
             raise _Stop(Problem.REORDERED, where, f"file holds entry seq {entry['seq']}")

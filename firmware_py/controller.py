@@ -279,13 +279,17 @@ class Controller:
         if self._inputs is not None:
             self._inputs.stop()
             self._inputs = None
-        recording, self._recording = self._recording, None
+        recording = self._recording
         if recording is None:
             return
         try:
+            # Still the live session while its last segment and closing entry are written, so they
+            # are uploaded ahead of any backlog.
             recording.close(reason)
         except StorageFault as err:
             log.error("closing session %s: %s", recording.session_id, err)
+        finally:
+            self._recording = None
         self.timings.sessions_closed.append(recording.session_id)
         log.info("session %s closed: %s", recording.session_id, reason)
 

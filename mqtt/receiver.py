@@ -19,6 +19,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from capture import layout
 from capture.errors import CaptureError, StorageFault
 from capture.ledger import GENESIS, entry_hash, parse_entry, signed_message
 from mqtt import protocol
@@ -193,6 +194,8 @@ class Receiver:
         if entry["kind"] == "segment":
             body = entry["body"]
             media_file = str(body.get("file"))
+            if not isinstance(body.get("index"), int) or media_file != layout.media_name(body["index"]):
+                raise Refused(f"entry {session}/{seq} names segment file {media_file!r}, not the one for its index")
             size = body.get("bytes")
             if not isinstance(size, int) or not self.store.staged_matches(device, session, media_file,
                                                                           str(body.get("sha256")), size):

@@ -95,8 +95,9 @@ class FileStore(CentralStore):
 
     def staged_matches(self, device: str, session: str, file: str, sha256: str, size: int) -> bool:
         path = self._staging(device, session, file)
-        if size == 0 and sha256 == EMPTY_SHA256:
-            # An empty segment (recovered after a crash) has no chunk to send; stage it as it is.
+        if size == 0 and sha256 == EMPTY_SHA256 and not path.exists():
+            # An empty segment (recovered after a crash) has no chunk to send; stage it as it is. If a
+            # staging file exists, chunks came for it: it is judged like any other below.
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
             return True
@@ -115,6 +116,9 @@ class FileStore(CentralStore):
             (session_dir / sub).mkdir(parents=True, exist_ok=True)
         if media_file is not None:
             staged = self._staging(device, session, media_file)
-            if staged.exists():
-                commit_rename(staged, layout.media_path(session_dir, media_file))
+            final = layout.media_path(session_dir, media_file)
+            # Never over a stored segment: once in place (a receiver may have died before its entry),
+            # a later staging copy, perhaps partial, must not replace it.
+            if staged.exists() and not final.exists():
+                commit_rename(staged, final)
         atomic_write(layout.entry_path(session_dir, seq), data)

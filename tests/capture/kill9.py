@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from capture import layout
 from capture.encryption import open_sealed
 from capture.ledger import entry_hash
-from capture.recovery import probe_media
+from capture.leftovers import probe_media
 from capture.verify import verify_session
 from firmware_py.central import central_key_sections
 from mqtt.receiver import Receiver
