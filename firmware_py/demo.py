@@ -124,6 +124,10 @@ def print_summary(result: DemoResult) -> None:
     r = result.report
     print(f"uploaded   every entry receipted by central ({result.upload_wait_s:.1f} s after the session closed)")
     print(f"stored     {result.central_dir}")
+    working = sorted((result.central_dir / "plain").glob("*.ts"))
+    if working:
+        print(f"sealed     every segment encrypted to central's key on the device; central decrypted "
+              f"{len(working)} working copies into plain/ and checked each against its seal")
     print(f"verified   {'OK' if r.ok else 'FAILED'}: {r.segments} segments, {r.entries} ledger entries, "
           f"{r.media_bytes / 1e6:.2f} MB, {r.duration_ns / 1e9:.1f} s of continuous recording")
     for finding in r.findings:
