@@ -81,14 +81,19 @@ class LocalBroker:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-            self._proc = None
+            self._close_pipe()
 
     def kill(self) -> None:
         """Abrupt loss of the broker, for fault tests."""
         if self._proc is not None:
             self._proc.kill()
             self._proc.wait()
-            self._proc = None
+            self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self._proc is not None and self._proc.stderr is not None:
+            self._proc.stderr.close()
+        self._proc = None
 
     def __enter__(self) -> LocalBroker:
         self.start()

@@ -28,7 +28,7 @@ from mqtt.errors import ProtocolError
 from mqtt.index import SessionIndex, open_index
 from mqtt.store import CentralStore
 from mqtt.tls import TlsFiles
-from mqtt.working_copy import write_working_copy
+from mqtt.working_copy import PLAIN, write_working_copy
 from provisioning.errors import ProvisioningError
 from provisioning.identity import load_public_key_b64, verify_signature
 
@@ -38,7 +38,9 @@ MAX_MESSAGE = protocol.DEFAULT_CHUNK + 64 * 1024
 WAIT_SECONDS = 20.0
 """How long an entry may wait for its predecessor or its media before it is dropped here (the device
 resends it anyway, 15 s after sending, until it has a receipt)."""
-RETRY_SECONDS = 0.05
+RETRY_SECONDS = 0.005
+"""A receiver of a share group cannot hear the others' commits, so it looks again this often (measured:
+50 ms made two receivers five times slower than one; 5 ms costs nothing while nothing waits)."""
 
 
 class Refused(Exception):
@@ -138,6 +140,8 @@ class Receiver:
     def _retry_waiting(self) -> None:
         while not self._stopping.wait(RETRY_SECONDS):
             with self._lock:
+                if not self._waiting:
+                    continue
                 waiting, self._waiting = self._waiting, {}
             now = time.monotonic()
             for (device, session, seq), (data, since) in waiting.items():
@@ -177,6 +181,8 @@ class Receiver:
                 raise Refused(f"entry {session}/{seq} conflicts with the one already stored")
             self._index(device, session)  # a resend after a crash between commit and index fills the gap
             self._receipt(device, entry)
+            if entry["kind"] == "segment":
+                self._working_copy(device, session, seq, entry, missing_only=True)
             return
         if seq == 0:
             if entry["prev"] != GENESIS or entry["kind"] != "open":
@@ -207,15 +213,24 @@ class Receiver:
         self.stored += 1
         self._index(device, session)
         self._receipt(device, entry)
-        if media_file is not None and self.central_key is not None:
-            try:
-                write_working_copy(self.store.session_dir(device, session), entry["body"], self.central_key)
-            except (CaptureError, OSError) as err:
-                # The sealed original is stored and receipted; only the viewing copy is missing.
-                log.error("entry %s/%d: no working copy of %s: %s", session, seq, media_file, err)
+        if media_file is not None:
+            self._working_copy(device, session, seq, entry, missing_only=False)
         follower = self._waiting.pop((device, session, seq + 1), None)
         if follower is not None:
             self._accept(device, parse_entry(follower[0]), follower[0], follower[1])
+
+    def _working_copy(self, device: str, session: str, seq: int, entry: dict[str, Any], missing_only: bool) -> None:
+        if self.central_key is None:
+            return
+        session_dir = self.store.session_dir(device, session)
+        if missing_only and (session_dir / PLAIN / str(entry["body"].get("file"))).exists():
+            return
+        try:
+            # Made again on a resend when missing: a receiver stopped between commit and copy, or a full disk.
+            write_working_copy(session_dir, entry["body"], self.central_key)
+        except (CaptureError, OSError) as err:
+            # The sealed original is stored and receipted; only the viewing copy is missing.
+            log.error("entry %s/%d: no working copy of %s: %s", session, seq, entry["body"].get("file"), err)
 
     def _index(self, device: str, session: str) -> None:
         if self.index is None:
