@@ -108,6 +108,8 @@ class MqttConfig:
     topic_prefix: str = "recorders"
     keepalive: int = 30
     retry_max_seconds: float = 30.0
+    resend_seconds: float = 15.0
+    """An entry without a receipt after this long is sent again (central stores duplicates once)."""
     tls: TlsFiles | None = None
     """[mqtt.tls] ca_file, cert_file, key_file: mutual TLS with this side's own certificate (a device's CN is
     its id, a receiver's its name); without the table, plain TCP."""
@@ -267,6 +269,7 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"video.fps: must be 1..60, got {config.video.fps}")
     if config.audio.sample_rate not in (8000, 16000, 22050, 32000, 44100, 48000):
         raise ConfigError(f"audio.sample_rate: {config.audio.sample_rate} is not a supported AAC rate")
+    _positive(config.mqtt.resend_seconds, "mqtt.resend_seconds")
     if not 1 <= config.mqtt.port <= 65535:
         raise ConfigError(f"mqtt.port: must be 1..65535, got {config.mqtt.port}")
     if config.mqtt.tls is not None:

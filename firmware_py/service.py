@@ -60,7 +60,7 @@ class Service:
         m = config.mqtt
         self.uploader = Uploader(self.spool, config.device.id, m.host, m.port, m.topic_prefix, m.keepalive,
                                  m.retry_max_seconds, status=self.health, tls=m.tls,
-                                 live_session=lambda: self.controller.session_id)
+                                 live_session=lambda: self.controller.session_id, resend_after=m.resend_seconds)
         self.recovered = recover_spool(config.spool_dir, self.identity, self.hal.clock, self._on_entry)
         self.controller = Controller(config, self.hal, self.identity, self.prompts, find_cjk_font(), self._on_entry)
         self.controller.state_listeners.append(self._write_status)

@@ -3,6 +3,9 @@ with the reference receiver, configured for speed (short notice, short segments,
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +22,23 @@ from hal.buttons.base import ButtonName
 from mqtt.broker import LocalBroker
 from mqtt.receiver import Receiver
 from mqtt.store import FileStore
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A real small filesystem at `mount` (for full-disk tests); skips the test where it cannot be had."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        if os.path.ismount(mount):
+            subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ break recorded, and the whole session verifies."""
 from __future__ import annotations
 
 import errno
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,19 +18,14 @@ from firmware_py.state_machine import State
 from hal.buttons.base import ButtonName
 from hal.tally.base import TallyPattern
 from mqtt.broker import free_port
-from tests.conftest import close_rig, fast_config, make_rig
+from tests.conftest import close_rig, fast_config, make_rig, mounted_tmpfs
 from tests.media import entries
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a small tmpfs as the device's disk")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], check=True)
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with mounted_tmpfs(tmp_path / "disk", "24m") as mount:
+        yield mount
 
 
 def fill(disk: Path) -> Path:

@@ -33,14 +33,12 @@ from capture.ledger import entry_hash
 from capture.sealer import sha256_file
 from capture.verify import verify_session
 from firmware_py.central import build_receiver
-from firmware_py.service import Service
 from firmware_py.state_machine import State
 from hal.buttons.base import ButtonName
 from mqtt.broker import LocalBroker, free_port
 from mqtt.store import FileStore
-from mqtt.uploader import Uploader
 from provisioning.central_key import load_central_key
-from tests.conftest import Rig, close_rig, fast_config
+from tests.conftest import Rig, close_rig, make_rig, mounted_tmpfs
 from tests.media import entries
 
 RESEND_S = 3.0
@@ -55,22 +53,9 @@ Holding = tuple[str, str, int, str]
 # ---- helpers ---------------------------------------------------------------------------------------
 
 def _rig(workdir: Path, port: int, with_receiver: bool = True, **sections: dict[str, Any]) -> Rig:
-    """tests.conftest.make_rig, with the uploader's resend period shortened to RESEND_S."""
-    cfg = fast_config(workdir, port, notice=NOTICE, **sections)
-    store = FileStore(cfg.receiver.store_dir)
-    receiver = None
-    if with_receiver:
-        receiver = build_receiver(cfg, store)
-        receiver.start()
-        assert receiver.connected.wait(10), "receiver could not reach the test broker"
-    service = Service(cfg)
-    m = cfg.mqtt
-    service.uploader = Uploader(service.spool, cfg.device.id, m.host, m.port, m.topic_prefix, m.keepalive,
-                                m.retry_max_seconds, status=service.health, tls=m.tls,
-                                live_session=lambda: service.controller.session_id, resend_after=RESEND_S)
-    store.enroll(cfg.device.id, service.identity.public_key_b64)
-    service.start()
-    return Rig(cfg, service, store, receiver)
+    """tests.conftest.make_rig with a one-word notice and the resend period shortened to RESEND_S."""
+    mqtt = {"resend_seconds": RESEND_S, **sections.pop("mqtt", {})}
+    return make_rig(workdir, port, with_receiver, notice=NOTICE, mqtt=mqtt, **sections)
 
 
 def _wait(condition: Callable[[], bool], timeout: float, poll: float = 0.01) -> bool:
@@ -356,19 +341,8 @@ def test_backlog_after_a_long_outage_drains_behind_the_live_session__UPLOAD_24H_
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 640 KiB filesystem (tmpfs) at tmp_path/central, the rigs' store folder."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small filesystem for central's store needs root")
-    mount = tmp_path / "central"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=640k,mode=0755", "tmpfs", str(mount)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs as root here: {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "central", "640k") as mount:
         yield mount
-    finally:
-        if os.path.ismount(mount):
-            subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _receipted_but_not_stored(rig: Rig, store_root: Path) -> list[str]:
