@@ -8,6 +8,3 @@ class CaptureError(Exception):
 class StorageFault(CaptureError):
     """A write or fsync failed. The segment was closed; nothing is retried silently."""
 
-
-class IntegrityError(CaptureError):
-    """A stored session does not verify; the message names the first problem."""

@@ -73,7 +73,6 @@ class Recording:
                  open_extra: dict[str, Any], on_fault: Callable[[StorageFault], None],
                  on_entry: Callable[[Appended], None]) -> None:
         self.parts = parts
-        self.meta = meta
         self.session_id = session_id
         self.session_dir = spool_dir / session_id
         self.ledger = Ledger(self.session_dir, meta.device_id, session_id, parts.signer, parts.clock)

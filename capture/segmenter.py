@@ -142,7 +142,6 @@ class Segmenter:
         self._next_index = 1
         self._keyframe_asked = False
         self._lock = threading.Lock()
-        self.closed_count = 0
 
     @property
     def current_index(self) -> int:
@@ -164,7 +163,6 @@ class Segmenter:
             return
         segment, self._open = self._open, None
         closed = segment.close(end_ns)
-        self.closed_count += 1
         self._on_closed(closed)
 
     def _guarded(self, action: Callable[[], None]) -> None:

@@ -25,7 +25,7 @@ from capture.ledger import Appended, entry_hash, parse_entry
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class PendingItem:
     session: str
     seq: int

@@ -45,7 +45,6 @@ TALLY = {
 class Timings:
     """Monotonic times (ns) of the moments the benchmarks measure."""
 
-    start_pressed: int | None = None
     tally_on: int | None = None
     notice_first_sample: int | None = None
     sessions_closed: list[str] = field(default_factory=list)
@@ -82,8 +81,6 @@ class Controller:
 
     # ---- inputs from other threads -------------------------------------------------------------
     def on_button(self, name: ButtonName) -> None:
-        if name is ButtonName.START and self.machine.state in (State.IDLE, State.FAULT):
-            self.timings.start_pressed = time.monotonic_ns()
         self._queue.put(("button", name))
 
     def on_fault(self, fault: CaptureError) -> None:

@@ -59,4 +59,4 @@ class Camera(abc.ABC):
 
     @abc.abstractmethod
     def frames_seen(self) -> int:
-        """Frames captured since start (the pre-flight check waits for this to move)."""
+        """Frames captured since start: what a technician's self-test of the camera alone can watch."""
