@@ -120,19 +120,24 @@ def run_kill9(workdir: Path, port: int, trials: int, seed: int = 20261122) -> Ki
         elif list((session_dir / "media").glob("*.part")):
             problems.append(f"{name}: a cut-off segment was left unsealed")
         else:
-            media_end_ns = log[0]["body"]["media_t0_mono_ns"] + _recorded_until(session_dir, segments[-1], central)
+            media_end_ns = log[0]["body"]["media_t0_mono_ns"] + _recorded_until(session_dir, segments, central)
             worst = max(worst, (kill_ns - media_end_ns) / 1e9)
     matches = _holdings(spool) == _holdings(workdir / "central" / "sessions" / "SIM-0001")
     return Kill9Outcome(len(killed_at), worst, problems, matches)
 
 
-def _recorded_until(session_dir: Path, last: dict[str, Any], central: X25519PrivateKey) -> int:
-    """Media time (ns) the session's recording reaches; a recovered sealed segment is read by central."""
-    if last["end_ns"] is not None:
-        return int(last["end_ns"])
-    opened = open_sealed(layout.media_path(session_dir, last["file"]).read_bytes(), central)
-    probed = probe_media(io.BytesIO(opened.plaintext), last["start_ns"], 100_000_000, 16000)
-    return int(probed["end_ns"])
+def _recorded_until(session_dir: Path, segments: list[dict[str, Any]], central: X25519PrivateKey) -> int:
+    """Media time (ns) the session's recording reaches. Recovered segments are sealed, so the device could not
+    say where they end: central reads each in turn. A kill just after a segment switch leaves two of them,
+    the last possibly empty, so the end is carried over from the one before."""
+    end_ns = 0
+    for segment in segments:
+        if segment["end_ns"] is not None:
+            end_ns = int(segment["end_ns"])
+            continue
+        opened = open_sealed(layout.media_path(session_dir, segment["file"]).read_bytes(), central)
+        end_ns = int(probe_media(io.BytesIO(opened.plaintext), end_ns, 100_000_000, 16000)["end_ns"])
+    return end_ns
 
 
 def _holdings(root: Path) -> set[tuple[str, int, str]]:
