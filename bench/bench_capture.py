@@ -172,7 +172,7 @@ def _bookkeeping_cost(workdir: Path, pending: int, operations: int = 600) -> flo
         appended = ledger.append("segment", {"index": n + 1, "bytes": 200_000})
         spool.next_pending(16, (), first=session)  # what the uploader asks for: the live session first
         item = PendingItem(session, appended.seq)
-        spool.receipt(item, {"entry_hash": entry_hash(appended.entry), "session": session, "seq": appended.seq})
+        spool.receipts([(item, {"entry_hash": entry_hash(appended.entry), "session": session, "seq": appended.seq})])
         spool.backlog()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)

@@ -12,13 +12,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from capture import layout
-from capture.durable import atomic_write
+from capture.durable import group_commit
 from capture.errors import CaptureError
 from capture.ledger import Appended, entry_hash, parse_entry
 
@@ -132,29 +132,37 @@ class Spool:
     def load_entry(self, item: PendingItem) -> bytes:
         return layout.entry_path(self.session_dir(item.session), item.seq).read_bytes()
 
-    def receipt(self, item: PendingItem, receipt: dict[str, Any]) -> bool:
-        """Keep central's receipt as proof of delivery, if it matches the entry we hold."""
-        session_dir = self.session_dir(item.session)
-        path = layout.entry_path(session_dir, item.seq)
-        if not path.exists():
-            return False
-        if receipt.get("entry_hash") != entry_hash(parse_entry(path.read_bytes())):
-            return False
-        kept = layout.receipt_path(session_dir, item.seq)
-        if not kept.exists():
-            # The first receipt is the proof of delivery time; a later duplicate must not move it.
-            atomic_write(kept, json.dumps(receipt, sort_keys=True, ensure_ascii=False).encode())
+    def receipts(self, batch: Sequence[tuple[PendingItem, dict[str, Any]]]) -> list[bool]:
+        """Keep central's receipts as proof of delivery, each that matches the entry held here (a list of
+        which did), in one group commit: receipts come in bursts, and a flush each would pace the upload."""
+        matched: list[bool] = []
+        writes: dict[Path, bytes] = {}
+        for item, receipt in batch:
+            try:
+                session_dir = self.session_dir(item.session)
+                held = layout.entry_path(session_dir, item.seq).read_bytes()
+                ok = receipt.get("entry_hash") == entry_hash(parse_entry(held))
+            except (CaptureError, OSError):
+                matched.append(False)
+                continue
+            matched.append(ok)
+            kept = layout.receipt_path(session_dir, item.seq)
+            if ok and kept not in writes and not kept.exists():
+                # The first receipt is the proof of delivery time; a later duplicate must not move it.
+                writes[kept] = json.dumps(receipt, sort_keys=True, ensure_ascii=False).encode()
+        group_commit(self.root, list(writes.items()))
         with self._changed:
-            entries = self._pending.get(item.session, {})
-            if item.seq in entries:
-                media, _ = entries.pop(item.seq)
-                self._count -= 1
-                self._bytes -= media
-            if not entries:
-                self._pending.pop(item.session, None)
-                self._finished.pop(item.session, None)
+            for (item, _), ok in zip(batch, matched, strict=True):
+                entries = self._pending.get(item.session, {})
+                if ok and item.seq in entries:
+                    media, _ = entries.pop(item.seq)
+                    self._count -= 1
+                    self._bytes -= media
+                if ok and not entries:
+                    self._pending.pop(item.session, None)
+                    self._finished.pop(item.session, None)
             self._changed.notify_all()
-        return True
+        return matched
 
     def backlog(self) -> Backlog:
         with self._lock:

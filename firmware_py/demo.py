@@ -108,6 +108,9 @@ def run_demo(seconds: float, workdir: Path | None, broker_addr: tuple[str, int] 
         if not service.spool.wait_drained(120):
             raise RecorderError("central did not receipt every entry within 120 s; see the log")
         waited = time.monotonic() - t0
+        # The working copies follow the receipts; wait for them before showing central's copy.
+        if not receiver.settle(60):
+            raise RecorderError("central did not finish the working copies within 60 s; see the log")
         central_dir = store.session_dir(cfg.device.id, session_id)
         report = verify_session(central_dir, trusted_key_b64=store.device_key(cfg.device.id), decode=True,
                                 central_key=receiver.central_key)

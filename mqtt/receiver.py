@@ -8,12 +8,14 @@ nothing outside the store is ever written.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -26,7 +28,7 @@ from mqtt import protocol
 from mqtt.client import make_client
 from mqtt.errors import ProtocolError
 from mqtt.index import SessionIndex, open_index
-from mqtt.store import CentralStore
+from mqtt.store import CentralStore, Commit
 from mqtt.tls import TlsFiles
 from mqtt.working_copy import PLAIN, write_working_copy
 from provisioning.errors import ProvisioningError
@@ -38,6 +40,10 @@ MAX_MESSAGE = protocol.DEFAULT_CHUNK + 64 * 1024
 WAIT_SECONDS = 20.0
 """How long an entry may wait for its predecessor or its media before it is dropped here (the device
 resends it anyway, 15 s after sending, until it has a receipt)."""
+FOLLOW_UP_PAUSE = 0.25
+"""Seconds between follow-up rounds while entries are being stored."""
+COPY_BACKLOG = 2000
+"""Working copies that may wait for a lull in storing (about 470 MB at the default bitrate)."""
 RETRY_SECONDS = 0.005
 """A receiver of a share group cannot hear the others' commits, so it looks again this often (measured:
 50 ms made two receivers five times slower than one; 5 ms costs nothing while nothing waits)."""
@@ -45,6 +51,16 @@ RETRY_SECONDS = 0.005
 
 class Refused(Exception):
     """A message that must not be stored; the text is the logged reason."""
+
+
+@dataclass(frozen=True)
+class _FollowUp:
+    """Work after a receipt: the session index and, for a segment, the decrypted working copy."""
+
+    device: str
+    session: str
+    entry: dict[str, Any]
+    missing_only: bool
 
 
 class Receiver:
@@ -59,13 +75,25 @@ class Receiver:
         self._client.on_subscribe = self._on_subscribe
         self._subscriptions: set[int] = set()
         self._share_group = share_group
+        self._lock = threading.Condition()
+        """Guards everything below. Messages are handled on paho's thread; durable storage, receipts and the
+        follow-up work each run on a thread of their own, so the network never waits for the disk."""
         self._waiting: dict[tuple[str, str, int], tuple[bytes, float]] = {}
         """(device, session, seq) -> (entry, when it came) for an entry whose predecessor or media is not
         stored yet. With several receivers sharing the load, that often arrives at another receiver a
         moment later, so waiting entries are retried every RETRY_SECONDS against the shared store."""
-        self._lock = threading.Lock()
+        self._accepted: dict[tuple[str, str, int], bytes] = {}
+        """Entries verified and queued for the next group commit, or being committed: not durable yet, so not
+        receipted yet, but their successors may link to them."""
+        self._batch: list[tuple[Commit, dict[str, Any]]] = []
+        self._follow_ups: list[_FollowUp] = []
+        self._copies: collections.deque[_FollowUp] = collections.deque()
+        self._following = False
         self._stopping = threading.Event()
-        self._retry = threading.Thread(target=self._retry_waiting, name="receiver-retry", daemon=True)
+        self._committed_all = threading.Event()
+        self._threads = [threading.Thread(target=target, name=name, daemon=True) for target, name in (
+            (self._retry_waiting, "receiver-retry"), (self._commit_batches, "receiver-commit"),
+            (self._follow_up, "receiver-follow-up"))]
         self.connected = threading.Event()
         self.stored = 0
         self.refused: list[str] = []
@@ -77,16 +105,35 @@ class Receiver:
     def start(self) -> None:
         self._client.connect_async(self._host, self._port, keepalive=30)
         self._client.loop_start()
-        self._retry.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
+        """Store and receipt what was accepted, disconnect, and finish the follow-up work. An entry that
+        arrives meanwhile is not stored here; the device resends it."""
         self._stopping.set()
-        if self._retry.is_alive():
-            self._retry.join()
+        retry, commit, follow_up = self._threads
+        with self._lock:
+            self._lock.notify_all()
+        for thread in (retry, commit):
+            if thread.is_alive():
+                thread.join()
         self._client.disconnect()
         self._client.loop_stop()
+        with self._lock:
+            self._committed_all.set()
+            self._lock.notify_all()
+        if follow_up.is_alive():
+            follow_up.join()
         if self.index is not None:
             self.index.close()
+
+    def settle(self, timeout: float) -> bool:
+        """Wait until every accepted entry is stored and receipted and its follow-up work (index, working
+        copy) is done; False if that took longer than `timeout`."""
+        with self._lock:
+            return self._lock.wait_for(
+                lambda: not (self._accepted or self._follow_ups or self._copies or self._following), timeout)
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
@@ -153,7 +200,7 @@ class Receiver:
 
     def _retry_one(self, device: str, data: bytes, since: float) -> None:
         with self._lock:
-            self._accept(device, parse_entry(data), data, since)
+            self._accept_chain(device, parse_entry(data), data, since)
 
     def _media(self, device: str, payload: bytes) -> None:
         chunk = protocol.decode_media(payload)
@@ -170,30 +217,47 @@ class Receiver:
             raise Refused(f"device {device} is not enrolled")
         if not verify_signature(load_public_key_b64(enrolled), entry["sig"], signed_message(entry)):
             raise Refused(f"entry {entry['session']}/{entry['seq']}: signature does not verify under {device}'s key")
-        self._accept(device, entry, data)
+        self._accept_chain(device, entry, data, time.monotonic())
 
-    def _accept(self, device: str, entry: dict[str, Any], data: bytes, since: float | None = None) -> None:
+    def _accept_chain(self, device: str, entry: dict[str, Any], data: bytes, since: float) -> None:
+        """Accept an entry, then each waiting successor it releases (a loop: after an outage hundreds may
+        wait on the one before)."""
+        while self._accept(device, entry, data, since):
+            follower = self._waiting.pop((device, entry["session"], entry["seq"] + 1), None)
+            if follower is None:
+                return
+            data, since = follower
+            entry = parse_entry(data)
+
+    def _accept(self, device: str, entry: dict[str, Any], data: bytes, since: float) -> bool:
+        """Queue the entry for the next group commit if it may be stored; True if it was queued. Called
+        with the lock held."""
         session, seq = entry["session"], entry["seq"]
-        waiting = (data, since if since is not None else time.monotonic())
+        key = (device, session, seq)
+        accepted = self._accepted.get(key)
+        if accepted is not None:
+            if accepted != data:
+                raise Refused(f"entry {session}/{seq} conflicts with the one already stored")
+            return False  # its receipt goes out once its group commit is done
         existing = self.store.get_entry(device, session, seq)
         if existing is not None:
             if existing != data:
                 raise Refused(f"entry {session}/{seq} conflicts with the one already stored")
-            self._index(device, session)  # a resend after a crash between commit and index fills the gap
             self._receipt(device, entry)
-            if entry["kind"] == "segment":
-                self._working_copy(device, session, seq, entry, missing_only=True)
-            return
+            # A resend after a crash between commit and follow-up fills the index and working copy gaps.
+            self._follow_ups.append(_FollowUp(device, session, entry, missing_only=True))
+            self._lock.notify_all()
+            return False
         if seq == 0:
             if entry["prev"] != GENESIS or entry["kind"] != "open":
                 raise Refused(f"entry {session}/0 is not a proper 'open' entry")
             if entry["body"].get("device_key") != self.store.device_key(device):
                 raise Refused(f"session {session} names a device key other than the enrolled one")
         else:
-            before = self.store.get_entry(device, session, seq - 1)
+            before = self._accepted.get((device, session, seq - 1)) or self.store.get_entry(device, session, seq - 1)
             if before is None:
-                self._waiting[(device, session, seq)] = waiting
-                return
+                self._waiting[key] = (data, since)
+                return False
             if entry_hash(parse_entry(before)) != entry["prev"]:
                 raise Refused(f"entry {session}/{seq} does not link to the stored entry {seq - 1}")
         media_file: str | None = None
@@ -207,30 +271,92 @@ class Receiver:
                                                                           str(body.get("sha256")), size):
                 # Media not (yet) complete or not matching: no receipt yet. It may still be arriving (here or
                 # at another receiver of the group); after WAIT_SECONDS the device's resend takes over.
-                self._waiting[(device, session, seq)] = waiting
-                return
-        self.store.commit(device, session, seq, data, media_file)
-        self.stored += 1
-        self._index(device, session)
-        self._receipt(device, entry)
-        if media_file is not None:
-            self._working_copy(device, session, seq, entry, missing_only=False)
-        follower = self._waiting.pop((device, session, seq + 1), None)
-        if follower is not None:
-            self._accept(device, parse_entry(follower[0]), follower[0], follower[1])
+                self._waiting[key] = (data, since)
+                return False
+        self._accepted[key] = data
+        self._batch.append((Commit(device, session, seq, data, media_file), entry))
+        self._lock.notify_all()
+        return True
 
-    def _working_copy(self, device: str, session: str, seq: int, entry: dict[str, Any], missing_only: bool) -> None:
-        if self.central_key is None:
-            return
-        session_dir = self.store.session_dir(device, session)
-        if missing_only and (session_dir / PLAIN / str(entry["body"].get("file"))).exists():
+    def _commit_batches(self) -> None:
+        """Group commit: everything accepted since the last commit is stored in one go, then receipted.
+        Under load the batches grow, so the flushes per entry fall as the rate rises."""
+        while True:
+            with self._lock:
+                self._lock.wait_for(lambda: self._batch or self._stopping.is_set())
+                if not self._batch:
+                    return
+                batch, self._batch = self._batch, []
+            try:
+                self.store.commit([commit for commit, _ in batch])
+            except Exception as err:
+                # Disk full or failing (OSError, StorageFault), or something unforeseen: either way nothing
+                # of the batch is receipted, and the thread goes on storing.
+                with self._lock:
+                    # Entries accepted since may link to one that is not stored: they go too. Nothing is
+                    # receipted, so the device keeps its copies and resends them all.
+                    dropped = batch + self._batch
+                    self._batch = []
+                    for commit, _ in dropped:
+                        self._accepted.pop((commit.device, commit.session, commit.seq), None)
+                    self.refused.append(f"storage: {err}")
+                    self._lock.notify_all()
+                log.error("cannot store %d entries (from %s/%s/%d): %s; no receipt sent", len(dropped),
+                          batch[0][0].device, batch[0][0].session, batch[0][0].seq, err)
+                continue
+            for commit, entry in batch:
+                self._receipt(commit.device, entry)
+            with self._lock:
+                for commit, entry in batch:
+                    self._accepted.pop((commit.device, commit.session, commit.seq), None)
+                    self._follow_ups.append(_FollowUp(commit.device, commit.session, entry, missing_only=False))
+                self.stored += len(batch)
+                self._lock.notify_all()
+
+    def _follow_up(self) -> None:
+        """After the receipt, off the receipt path: index each session once per round, and keep the working
+        copies."""
+        while True:
+            with self._lock:
+                self._following = False
+                self._lock.notify_all()
+                self._lock.wait_for(lambda: self._follow_ups or self._may_copy() or self._committed_all.is_set())
+                if not self._follow_ups and not self._may_copy():
+                    return
+                work, self._follow_ups = self._follow_ups, []
+                copy = self._copies.popleft() if self._may_copy() else None
+                self._following = True
+            for device, session in dict.fromkeys((w.device, w.session) for w in work):
+                self._index(device, session)
+            if copy is not None:
+                self._working_copy(copy)
+            with self._lock:
+                self._copies.extend(w for w in work if w.entry["kind"] == "segment" and self.central_key is not None)
+                busy = bool(self._accepted)
+            if work and busy:
+                # While entries are being stored, gather a bigger round: the index commits (an fsync each)
+                # a few times a second instead of once per group commit.
+                self._committed_all.wait(FOLLOW_UP_PAUSE)
+
+    def _may_copy(self) -> bool:
+        """Working copies wait while entries are being stored: they double central's disk writes, and what
+        the device waits for is the receipt. A backlog of COPY_BACKLOG copies is worked off regardless."""
+        return bool(self._copies) and (not self._accepted or len(self._copies) >= COPY_BACKLOG
+                                       or self._committed_all.is_set())
+
+    def _working_copy(self, work: _FollowUp) -> None:
+        assert self.central_key is not None
+        session_dir = self.store.session_dir(work.device, work.session)
+        body = work.entry["body"]
+        if work.missing_only and (session_dir / PLAIN / str(body.get("file"))).exists():
             return
         try:
             # Made again on a resend when missing: a receiver stopped between commit and copy, or a full disk.
-            write_working_copy(session_dir, entry["body"], self.central_key)
-        except (CaptureError, OSError) as err:
-            # The sealed original is stored and receipted; only the viewing copy is missing.
-            log.error("entry %s/%d: no working copy of %s: %s", session, seq, entry["body"].get("file"), err)
+            write_working_copy(session_dir, body, self.central_key)
+        except Exception as err:
+            # The sealed original is stored and receipted; only the viewing copy is missing. Whatever the
+            # error, the follow-up thread goes on.
+            log.error("entry %s/%d: no working copy of %s: %s", work.session, work.entry["seq"], body.get("file"), err)
 
     def _index(self, device: str, session: str) -> None:
         if self.index is None:

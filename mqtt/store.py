@@ -6,7 +6,7 @@ Filesystem layout under the store root:
     sessions/<device>/<session>/media/...
     .staging/<device>/<session>/<file>       media chunks being assembled, not yet sealed by an entry
     index.sqlite3                            the session index (mqtt/index.py), derived from sessions/
-Every commit is write-temp, fsync, rename, fsync-dir.
+Every commit is write-temp, flush, rename, flush (a group commit per batch of entries, capture/durable.py).
 """
 
 from __future__ import annotations
@@ -14,14 +14,27 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from capture import layout
-from capture.durable import atomic_write, commit_rename
+from capture.durable import atomic_write, group_commit
 from capture.sealer import sha256_file
 from mqtt.protocol import MediaChunk
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One entry to store: its bytes as received and, for a segment, the media file it seals."""
+
+    device: str
+    session: str
+    seq: int
+    data: bytes
+    media_file: str | None
 
 
 class CentralStore(abc.ABC):
@@ -41,8 +54,10 @@ class CentralStore(abc.ABC):
     def get_entry(self, device: str, session: str, seq: int) -> bytes | None: ...
 
     @abc.abstractmethod
-    def commit(self, device: str, session: str, seq: int, data: bytes, media_file: str | None) -> None:
-        """Durably store an entry, and first the staged media it seals, if any."""
+    def commit(self, batch: Sequence[Commit]) -> None:
+        """Durably store a batch of entries, each with the staged media it seals, if any: every media file
+        is durable before any entry that seals it appears. All or part of a batch may be stored when this
+        raises; each stored file is whole, and what is missing is stored again when resent."""
 
     @abc.abstractmethod
     def session_dir(self, device: str, session: str) -> Path: ...
@@ -64,6 +79,7 @@ def _holds(path: Path, sha256: str, size: int) -> bool:
 class FileStore(CentralStore):
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._keys: dict[str, tuple[tuple[int, int, int], str]] = {}
         for sub in ("devices", "sessions", ".staging"):
             (root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -72,7 +88,17 @@ class FileStore(CentralStore):
 
     def device_key(self, device: str) -> str | None:
         path = self.root / "devices" / f"{device}.pub"
-        return path.read_text().strip() if path.exists() else None
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        # Asked twice per segment: read again only when the file changed (enrolment replaces it whole).
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._keys.get(device)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, path.read_text().strip())
+            self._keys[device] = cached
+        return cached[1]
 
     def session_dir(self, device: str, session: str) -> Path:
         return self.root / "sessions" / device / session
@@ -90,6 +116,10 @@ class FileStore(CentralStore):
             written = os.pwrite(fd, chunk.data, chunk.offset)
             if written != len(chunk.data):
                 raise OSError(f"short write staging {path}")
+            if hasattr(os, "posix_fadvise"):
+                # Start writing the chunk to disk now (Linux starts writeback of dirty pages on DONTNEED),
+                # so the commit's flush finds little left to write: receiving overlaps with the disk.
+                os.posix_fadvise(fd, chunk.offset, written, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
 
@@ -110,15 +140,20 @@ class FileStore(CentralStore):
         path = layout.entry_path(self.session_dir(device, session), seq)
         return path.read_bytes() if path.exists() else None
 
-    def commit(self, device: str, session: str, seq: int, data: bytes, media_file: str | None) -> None:
-        session_dir = self.session_dir(device, session)
-        for sub in (layout.ENTRIES, layout.MEDIA):
-            (session_dir / sub).mkdir(parents=True, exist_ok=True)
-        if media_file is not None:
-            staged = self._staging(device, session, media_file)
-            final = layout.media_path(session_dir, media_file)
-            # Never over a stored segment: once in place (a receiver may have died before its entry),
-            # a later staging copy, perhaps partial, must not replace it.
-            if staged.exists() and not final.exists():
-                commit_rename(staged, final)
-        atomic_write(layout.entry_path(session_dir, seq), data)
+    def commit(self, batch: Sequence[Commit]) -> None:
+        writes: list[tuple[Path, bytes]] = []
+        moves: list[tuple[Path, Path]] = []
+        for item in batch:
+            session_dir = self.session_dir(item.device, item.session)
+            for sub in (layout.ENTRIES, layout.MEDIA):
+                (session_dir / sub).mkdir(parents=True, exist_ok=True)
+            if item.media_file is not None:
+                staged = self._staging(item.device, item.session, item.media_file)
+                final = layout.media_path(session_dir, item.media_file)
+                # Never over a stored segment: once in place (a receiver may have died before its entry),
+                # a later staging copy, perhaps partial, must not replace it.
+                if staged.exists() and not final.exists():
+                    moves.append((staged, final))
+            writes.append((layout.entry_path(session_dir, item.seq), item.data))
+        # One group commit for the batch: a few filesystem flushes instead of several fsyncs per entry.
+        group_commit(self.root, writes, moves)

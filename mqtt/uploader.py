@@ -21,7 +21,6 @@ import paho.mqtt.client as paho
 from capture import layout
 from capture.errors import CaptureError
 from capture.ledger import parse_entry
-from capture.sealer import sha256_file
 from capture.spool import PendingItem, Spool
 from mqtt import protocol
 from mqtt.client import make_client, max_packet_size
@@ -45,7 +44,7 @@ class Uploader:
         keepalive: int,
         retry_max_seconds: float,
         status: Callable[[], dict[str, Any]],
-        window: int = 16,
+        window: int = 64,
         resend_after: float = 15.0,
         status_interval: float = 5.0,
         tls: TlsFiles | None = None,
@@ -76,7 +75,9 @@ class Uploader:
         self._chunk = protocol.DEFAULT_CHUNK
         self._in_flight: dict[PendingItem, float] = {}
         self._stop = threading.Event()
+        self._receipts: list[tuple[PendingItem, dict[str, Any]]] = []
         self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
+        self._receipt_thread = threading.Thread(target=self._keep_receipts, name="uploader-receipts", daemon=True)
         self.receipts = 0
 
     def _topic(self, kind: str) -> str:
@@ -86,12 +87,14 @@ class Uploader:
         self._client.connect_async(self._host, self._port, keepalive=self._keepalive)
         self._client.loop_start()
         self._thread.start()
+        self._receipt_thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         with self._lock:
             self._lock.notify_all()
         self._thread.join()
+        self._receipt_thread.join()
         if self._connected:
             self._publish_status(online=False)
         self._client.disconnect()
@@ -147,18 +150,39 @@ class Uploader:
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         try:
             receipt = protocol.decode_receipt(bytes(message.payload))
-            item = PendingItem(receipt["session"], receipt["seq"])
-            accepted = self._spool.receipt(item, receipt)
-        except (ProtocolError, CaptureError, OSError) as err:
+        except ProtocolError as err:
             log.warning("refused a receipt on %s: %s", message.topic, err)
             return
-        if not accepted:
-            log.warning("receipt for %s/%d does not match the entry held here; ignored", item.session, item.seq)
-            return
         with self._lock:
-            self._in_flight.pop(item, None)
-            self.receipts += 1
+            self._receipts.append((PendingItem(receipt["session"], receipt["seq"]), receipt))
             self._lock.notify_all()
+
+    def _keep_receipts(self) -> None:
+        """Receipts are kept on their own thread, a burst at a time in one group commit, so neither paho's
+        network loop nor the sending waits for the disk."""
+        while True:
+            with self._lock:
+                self._lock.wait_for(lambda: self._receipts or self._stop.is_set())
+                if not self._receipts:
+                    return
+                batch, self._receipts = self._receipts, []
+            try:
+                matched = self._spool.receipts(batch)
+            except (CaptureError, OSError) as err:
+                # Not kept, so still pending: the entries are resent and receipted again.
+                log.warning("cannot keep %d receipts (from %s/%d): %s", len(batch), batch[0][0].session,
+                            batch[0][0].seq, err)
+                continue
+            for (item, _), ok in zip(batch, matched, strict=True):
+                if not ok:
+                    log.warning("receipt for %s/%d does not match the entry held here; ignored", item.session,
+                                item.seq)
+            with self._lock:
+                for (item, _), ok in zip(batch, matched, strict=True):
+                    if ok:
+                        self._in_flight.pop(item, None)
+                        self.receipts += 1
+                self._lock.notify_all()
 
     def _publish_status(self, online: bool) -> None:
         payload = {"device": self._device, "online": online, **(self._status() if online else {})}
@@ -171,7 +195,8 @@ class Uploader:
         if entry["kind"] == "segment":
             session_dir = self._spool.session_dir(item.session)
             path = layout.media_path(session_dir, entry["body"]["file"])
-            sha, total = sha256_file(path)
+            # The seal's own hash and size: the file was hashed as it was written.
+            sha, total = str(entry["body"]["sha256"]), int(entry["body"]["bytes"])
             with path.open("rb") as media:
                 offset = 0
                 while chunk := media.read(self._chunk):
@@ -205,8 +230,10 @@ class Uploader:
             for item in batch:
                 try:
                     self._send(item)
-                except (OSError, CaptureError) as err:
-                    log.error("cannot send %s/%d from the spool: %s", item.session, item.seq, err)
+                except (OSError, CaptureError, KeyError, TypeError, ValueError) as err:
+                    # A spool file damaged after it was written (its entry's body lacks a field, or the
+                    # field is not a number): named in the log, kept, and tried again at the resend.
+                    log.error("cannot send %s/%d from the spool: %r", item.session, item.seq, err)
             if self._connected and time.monotonic() - last_status > self._status_interval:
                 self._publish_status(online=True)
                 last_status = time.monotonic()

@@ -96,6 +96,10 @@ class Rig:
         return self.service.controller.timings.sessions_closed[-1]
 
     def central_dir(self, session: str) -> Path:
+        """Central's copy of the session, once the receiver has done its follow-up work (working copies,
+        index), which comes after the receipts."""
+        if self.receiver is not None:
+            assert self.receiver.settle(60), "the receiver did not finish its working copies"
         return self.store.session_dir(self.config.device.id, session)
 
 
