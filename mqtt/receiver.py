@@ -38,10 +38,12 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE = protocol.DEFAULT_CHUNK + 64 * 1024
 WAIT_SECONDS = 20.0
-"""How long an entry may wait for its predecessor or its media before it is dropped here (the device
-resends it anyway, 15 s after sending, until it has a receipt)."""
+"""How long an entry may wait here for its media, or a stored entry for its chain to be complete, before it
+is forgotten (the device resends it anyway, 15 s after sending, until it has a receipt)."""
 FOLLOW_UP_PAUSE = 0.25
 """Seconds between follow-up rounds while entries are being stored."""
+FRONTIER_SESSIONS = 4096
+"""Sessions whose chain frontier is remembered; an older one is walked again from the store if needed."""
 COPY_BACKLOG = 2000
 """Working copies that may wait for a lull in storing (about 470 MB at the default bitrate)."""
 RETRY_SECONDS = 0.005
@@ -79,13 +81,20 @@ class Receiver:
         """Guards everything below. Messages are handled on paho's thread; durable storage, receipts and the
         follow-up work each run on a thread of their own, so the network never waits for the disk."""
         self._waiting: dict[tuple[str, str, int], tuple[bytes, float]] = {}
-        """(device, session, seq) -> (entry, when it came) for an entry whose predecessor or media is not
-        stored yet. With several receivers sharing the load, that often arrives at another receiver a
-        moment later, so waiting entries are retried every RETRY_SECONDS against the shared store."""
+        """(device, session, seq) -> (entry, when it came) for a segment entry whose media is not completely
+        staged yet. With several receivers sharing the load, its chunks often reach another receiver, so
+        waiting entries are retried every RETRY_SECONDS against the shared store."""
         self._accepted: dict[tuple[str, str, int], bytes] = {}
         """Entries verified and queued for the next group commit, or being committed: not durable yet, so not
         receipted yet, but their successors may link to them."""
         self._batch: list[tuple[Commit, dict[str, Any]]] = []
+        self._unlinked: dict[tuple[str, str, int], tuple[dict[str, Any], float]] = {}
+        self._breaks: set[tuple[str, str, int]] = set()
+        """Entries stored before their predecessor was (it came later, or to another receiver of the group):
+        receipted once the chain back to the session's `open` entry is in the store."""
+        self._frontier: collections.OrderedDict[tuple[str, str], tuple[int, str]] = collections.OrderedDict()
+        """(device, session) -> (seq, entry hash) of the last stored entry known to link back, without a gap,
+        to the session's `open` entry; the most recently used FRONTIER_SESSIONS sessions."""
         self._follow_ups: list[_FollowUp] = []
         self._copies: collections.deque[_FollowUp] = collections.deque()
         self._following = False
@@ -129,8 +138,8 @@ class Receiver:
             self.index.close()
 
     def settle(self, timeout: float) -> bool:
-        """Wait until every accepted entry is stored and receipted and its follow-up work (index, working
-        copy) is done; False if that took longer than `timeout`."""
+        """Wait until every accepted entry is stored (and receipted, if its chain is complete) and the
+        follow-up work (index, working copies) is done; False if that took longer than `timeout`."""
         with self._lock:
             return self._lock.wait_for(
                 lambda: not (self._accepted or self._follow_ups or self._copies or self._following), timeout)
@@ -187,6 +196,7 @@ class Receiver:
     def _retry_waiting(self) -> None:
         while not self._stopping.wait(RETRY_SECONDS):
             with self._lock:
+                self._receipt_linked(time.monotonic())
                 if not self._waiting:
                     continue
                 waiting, self._waiting = self._waiting, {}
@@ -200,7 +210,7 @@ class Receiver:
 
     def _retry_one(self, device: str, data: bytes, since: float) -> None:
         with self._lock:
-            self._accept_chain(device, parse_entry(data), data, since)
+            self._accept(device, parse_entry(data), data, since)
 
     def _media(self, device: str, payload: bytes) -> None:
         chunk = protocol.decode_media(payload)
@@ -217,48 +227,40 @@ class Receiver:
             raise Refused(f"device {device} is not enrolled")
         if not verify_signature(load_public_key_b64(enrolled), entry["sig"], signed_message(entry)):
             raise Refused(f"entry {entry['session']}/{entry['seq']}: signature does not verify under {device}'s key")
-        self._accept_chain(device, entry, data, time.monotonic())
+        self._accept(device, entry, data, time.monotonic())
 
-    def _accept_chain(self, device: str, entry: dict[str, Any], data: bytes, since: float) -> None:
-        """Accept an entry, then each waiting successor it releases (a loop: after an outage hundreds may
-        wait on the one before)."""
-        while self._accept(device, entry, data, since):
-            follower = self._waiting.pop((device, entry["session"], entry["seq"] + 1), None)
-            if follower is None:
-                return
-            data, since = follower
-            entry = parse_entry(data)
-
-    def _accept(self, device: str, entry: dict[str, Any], data: bytes, since: float) -> bool:
-        """Queue the entry for the next group commit if it may be stored; True if it was queued. Called
-        with the lock held."""
+    def _accept(self, device: str, entry: dict[str, Any], data: bytes, since: float) -> None:
+        """Queue the entry for the next group commit if it may be stored. Called with the lock held."""
         session, seq = entry["session"], entry["seq"]
         key = (device, session, seq)
         accepted = self._accepted.get(key)
         if accepted is not None:
             if accepted != data:
                 raise Refused(f"entry {session}/{seq} conflicts with the one already stored")
-            return False  # its receipt goes out once its group commit is done
+            return  # its receipt goes out once its group commit is done
         existing = self.store.get_entry(device, session, seq)
         if existing is not None:
             if existing != data:
                 raise Refused(f"entry {session}/{seq} conflicts with the one already stored")
-            self._receipt(device, entry)
+            if self._advance(device, session) >= seq:
+                self._receipt(device, entry)
+            else:
+                self._unlinked[key] = (entry, time.monotonic())
             # A resend after a crash between commit and follow-up fills the index and working copy gaps.
             self._follow_ups.append(_FollowUp(device, session, entry, missing_only=True))
             self._lock.notify_all()
-            return False
+            return
         if seq == 0:
             if entry["prev"] != GENESIS or entry["kind"] != "open":
                 raise Refused(f"entry {session}/0 is not a proper 'open' entry")
             if entry["body"].get("device_key") != self.store.device_key(device):
                 raise Refused(f"session {session} names a device key other than the enrolled one")
         else:
+            # A predecessor not here yet does not hold the entry back: it is stored now and receipted once the
+            # chain reaches it (with receivers sharing the load, the predecessor is usually being stored by
+            # another one at this moment). A predecessor that is here must link.
             before = self._accepted.get((device, session, seq - 1)) or self.store.get_entry(device, session, seq - 1)
-            if before is None:
-                self._waiting[key] = (data, since)
-                return False
-            if entry_hash(parse_entry(before)) != entry["prev"]:
+            if before is not None and entry_hash(parse_entry(before)) != entry["prev"]:
                 raise Refused(f"entry {session}/{seq} does not link to the stored entry {seq - 1}")
         media_file: str | None = None
         if entry["kind"] == "segment":
@@ -272,11 +274,52 @@ class Receiver:
                 # Media not (yet) complete or not matching: no receipt yet. It may still be arriving (here or
                 # at another receiver of the group); after WAIT_SECONDS the device's resend takes over.
                 self._waiting[key] = (data, since)
-                return False
+                return
         self._accepted[key] = data
         self._batch.append((Commit(device, session, seq, data, media_file), entry))
         self._lock.notify_all()
-        return True
+
+    def _advance(self, device: str, session: str) -> int:
+        """The last seq of the session known to link back, without a gap, to its `open` entry, walking on
+        through the store from where the last walk stopped (-1 if not even the `open` entry is stored)."""
+        key = (device, session)
+        seq, link = self._frontier.pop(key, (-1, GENESIS))
+        while (data := self.store.get_entry(device, session, seq + 1)) is not None:
+            entry = parse_entry(data)
+            if entry["prev"] != link:
+                # Stored before its predecessor, which then did not match: never receipted, and `recorder
+                # verify` names the break. Only the device's own key can sign such a pair. Said once.
+                if (device, session, seq + 1) not in self._breaks:
+                    self._breaks.add((device, session, seq + 1))
+                    log.error("stored entry %s/%d does not link to the stored entry %d; it gets no receipt",
+                              session, seq + 1, seq)
+                break
+            seq, link = seq + 1, entry_hash(entry)
+        self._frontier[key] = (seq, link)
+        while len(self._frontier) > FRONTIER_SESSIONS:
+            self._frontier.popitem(last=False)
+        return seq
+
+    def _receipt_linked(self, now: float) -> None:
+        """Receipt each stored entry whose chain is now complete; forget those that waited WAIT_SECONDS (the
+        device resends them, and a resend of a stored entry is looked at again). Called with the lock held."""
+        frontiers: dict[tuple[str, str], int] = {}
+        for key, (entry, since) in list(self._unlinked.items()):
+            device, session, seq = key
+            if (device, session) not in frontiers:
+                try:
+                    frontiers[(device, session)] = self._advance(device, session)
+                except (OSError, CaptureError) as err:
+                    # An unreadable stored entry: nothing after it is receipted, and the thread goes on.
+                    log.error("cannot follow the chain of %s/%s in the store: %s", device, session, err)
+                    frontiers[(device, session)] = -1
+            if frontiers[(device, session)] >= seq:
+                del self._unlinked[key]
+                self._receipt(device, entry)
+            elif now - since > WAIT_SECONDS:
+                del self._unlinked[key]
+                log.info("entry %s/%d stored, but its chain still incomplete after %.0f s; left to the device's "
+                         "resend", session, seq, now - since)
 
     def _commit_batches(self) -> None:
         """Group commit: everything accepted since the last commit is stored in one go, then receipted.
@@ -293,24 +336,23 @@ class Receiver:
                 # Disk full or failing (OSError, StorageFault), or something unforeseen: either way nothing
                 # of the batch is receipted, and the thread goes on storing.
                 with self._lock:
-                    # Entries accepted since may link to one that is not stored: they go too. Nothing is
-                    # receipted, so the device keeps its copies and resends them all.
-                    dropped = batch + self._batch
-                    self._batch = []
-                    for commit, _ in dropped:
+                    # Nothing of the batch is receipted, so the devices keep their copies and resend them.
+                    for commit, _ in batch:
                         self._accepted.pop((commit.device, commit.session, commit.seq), None)
                     self.refused.append(f"storage: {err}")
                     self._lock.notify_all()
-                log.error("cannot store %d entries (from %s/%s/%d): %s; no receipt sent", len(dropped),
+                log.error("cannot store %d entries (from %s/%s/%d): %s; no receipt sent", len(batch),
                           batch[0][0].device, batch[0][0].session, batch[0][0].seq, err)
                 continue
-            for commit, entry in batch:
-                self._receipt(commit.device, entry)
+            now = time.monotonic()
             with self._lock:
                 for commit, entry in batch:
                     self._accepted.pop((commit.device, commit.session, commit.seq), None)
+                    self._unlinked[(commit.device, commit.session, commit.seq)] = (entry, now)
                     self._follow_ups.append(_FollowUp(commit.device, commit.session, entry, missing_only=False))
                 self.stored += len(batch)
+                # Receipts for the batch, and for entries stored earlier that it completes the chain of.
+                self._receipt_linked(now)
                 self._lock.notify_all()
 
     def _follow_up(self) -> None:

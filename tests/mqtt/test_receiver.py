@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from capture import layout
-from capture.ledger import canonical, signed_message
+from capture.ledger import canonical, entry_hash, signed_message
 from mqtt import protocol
 from mqtt.broker import LocalBroker
 from mqtt.client import make_client
@@ -97,6 +98,74 @@ def test_entry_on_another_devices_topic_is_refused__NO_LEAK(central: Receiver, b
     data = layout.entry_path(recorded.spool_dir, 0).read_bytes()
     send(broker, [(protocol.topic("recorders", "OTHER-1", "entry"), data)])
     assert wait_until(lambda: any("came on OTHER-1's topic" in r for r in central.refused))
+
+
+class Receipts:
+    """Listens to one device's receipt topic, as the device does."""
+
+    def __init__(self, broker: LocalBroker, device: str) -> None:
+        self.seqs: set[int] = set()
+        self._client = make_client("receipt-listener", 2)
+        subscribed = threading.Event()
+        self._client.on_connect = lambda client, *_: client.subscribe(protocol.topic("recorders", device, "receipt"), 1)
+        self._client.on_subscribe = lambda *_: subscribed.set()
+        self._client.on_message = lambda client, userdata, message: self.seqs.add(json.loads(message.payload)["seq"])
+        self._client.connect("127.0.0.1", broker.port)
+        self._client.loop_start()
+        assert subscribed.wait(10)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def _held_back(recorded: RecordedSession, seq: int) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
+    """The session's messages without entry `seq` (and its media), and those held back."""
+    messages = replay(recorded)
+    at = next(i for i, (t, data) in enumerate(messages) if t.endswith("/entry") and json.loads(data)["seq"] == seq)
+    start = at - 1 if messages[at - 1][0].endswith("/media") else at
+    return messages[:start] + messages[at + 1 :], messages[start : at + 1]
+
+
+def test_an_entry_before_its_predecessor_is_stored_and_receipted_when_the_chain_reaches_it__UPLOAD_24H(
+        central: Receiver, broker: LocalBroker, recorded: RecordedSession) -> None:
+    total = len(layout.entry_seqs(recorded.spool_dir))
+    rest, held = _held_back(recorded, 1)
+    receipts = Receipts(broker, recorded.rig.config.device.id)
+    try:
+        send(broker, rest)
+        # Everything after the gap is stored at once (with receivers sharing the load the predecessor is
+        # usually on its way through another one), but only the entry before the gap is receipted.
+        assert wait_until(lambda: central.stored == total - 1), central.refused
+        time.sleep(0.3)
+        assert receipts.seqs == {0}
+        send(broker, held)
+        assert wait_until(lambda: receipts.seqs == set(range(total))), receipts.seqs
+    finally:
+        receipts.close()
+
+
+def test_a_stored_entry_whose_late_predecessor_does_not_link_is_never_receipted__NO_EDIT(
+        central: Receiver, broker: LocalBroker, recorded: RecordedSession) -> None:
+    device = recorded.rig.config.device.id
+    rest, _ = _held_back(recorded, 1)
+    # A different entry 1, signed with the device's own key (only the device can make such a pair): it
+    # links to entry 0 and is stored, but then entry 2, stored earlier, does not link to it.
+    other = json.loads(layout.entry_path(recorded.spool_dir, 0).read_bytes())
+    other_1 = {**json.loads(layout.entry_path(recorded.spool_dir, 1).read_bytes()), "kind": "event",
+               "body": {"name": "mark", "note": "not the entry the device recorded"}}
+    other_1["prev"] = entry_hash(other)
+    other_1["sig"] = recorded.rig.service.identity.sign(signed_message(other_1))
+    receipts = Receipts(broker, device)
+    try:
+        send(broker, rest)
+        assert wait_until(lambda: central.stored == len(layout.entry_seqs(recorded.spool_dir)) - 1)
+        send(broker, [(protocol.topic("recorders", device, "entry"), canonical(other_1))])
+        assert wait_until(lambda: 1 in receipts.seqs), central.refused
+        time.sleep(0.5)
+        assert receipts.seqs == {0, 1}
+    finally:
+        receipts.close()
 
 
 def test_altered_segment_is_never_stored_as_genuine__NO_EDIT(central: Receiver, broker: LocalBroker,
