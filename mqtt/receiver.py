@@ -1,9 +1,10 @@
 """The reference central receiver: stores what devices send, verifies it, and receipts it.
 
-A receipt for an entry goes out only after the entry (and the segment it seals) is durably stored
-and verified: the device key is the enrolled one, the signature holds, the entry links to the one
-before, the media's SHA-256 and size match. Anything else is refused with a logged reason, and
-nothing outside the store is ever written.
+An entry is stored when the device key is the enrolled one, the signature holds, the media's SHA-256 and
+size match, and it links to its predecessor if that is here. A receipt for it goes out only once it is
+durably stored and the chain from the session's `open` entry to it is complete in the store (docs/
+PROTOCOL.md §6.1). Anything else is refused with a logged reason, and nothing outside the store is ever
+written.
 """
 
 from __future__ import annotations
