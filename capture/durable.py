@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import hashlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -87,20 +88,27 @@ def _flush(anchor: Path, files: Iterable[Path], dirs: Iterable[Path]) -> None:
         os.close(fd)
 
 
-def group_commit(anchor: Path, writes: Sequence[tuple[Path, bytes]], moves: Sequence[tuple[Path, Path]] = ()) -> None:
+def temporary_name(path: Path, writer: str) -> Path:
+    """Where a group commit writes `path` before renaming it: hidden, and tagged with its writer."""
+    return path.with_name(f".{path.name}.{hashlib.sha256(writer.encode()).hexdigest()[:8]}.tmp")
+
+
+def group_commit(anchor: Path, writes: Sequence[tuple[Path, bytes]], moves: Sequence[tuple[Path, Path]] = (),
+                 writer: str = "") -> None:
     """Commit many files at once, as `atomic_write` and `commit_rename` would one by one, with three flushes
     in all instead of two per file (group commit): write every file to its temporary name; flush; move the
     files written in place (`moves`: source, destination); flush; rename the temporary files; flush.
 
     So every moved file is durable under its new name before any written file (which may refer to it)
-    appears. `anchor` is a folder on the filesystem of every path. A move whose source is gone and whose
+    appears. `anchor` is a folder on the filesystem of every path. Temporary names carry a tag of `writer`:
+    writers sharing folders (receivers of one share group) never write the same temporary file, and a
+    writer restarted after a crash reuses, and so replaces, the ones it left. A move whose source is gone and whose
     destination exists was made by another writer and counts as done. A failure raises StorageFault
     naming the file; files already renamed stay (each is whole), the rest are not there under their names
     and their temporary files are removed."""
     if not writes and not moves:
         return
-    # The process id in the temporary name: receivers sharing a store may commit the same entry at once.
-    temps = [(path.with_name(f".{path.name}.{os.getpid()}.tmp"), path, data) for path, data in writes]
+    temps = [(temporary_name(path, writer), path, data) for path, data in writes]
     current = anchor
     try:
         for tmp, path, data in temps:

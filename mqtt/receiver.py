@@ -332,7 +332,7 @@ class Receiver:
                     return
                 batch, self._batch = self._batch, []
             try:
-                self.store.commit([commit for commit, _ in batch])
+                self.store.commit([commit for commit, _ in batch], self._client_id)
             except Exception as err:
                 # Disk full or failing (OSError, StorageFault), or something unforeseen: either way nothing
                 # of the batch is receipted, and the thread goes on storing.

@@ -54,10 +54,11 @@ class CentralStore(abc.ABC):
     def get_entry(self, device: str, session: str, seq: int) -> bytes | None: ...
 
     @abc.abstractmethod
-    def commit(self, batch: Sequence[Commit]) -> None:
+    def commit(self, batch: Sequence[Commit], writer: str) -> None:
         """Durably store a batch of entries, each with the staged media it seals, if any: every media file
         is durable before any entry that seals it appears. All or part of a batch may be stored when this
-        raises; each stored file is whole, and what is missing is stored again when resent."""
+        raises; each stored file is whole, and what is missing is stored again when resent. `writer` (the
+        receiver's client id) keeps receivers sharing the store out of each other's temporary files."""
 
     @abc.abstractmethod
     def session_dir(self, device: str, session: str) -> Path: ...
@@ -140,7 +141,7 @@ class FileStore(CentralStore):
         path = layout.entry_path(self.session_dir(device, session), seq)
         return path.read_bytes() if path.exists() else None
 
-    def commit(self, batch: Sequence[Commit]) -> None:
+    def commit(self, batch: Sequence[Commit], writer: str) -> None:
         writes: list[tuple[Path, bytes]] = []
         moves: list[tuple[Path, Path]] = []
         for item in batch:
@@ -156,4 +157,4 @@ class FileStore(CentralStore):
                     moves.append((staged, final))
             writes.append((layout.entry_path(session_dir, item.seq), item.data))
         # One group commit for the batch: a few filesystem flushes instead of several fsyncs per entry.
-        group_commit(self.root, writes, moves)
+        group_commit(self.root, writes, moves, writer)

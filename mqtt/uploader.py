@@ -29,6 +29,11 @@ from mqtt.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
+MAX_UNACKED_BYTES = 8 * 1024 * 1024
+"""Bytes of published messages paho may hold before the broker acknowledges them. The window counts
+entries awaiting receipts, which cost nothing here once the broker has them; on a slow link this is what
+bounds the memory paho's queue takes (a window of 64 two-second segments at 2 Mbit/s would be 32 MB)."""
+
 _HEADER_ROOM = 4096 + 256
 """Bytes kept free in each media message for the frame header, topic and MQTT fixed header."""
 
@@ -49,6 +54,7 @@ class Uploader:
         status_interval: float = 5.0,
         tls: TlsFiles | None = None,
         live_session: Callable[[], str | None] = lambda: None,
+        max_unacked_bytes: int = MAX_UNACKED_BYTES,
     ) -> None:
         self._spool = spool
         self._live_session = live_session
@@ -76,6 +82,13 @@ class Uploader:
         self._in_flight: dict[PendingItem, float] = {}
         self._stop = threading.Event()
         self._receipts: list[tuple[PendingItem, dict[str, Any]]] = []
+        self._max_unacked = max_unacked_bytes
+        self._unacked_lock = threading.Condition()
+        self._unacked: dict[int, int] = {}
+        """Message id -> payload bytes of what paho holds until the broker acknowledges it."""
+        self._acked_early: set[int] = set()
+        self._unacked_bytes = 0
+        self._client.on_publish = self._on_publish
         self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
         self._receipt_thread = threading.Thread(target=self._keep_receipts, name="uploader-receipts", daemon=True)
         self.receipts = 0
@@ -93,6 +106,8 @@ class Uploader:
         self._stop.set()
         with self._lock:
             self._lock.notify_all()
+        with self._unacked_lock:
+            self._unacked_lock.notify_all()
         self._thread.join()
         self._receipt_thread.join()
         if self._connected:
@@ -118,9 +133,16 @@ class Uploader:
         self._connect_failures = 0
         client.subscribe(self._topic(protocol.RECEIPT), qos=1)
         log.info("connected to broker %s:%d (media chunks of %d bytes)", self._host, self._port, self._chunk)
+        # Whatever was in flight may be lost with the old connection, and everything unreceipted is sent again
+        # from the spool; so paho's own copies of unacknowledged messages go, rather than go twice.
+        dropped = client.drop_out_messages()
+        with self._unacked_lock:
+            for message in dropped:
+                self._unacked_bytes -= self._unacked.pop(message.mid, 0)
+            self._unacked_lock.notify_all()
         with self._lock:
             self._connected = True
-            self._in_flight.clear()  # whatever was in flight may be lost with the old connection: resend
+            self._in_flight.clear()
             self._lock.notify_all()
         self._publish_status(online=True)
 
@@ -186,8 +208,8 @@ class Uploader:
 
     def _publish_status(self, online: bool) -> None:
         payload = {"device": self._device, "online": online, **(self._status() if online else {})}
-        self._client.publish(self._topic(protocol.STATUS), json.dumps(payload, ensure_ascii=False), qos=1,
-                             retain=True)
+        self._publish(self._topic(protocol.STATUS), json.dumps(payload, ensure_ascii=False).encode(), retain=True,
+                      wait=False)
 
     def _send(self, item: PendingItem) -> None:
         data = self._spool.load_entry(item)
@@ -201,9 +223,38 @@ class Uploader:
                 offset = 0
                 while chunk := media.read(self._chunk):
                     piece = protocol.MediaChunk(item.session, path.name, offset, total, sha, chunk)
-                    self._client.publish(self._topic(protocol.MEDIA), protocol.encode_media(piece), qos=1)
+                    self._publish(self._topic(protocol.MEDIA), protocol.encode_media(piece))
                     offset += len(chunk)
-        self._client.publish(self._topic(protocol.ENTRY), data, qos=1)
+        self._publish(self._topic(protocol.ENTRY), data)
+
+    def _publish(self, topic: str, payload: bytes, retain: bool = False, wait: bool = True) -> None:
+        """Publish at QoS 1, counting what paho holds until the broker acknowledges it; with `wait`, first
+        wait until that is few enough bytes (MAX_UNACKED_BYTES; one message at a time always goes). Never
+        called under the uploader's lock, and never waiting on paho's own thread (status from on_connect)."""
+        size = len(payload)
+        with self._unacked_lock:
+            if wait:
+                self._unacked_lock.wait_for(lambda: not self._unacked_bytes or self._stop.is_set()
+                                            or self._unacked_bytes + size <= self._max_unacked)
+            self._unacked_bytes += size
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        with self._unacked_lock:
+            if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN) or info.mid in self._acked_early:
+                # Refused by paho outright (nothing queued), or acknowledged before we got here.
+                self._acked_early.discard(info.mid)
+                self._unacked_bytes -= size
+                self._unacked_lock.notify_all()
+            else:
+                self._unacked[info.mid] = size
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        with self._unacked_lock:
+            size = self._unacked.pop(mid, None)
+            if size is None:
+                self._acked_early.add(mid)
+                return
+            self._unacked_bytes -= size
+            self._unacked_lock.notify_all()
 
     def _next_batch(self) -> list[PendingItem]:
         now = time.monotonic()

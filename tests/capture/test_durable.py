@@ -74,3 +74,19 @@ def test_a_failed_group_commit_leaves_no_temporary_file(tmp_path: Path, flushing
     with pytest.raises(StorageFault):
         durable.group_commit(tmp_path, [(tmp_path / "a.json", b"a")], [(tmp_path / "gone.ts", tmp_path / "b.ts")])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_writer_restarted_after_a_crash_replaces_the_temporary_file_it_left(tmp_path: Path,
+                                                                              flushing: str) -> None:
+    target = tmp_path / "00000013.json"
+    # A first run of receiver-1, killed mid-commit, left its temporary file half written.
+    durable.temporary_name(target, "receiver-1").write_bytes(b"cut o")
+    durable.group_commit(tmp_path, [(target, b"the whole entry")], writer="receiver-1")
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+    assert target.read_bytes() == b"the whole entry"
+
+
+def test_writers_sharing_a_folder_never_share_a_temporary_file() -> None:
+    entry = Path("entries/00000013.json")
+    assert durable.temporary_name(entry, "receiver-1") != durable.temporary_name(entry, "receiver-2")
+    assert durable.temporary_name(entry, "receiver-1").name.startswith(".00000013.json.")

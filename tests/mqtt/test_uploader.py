@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
 
+from capture import layout
+from capture.spool import Spool
 from capture.verify import verify_session
 from mqtt.broker import LocalBroker, free_port
 from mqtt.receiver import Receiver
-from tests.conftest import close_rig, make_rig
+from mqtt.store import FileStore
+from mqtt.uploader import Uploader
+from tests.conftest import RecordedSession, close_rig, make_rig
 
 
 def test_records_with_broker_down_and_uploads_when_it_returns__UPLOAD_24H(
@@ -50,3 +55,33 @@ def test_chunks_stay_below_the_brokers_maximum_packet_size__UPLOAD_24H(tmp_path:
             assert report.media_bytes / report.segments > 16 * 1024, "segments too small to need chunking"
         finally:
             close_rig(rig)
+
+
+def test_what_paho_holds_unacknowledged_is_bounded_and_the_upload_still_completes__UPLOAD_24H(
+        tmp_path: Path, broker: LocalBroker, recorded: RecordedSession) -> None:
+    # The recorded session again, every entry pending, sent with a bound below one segment: each chunk must
+    # wait for the broker's acknowledgement of the one before, and any byte the accounting failed to give
+    # back would stall the upload for good.
+    spool_root = tmp_path / "spool"
+    shutil.copytree(recorded.spool_dir, spool_root / recorded.session,
+                    ignore=shutil.ignore_patterns(f"{layout.RECEIPTS}"))
+    (spool_root / recorded.session / layout.RECEIPTS).mkdir()
+    device = recorded.rig.config.device.id
+    store = FileStore(tmp_path / "central")
+    store.enroll(device, recorded.rig.service.identity.public_key_b64)
+    receiver = Receiver(store, "127.0.0.1", broker.port, "recorders", "bounded-receiver")
+    receiver.start()
+    spool = Spool(spool_root)
+    assert spool.backlog().entries == len(layout.entry_seqs(recorded.spool_dir))
+    uploader = Uploader(spool, device, "127.0.0.1", broker.port, "recorders", 30, 2, status=lambda: {},
+                        max_unacked_bytes=4096)
+    try:
+        assert receiver.connected.wait(10)
+        uploader.start()
+        assert spool.wait_drained(60), f"stalled with {spool.backlog()} pending"
+    finally:
+        uploader.stop()
+        receiver.stop()
+    report = verify_session(store.session_dir(device, recorded.session),
+                            trusted_key_b64=recorded.rig.service.identity.public_key_b64)
+    assert report.ok, report.findings
