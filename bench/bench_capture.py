@@ -25,21 +25,33 @@ import av
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from capture import layout
 from capture.audio_encoder import AacEncoder
-from capture.ledger import Ledger, canonical, entry_hash
+from capture.ledger import Ledger
+from capture.recording import SessionMeta, opening_body
 from capture.sealer import Sealer
 from capture.segmenter import PTS_OFFSET, TS_HZ, Segmenter
 from capture.spool import PendingItem, Spool
+from evidence import layout
+from evidence.canonical import canonical
+from evidence.supervisor import Supervisor
 from hal.audio.base import AudioBlock
 from hal.camera.base import EncodedVideo, VideoFormat
 from hal.camera.sim import colour_bars
 from hal.camera.x264 import X264Encoder
 from hal.clock.sim import SimClock
+from mqtt.protocol import decode_receipt, encode_receipt
 from provisioning.identity import DeviceIdentity
 
 SR = 16000
 BLOCK = SR // 50
+META = SessionMeta("示例执法单位", "询问室一", "示例市示例路1号", "BENCH-1", (("张三", "44000000001"),), "", "", ())
+
+
+def _segment_body(index: int) -> dict[str, object]:
+    """A 200 kB segment's record, as the sealer writes it (the file itself is not needed here)."""
+    return {"index": index, "file": layout.media_name(index), "sha256": "0" * 64, "bytes": 200_000,
+            "start_ns": (index - 1) * 2_000_000_000, "end_ns": index * 2_000_000_000, "video_frames": 50,
+            "audio_samples": 32000, "keyframe_start": True, "plain_sha256": "0" * 64, "plain_bytes": 199_000}
 
 
 class _VirtualClock(SimClock):
@@ -97,9 +109,10 @@ def _record(workdir: Path, fmt: VideoFormat, video: list[EncodedVideo], audio: l
     identity = DeviceIdentity.load_or_create(workdir / "keys")
     session_dir = workdir / "spool" / "20261122T000000Z-abcdef"
     ledger = Ledger(session_dir, "BENCH-1", session_dir.name, identity, clock)
-    ledger.append("open", {"video": {"fps": fmt.fps}, "device_key": identity.public_key_b64})
+    ledger.append("open", opening_body(META, identity.public_key_b64, 2.0, fmt, SR,
+                                       recipient.public_key() if recipient else None, 0, {}))
     faults: list[Exception] = []
-    sealer = Sealer(ledger, faults.append, lambda closed: {})
+    sealer = Sealer(ledger, faults.append, lambda closed: {}, Supervisor().spawn)
     segmenter = Segmenter(session_dir, fmt, SR, 2.0, 0, lambda: None, sealer.submit, faults.append,
                           recipient.public_key() if recipient else None)
     a = 0
@@ -151,10 +164,11 @@ def _fake_spool(root: Path, segments: int) -> None:
         entries = root / session / layout.ENTRIES
         entries.mkdir(parents=True)
         (root / session / layout.RECEIPTS).mkdir()
-        for seq in range(min(per_session, segments - s)):
+        for seq in range(1, min(per_session, segments - s) + 1):
+            # Well-formed but not signed: the spool parses entries, it does not verify them.
             entry = {"v": 1, "device": "BENCH-1", "session": session, "seq": seq, "kind": "segment",
                      "prev": "0" * 64, "time": "2026-01-01T00:00:00.000+08:00", "mono_ns": seq,
-                     "clock_synced": True, "body": {"bytes": 200_000}, "sig": ""}
+                     "clock_synced": True, "body": _segment_body(seq), "sig": ""}
             (entries / f"{seq:08d}.json").write_bytes(canonical(entry))
 
 
@@ -168,14 +182,18 @@ def _bookkeeping_cost(workdir: Path, pending: int, operations: int = 600) -> flo
     identity = DeviceIdentity.load_or_create(workdir / "keys")
     session = "20261122T000000Z-bbbbbb"
     ledger = Ledger(root / session, "BENCH-1", session, identity, SimClock("Asia/Shanghai"))
+    ledger.append("open", opening_body(META, identity.public_key_b64, 2.0, VideoFormat(1280, 720, 25, 2_000_000), SR,
+                                       None, 0, {}))
     ledger.subscribe(spool.added)
     times = []
     for n in range(operations):
         t0 = time.perf_counter()
-        appended = ledger.append("segment", {"index": n + 1, "bytes": 200_000})
+        appended = ledger.append("segment", _segment_body(n + 1))
         spool.next_pending(16, (), first=session)  # what the uploader asks for: the live session first
         item = PendingItem(session, appended.seq)
-        spool.receipts([(item, {"entry_hash": entry_hash(appended.entry), "session": session, "seq": appended.seq})])
+        receipt = decode_receipt(encode_receipt(session, appended.seq, appended.hash, "2026-11-22T00:00:00.000Z",
+                                                "bench"))
+        spool.receipts([(item, receipt)])
         spool.backlog()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)

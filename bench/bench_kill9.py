@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from firmware_py.crash_trials import SEGMENT_SECONDS, run_kill9
 from mqtt.broker import LocalBroker
-from tests.capture.kill9 import SEGMENT_SECONDS, run_kill9
 
 
 def run(workdir: Path) -> dict[str, object]:

@@ -15,19 +15,20 @@ import sys
 import time
 from pathlib import Path
 
+from central.receiver import Receiver
+from central.store import FileStore
+from firmware_py import rig as rig_mod
 from firmware_py.state_machine import State
 from hal.buttons.base import ButtonName
 from mqtt.broker import LocalBroker
-from mqtt.receiver import Receiver
-from mqtt.store import FileStore
 from provisioning.identity import DeviceIdentity
-from tests.conftest import close_rig, make_rig
 
 TRIALS = 8
 
 
 def _latencies(workdir: Path, port: int) -> tuple[list[float], list[float]]:
-    rig = make_rig(workdir / "latency", port, notice={"en": "", "words_per_minute": 400})
+    rig = rig_mod.make_rig(*rig_mod.configs(workdir / "latency", "127.0.0.1", port,
+                                            rig_mod.fast({"notice": {"words_per_minute": 400}})))
     tally: list[float] = []
     notice: list[float] = []
     try:
@@ -50,7 +51,7 @@ def _latencies(workdir: Path, port: int) -> tuple[list[float], list[float]]:
             rig.tap(ButtonName.STOP, rig.config.session.stop_hold_seconds + 0.2)
             rig.wait_state(State.IDLE)
     finally:
-        close_rig(rig)
+        rig.close()
     return tally, notice
 
 

@@ -43,15 +43,18 @@ import numpy as np
 import paho.mqtt.client as paho
 
 from bench.bench_capture import BLOCK, SR, _record
-from capture import layout
-from capture.durable import group_commit
-from capture.encryption import SCHEME, public_key_b64
-from capture.ledger import Ledger, parse_entry
-from capture.recording import SessionMeta, close_session, new_session_id
+from capture.ledger import Ledger
+from capture.recording import SessionMeta, close_session, opening_body
 from capture.spool import Spool
-from capture.verify import verify_session
-from firmware_py import config as config_mod
-from firmware_py.central import build_receiver
+from central import config as central_config
+from central.build import build_receiver
+from central.store import FileStore
+from evidence import layout
+from evidence.durable import group_commit
+from evidence.entry import Segment, parse_entry
+from evidence.layout import new_session_id
+from evidence.verify import verify_session
+from firmware_py import rig as rig_mod
 from firmware_py.service import Service
 from firmware_py.state_machine import State
 from hal.audio.base import AudioBlock
@@ -63,11 +66,9 @@ from hal.clock.sim import SimClock
 from mqtt import protocol
 from mqtt.broker import LocalBroker
 from mqtt.client import make_client
-from mqtt.store import FileStore
 from mqtt.uploader import Uploader
 from provisioning.central_key import create_central_key, load_central_key
 from provisioning.identity import DeviceIdentity
-from tests.conftest import Rig, fast_config
 
 DEVICE = "BENCH-1"
 PREFIX = "recorders"
@@ -113,7 +114,7 @@ def _real_segments(workdir: Path, central_pem: Path, seconds: float) -> Source:
     create_central_key(central_pem)
     video, audio = _encoded(seconds)
     ledger, sealer = _record(workdir, FMT, video, audio, load_central_key(central_pem))
-    bodies = [dict(a.entry["body"]) for a in sealer.sealed]
+    bodies = [dict(a.body) for a in sealer.sealed]
     # The last segment is cut short by the end of the media; keep whole ones.
     bodies = [b for b in bodies if b["end_ns"] - b["start_ns"] >= SEGMENT_SECONDS * 1e9 * 0.9] or bodies
     return Source([layout.media_path(ledger.session_dir, b["file"]) for b in bodies], bodies)
@@ -133,15 +134,9 @@ def _synthesise(spool: Path, identity: DeviceIdentity, central_pem: Path, source
         count = min(per_session, segments - made)
         session = new_session_id(start + dt.timedelta(hours=made // per_session))
         ledger = Ledger(spool / session, DEVICE, session, identity, clock)
-        ledger.append("open", {
-            "media_t0_mono_ns": 0, **meta.as_body(), "device_key": identity.public_key_b64,
-            "segment_seconds": SEGMENT_SECONDS,
-            "video": {"width": FMT.width, "height": FMT.height, "fps": FMT.fps, "codec": "h264"},
-            "audio": {"sample_rate": 16000, "codec": "aac", "channels": 1},
-            "encryption": {"scheme": SCHEME, "recipient": public_key_b64(recipient)},
-            "preflight_warnings": [], "clock_synced": True,
-        })
-        bodies = []
+        ledger.append("open", opening_body(meta, identity.public_key_b64, SEGMENT_SECONDS, FMT, SR, recipient, 0,
+                                           {"preflight_warnings": [], "clock_synced": True}))
+        sealed: list[Segment] = []
         t = 0
         for n in range(count):
             k = n % len(source.files)
@@ -154,10 +149,11 @@ def _synthesise(spool: Path, identity: DeviceIdentity, central_pem: Path, source
                 os.link(source.files[k], target)
             except OSError:
                 shutil.copyfile(source.files[k], target)
-            ledger.append("segment", body)
-            bodies.append(body)
-            total += body["bytes"]
-        close_session(ledger, "bench", bodies)
+            segment = ledger.append("segment", body).segment
+            assert segment is not None
+            sealed.append(segment)
+            total += segment.bytes
+        close_session(ledger, "bench", sealed)
         made += count
     return total
 
@@ -169,7 +165,7 @@ _spawn = multiprocessing.get_context("spawn")
 
 def _serve_receiver(config: dict[str, Any], ready: multiprocessing.synchronize.Event,
                     stop: multiprocessing.synchronize.Event) -> None:
-    receiver = build_receiver(config_mod.from_dict(config))
+    receiver = build_receiver(central_config.from_dict(config))
     receiver.start()
     if receiver.connected.wait(10):
         ready.set()
@@ -258,10 +254,10 @@ def _messages(spool: Path, chunk: int) -> list[tuple[Path, int, int] | bytes]:
     for session_dir in sorted(p for p in spool.iterdir() if layout.SESSION_ID.match(p.name)):
         for seq in layout.entry_seqs(session_dir):
             data = layout.entry_path(session_dir, seq).read_bytes()
-            entry = parse_entry(data)
-            if entry["kind"] == "segment":
-                size = entry["body"]["bytes"]
-                path = layout.media_path(session_dir, entry["body"]["file"])
+            segment = parse_entry(data).segment
+            if segment is not None:
+                size = segment.bytes
+                path = layout.media_path(session_dir, segment.file)
                 out.extend((path, offset, min(chunk, size - offset)) for offset in range(0, size, chunk))
             out.append(data)
     return out
@@ -376,16 +372,15 @@ def upload(workdir: Path, port: int, source: Source, central_pem: Path, segments
 def live_lag(workdir: Path, port: int, seconds: float) -> list[float]:
     """Seconds from each segment's ledger entry being written on the device to central's receipt for it
     arriving there, while a real service records on the simulator."""
-    cfg = fast_config(workdir, port,
-                      session={"segment_seconds": SEGMENT_SECONDS, "max_minutes": 10},
-                      video={"width": FMT.width, "height": FMT.height, "fps": FMT.fps, "bitrate": FMT.bitrate},
-                      notice={"en": "", "words_per_minute": 320})
+    cfg, central = rig_mod.configs(workdir, "127.0.0.1", port, rig_mod.fast({
+        "session": {"segment_seconds": SEGMENT_SECONDS, "max_minutes": 10},
+        "video": {"width": FMT.width, "height": FMT.height, "fps": FMT.fps, "bitrate": FMT.bitrate}}))
     identity = DeviceIdentity.load_or_create(cfg.keys_dir)
-    central_pem = Path(cfg.receiver.private_key_file)
-    with Central(cfg.receiver.store_dir, port, central_pem, cfg.device.id, identity.public_key_b64):
+    central_pem = Path(central.receiver.private_key_file)
+    with Central(central.receiver.store_dir, port, central_pem, cfg.device.id, identity.public_key_b64):
         service = Service(cfg)
         service.start()
-        rig = Rig(cfg, service, FileStore(cfg.receiver.store_dir), None)
+        rig = rig_mod.Rig(cfg, central, service, FileStore(central.receiver.store_dir), None)
         try:
             rig.tap(ButtonName.START)
             rig.wait_state(State.RECORDING)
@@ -400,7 +395,7 @@ def live_lag(workdir: Path, port: int, seconds: float) -> list[float]:
     lags = []
     for seq in layout.entry_seqs(session_dir):
         entry = layout.entry_path(session_dir, seq)
-        if parse_entry(entry.read_bytes())["kind"] == "segment":
+        if parse_entry(entry.read_bytes()).segment is not None:
             lags.append((layout.receipt_path(session_dir, seq).stat().st_mtime_ns - entry.stat().st_mtime_ns) / 1e9)
     return lags
 

@@ -1,10 +1,7 @@
-"""The one exception hierarchy of capture: segments, stamps, seals, spool and verification."""
+"""Errors of capture: making a recording (segments, stamps, seals, spool)."""
+
+from evidence.errors import RecorderError
 
 
-class CaptureError(Exception):
+class CaptureError(RecorderError):
     """Recording could not go on as asked; the message says what failed and what to do."""
-
-
-class StorageFault(CaptureError):
-    """A write or fsync failed. The segment was closed; nothing is retried silently."""
-

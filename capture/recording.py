@@ -7,7 +7,6 @@ segment and writes the "close" entry with the totals, so a missing tail is prova
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,19 +14,16 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from capture.encryption import SCHEME, public_key_b64
-from capture.errors import StorageFault
-from capture.ledger import Appended, Ledger, Signer
-from capture.leftovers import seal_leftovers, segment_end
-from capture.merkle import root_hex
+from capture.ledger import Ledger, Signer
+from capture.leftovers import seal_leftovers
 from capture.sealer import Sealer
 from capture.segmenter import ClosedSegment, Segmenter
+from evidence.encryption import SCHEME, public_key_b64
+from evidence.entry import Entry, Opening, Segment
+from evidence.errors import StorageFault
+from evidence.supervisor import Spawn
 from hal.camera.base import VideoFormat
 from hal.clock.base import Clock
-
-
-def new_session_id(now: dt.datetime) -> str:
-    return f"{now.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)
@@ -56,6 +52,21 @@ class SessionMeta:
         }
 
 
+def opening_body(meta: SessionMeta, device_key: str, segment_seconds: float, video: VideoFormat, sample_rate: int,
+                 recipient: X25519PublicKey | None, t0_ns: int, extra: dict[str, Any]) -> dict[str, Any]:
+    """The `open` entry's body (FORMAT §4.2)."""
+    return {
+        "media_t0_mono_ns": t0_ns,
+        **meta.as_body(),
+        "device_key": device_key,
+        "segment_seconds": segment_seconds,
+        "video": {"width": video.width, "height": video.height, "fps": video.fps, "codec": "h264"},
+        "audio": {"sample_rate": sample_rate, "codec": "aac", "channels": 1},
+        "encryption": None if recipient is None else {"scheme": SCHEME, "recipient": public_key_b64(recipient)},
+        **extra,
+    }
+
+
 @dataclass(frozen=True)
 class RecordingParts:
     clock: Clock
@@ -66,12 +77,14 @@ class RecordingParts:
     request_keyframe: Callable[[], None]
     recipient: X25519PublicKey | None
     """Central's encryption key; None records in the clear (the service warns loudly)."""
+    spawn: Spawn
+    """Starts the recording's own threads (the sealer) under the service's supervisor."""
 
 
 class Recording:
     def __init__(self, parts: RecordingParts, spool_dir: Path, session_id: str, meta: SessionMeta,
                  open_extra: dict[str, Any], on_fault: Callable[[StorageFault], None],
-                 on_entry: Callable[[Appended], None]) -> None:
+                 on_entry: Callable[[Entry], None]) -> None:
         self.parts = parts
         self.session_id = session_id
         self.session_dir = spool_dir / session_id
@@ -82,19 +95,12 @@ class Recording:
         self._classify = {"unit": meta.unit, "room": meta.room, "device_id": meta.device_id,
                           "officers": [{"name": n, "certificate": c} for n, c in meta.officers],
                           "case": meta.case, "parties": list(meta.parties)}
-        self._opening = self.ledger.append("open", {
-            "media_t0_mono_ns": t0_ns,
-            **meta.as_body(),
-            "device_key": parts.signer.public_key_b64,
-            "segment_seconds": parts.segment_seconds,
-            "video": {"width": parts.video.width, "height": parts.video.height, "fps": parts.video.fps,
-                      "codec": "h264"},
-            "audio": {"sample_rate": parts.sample_rate, "codec": "aac", "channels": 1},
-            "encryption": None if parts.recipient is None else {
-                "scheme": SCHEME, "recipient": public_key_b64(parts.recipient)},
-            **open_extra,
-        }).entry["body"]
-        self.sealer = Sealer(self.ledger, on_fault, self._segment_extra)
+        opening = self.ledger.append("open", opening_body(
+            meta, parts.signer.public_key_b64, parts.segment_seconds, parts.video, parts.sample_rate, parts.recipient,
+            t0_ns, open_extra)).opening
+        assert opening is not None
+        self._opening: Opening = opening
+        self.sealer = Sealer(self.ledger, on_fault, self._segment_extra, parts.spawn)
         self.segmenter = Segmenter(
             self.session_dir, parts.video, parts.sample_rate, parts.segment_seconds,
             t0_ns, parts.request_keyframe, self.sealer.submit, on_fault, parts.recipient,
@@ -117,28 +123,28 @@ class Recording:
             "meta": self._classify,
         }
 
-    def event(self, name: str, **details: Any) -> Appended:
+    def event(self, name: str, **details: Any) -> Entry:
         return self.ledger.append("event", {"name": name, **details})
 
-    def close(self, reason: str) -> Appended:
+    def close(self, reason: str) -> Entry:
         """Seal the last segment and write the closing entry; call after the inputs have stopped."""
         self.segmenter.close()
         self.sealer.close()
-        segments = [s.entry["body"] for s in self.sealer.sealed]
+        segments = [s.segment for s in self.sealer.sealed if s.segment is not None]
         # A segment a storage fault kept from being sealed is sealed now, so the session's record
         # accounts for every file it wrote.
         seal_leftovers(self.session_dir, self.ledger, segments, self._opening, self.parts.clock)
         return close_session(self.ledger, reason, segments)
 
 
-def close_session(ledger: Ledger, reason: str, segments: list[dict[str, Any]]) -> Appended:
+def close_session(ledger: Ledger, reason: str, segments: list[Segment]) -> Entry:
     """The closing entry: totals over every segment of the session, so a cut tail is provable."""
     return ledger.append("close", {
         "reason": reason,
         "segments": len(segments),
         "entries": ledger.next_seq + 1,
-        "media_bytes": sum(s["bytes"] for s in segments),
-        "duration_ns": segment_end(segments[-1]) - segments[0]["start_ns"] if segments else 0,
-        "video_frames": sum(s["video_frames"] or 0 for s in segments),
-        "merkle_root": root_hex(ledger.hashes),
+        "media_bytes": sum(s.bytes for s in segments),
+        "duration_ns": segments[-1].end - segments[0].start_ns if segments else 0,
+        "video_frames": sum(s.video_frames or 0 for s in segments),
+        "merkle_root": ledger.tree.root().hex(),
     })

@@ -13,11 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from capture import layout
-from capture.errors import CaptureError
-from capture.ledger import Appended, Ledger, Signer, WallClock, parse_entry
+from capture.ledger import Ledger, Signer, WallClock, read_entries
 from capture.leftovers import seal_leftovers
 from capture.recording import close_session
+from evidence import layout
+from evidence.entry import CLOSE, Entry
+from evidence.errors import MalformedEntry
 
 log = logging.getLogger(__name__)
 
@@ -30,34 +31,34 @@ class Recovered:
 
 
 def recover_session(session_dir: Path, signer: Signer, clock: WallClock,
-                    on_entry: Callable[[Appended], None]) -> Recovered | None:
-    seqs = layout.entry_seqs(session_dir)
-    if not seqs:
-        return None
+                    on_entry: Callable[[Entry], None]) -> Recovered | None:
     try:
-        entries = [parse_entry(layout.entry_path(session_dir, s).read_bytes()) for s in seqs]
-    except (CaptureError, OSError) as err:
+        entries = read_entries(session_dir)
+    except (MalformedEntry, OSError) as err:
         # Leave it exactly as it is for `recorder verify` to name; one bad file must not stop the device.
         log.error("recovery: session %s has an unreadable entry, left untouched: %s", session_dir.name, err)
         return None
-    if entries[-1]["kind"] == "close":
+    if not entries or entries[-1].kind == CLOSE:
         return None
-    ledger = Ledger.resume(session_dir, signer, clock)
+    if [e.seq for e in entries] != list(range(len(entries))) or entries[0].opening is None:
+        log.error("recovery: session %s lacks an entry (or its opening), left untouched for `recorder verify` to "
+                  "name", session_dir.name)
+        return None
+    ledger = Ledger.resume(session_dir, entries, signer, clock)
     ledger.subscribe(on_entry)
-    segments = [e["body"] for e in entries if e["kind"] == "segment"]
-    opening = entries[0]["body"] if entries[0]["kind"] == "open" else {}
-    recovered = seal_leftovers(session_dir, ledger, segments, opening, clock)
+    segments = [e.segment for e in entries if e.segment is not None]
+    recovered = seal_leftovers(session_dir, ledger, segments, entries[0].opening, clock)
     ledger.append("interruption", {
         "reason": "abrupt stop: the service was not running when this session should have been closed",
-        "last_entry_time": entries[-1]["time"],
+        "last_entry_time": entries[-1].time,
         "recovered_segments": recovered,
     })
     close_session(ledger, "interrupted (recovered after restart)", segments)
-    return Recovered(session_dir.name, recovered, entries[-1]["time"])
+    return Recovered(session_dir.name, recovered, entries[-1].time)
 
 
 def recover_spool(spool_root: Path, signer: Signer, clock: WallClock,
-                  on_entry: Callable[[Appended], None]) -> list[Recovered]:
+                  on_entry: Callable[[Entry], None]) -> list[Recovered]:
     done = []
     for session_dir in sorted(p for p in spool_root.iterdir() if p.is_dir() and layout.SESSION_ID.match(p.name)):
         result = recover_session(session_dir, signer, clock, on_entry)

@@ -5,29 +5,16 @@ Off the capture threads, so an fsync on a slow card never holds up the camera or
 
 from __future__ import annotations
 
-import hashlib
 import queue
-import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from capture.durable import commit_rename
-from capture.errors import StorageFault
-from capture.ledger import Appended, Ledger
+from capture.ledger import Ledger
 from capture.segmenter import ClosedSegment
-
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+from evidence.durable import commit_rename
+from evidence.entry import Entry
+from evidence.errors import StorageFault
+from evidence.supervisor import Beat, Spawn
 
 
 def segment_body(closed: ClosedSegment, sha256: str, size: int, extra: dict[str, Any]) -> dict[str, Any]:
@@ -49,24 +36,32 @@ def segment_body(closed: ClosedSegment, sha256: str, size: int, extra: dict[str,
 
 class Sealer:
     def __init__(self, ledger: Ledger, on_fault: Callable[[StorageFault], None],
-                 extra: Callable[[ClosedSegment], dict[str, Any]]) -> None:
+                 extra: Callable[[ClosedSegment], dict[str, Any]], spawn: Spawn) -> None:
         self._ledger = ledger
         self._on_fault = on_fault
         self._extra = extra
         self._queue: queue.Queue[ClosedSegment | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="sealer", daemon=True)
-        self._thread.start()
-        self.sealed: list[Appended] = []
+        self.sealed: list[Entry] = []
+        self._thread = spawn("sealer", self._run)
 
     def submit(self, closed: ClosedSegment) -> None:
         self._queue.put(closed)
 
-    def seal(self, closed: ClosedSegment) -> Appended:
+    def seal(self, closed: ClosedSegment) -> Entry:
         commit_rename(closed.part_path, closed.final_path)
         return self._ledger.append("segment", segment_body(closed, closed.sha256, closed.bytes, self._extra(closed)))
 
-    def _run(self) -> None:
-        while (closed := self._queue.get()) is not None:
+    def _run(self, beat: Beat) -> None:
+        # A segment whose sealing failed unexpectedly (the thread is then restarted) stays on disk unsealed
+        # and is sealed with the session's leftovers when it closes.
+        while True:
+            beat()
+            try:
+                closed = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if closed is None:
+                return
             try:
                 self.sealed.append(self.seal(closed))
             except StorageFault as fault:

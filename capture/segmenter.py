@@ -20,10 +20,10 @@ from typing import Any
 import av
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from capture import layout
 from capture.audio_encoder import AacEncoder, AudioPacket
-from capture.encryption import PlainWriter, SealingWriter
-from capture.errors import StorageFault
+from evidence import layout
+from evidence.encryption import PlainWriter, SealingWriter
+from evidence.errors import StorageFault
 from hal.audio.base import AudioBlock
 from hal.camera.base import EncodedVideo, VideoFormat
 

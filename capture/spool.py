@@ -1,28 +1,39 @@
 """The device's outbox: every session's entries and media, until central has receipted them.
 
 State is the files alone: an entry is pending while it has no receipt file. The index is built from a
-directory scan at start and then kept in memory, so per-segment bookkeeping does not grow with the
-spool. Nothing here deletes media: freeing space on receipt is a separate, explicit step.
+directory scan at start (each pending entry parsed once) and then kept in memory, fed by the ledger with
+the entries it writes, so per-segment bookkeeping does not grow with the spool and no entry is parsed
+again on its way out. Nothing here deletes media: freeing space on receipt is a separate, explicit step.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import threading
 import time
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
-from capture import layout
-from capture.durable import group_commit
 from capture.errors import CaptureError
-from capture.ledger import Appended, entry_hash, parse_entry
+from evidence import layout
+from evidence.durable import group_commit
+from evidence.entry import CLOSE, Entry, parse_entry
+from evidence.errors import MalformedEntry
 
 log = logging.getLogger(__name__)
+
+
+class Receipt(Protocol):
+    """Central's receipt for one entry, as the wire protocol decoded it (mqtt.protocol.Receipt)."""
+
+    @property
+    def entry_hash(self) -> str: ...
+
+    @property
+    def raw(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -39,8 +50,8 @@ class Backlog:
 
 
 @dataclass(frozen=True)
-class Deadline:
-    """A recording not yet wholly receipted by central, against its upload deadline (UPLOAD-24H)."""
+class PendingRecording:
+    """A recording not yet wholly receipted by central, for its upload deadline (UPLOAD-24H)."""
 
     session: str
     finished_at: float | None
@@ -48,24 +59,43 @@ class Deadline:
     pending_entries: int
     pending_bytes: int
 
-    def hours_since_finished(self, now: float) -> float:
-        return 0.0 if self.finished_at is None else (now - self.finished_at) / 3600
+
+@dataclass(frozen=True)
+class _Pending:
+    written: float
+    entry: Entry | None
+    """None for an entry file that could not be read or parsed at start: kept, and still pending."""
+
+    @property
+    def media_bytes(self) -> int:
+        return self.entry.segment.bytes if self.entry is not None and self.entry.segment is not None else 0
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """What the uploader sends for one pending entry: its bytes and, for a segment, the file it commits."""
+
+    data: bytes
+    entry: Entry
+    media: Path | None
 
 
 class Spool:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, create: bool = True) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        if create:
+            root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._pending: dict[str, dict[int, tuple[int, float]]] = {}
-        """Session -> {seq: (media bytes, wall time written)} of entries without a receipt. Sessions and
-        their entries are kept in the order they were made (the scan inserts in order, new entries arrive
-        in order), so no listing is ever sorted again and the cost per segment does not grow with the spool."""
+        self._pending: dict[str, dict[int, _Pending]] = {}
+        """Session -> {seq: pending entry} without a receipt. Sessions and their entries are kept in the order
+        they were made (the scan inserts in order, new entries arrive in order), so no listing is ever sorted
+        again and the cost per segment does not grow with the spool."""
         self._finished: dict[str, float] = {}
         self._count = 0
         self._bytes = 0
-        self._scan()
+        if root.is_dir():
+            self._scan()
 
     def _scan(self) -> None:
         for session_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
@@ -78,28 +108,31 @@ class Spool:
                     continue
                 path = layout.entry_path(session_dir, seq)
                 try:
-                    entry: dict[str, Any] | None = parse_entry(path.read_bytes())
-                except (CaptureError, OSError) as err:
+                    entry: Entry | None = parse_entry(path.read_bytes())
+                    written = path.stat().st_mtime
+                except (MalformedEntry, OSError) as err:
                     # Kept, and still pending: central refuses it and `recorder verify` names it.
                     log.error("spool entry %s is unreadable: %s", path, err)
-                    entry = None
-                self._add(session_dir.name, seq, entry, path.stat().st_mtime if entry else time.time())
+                    entry, written = None, time.time()
+                self._add(session_dir.name, seq, _Pending(written, entry))
             if session_dir.name in self._pending and seqs and seqs[-1] in receipted:
-                last = parse_entry(layout.entry_path(session_dir, seqs[-1]).read_bytes())
-                self._note_finished(session_dir.name, last)
+                try:
+                    self._note_finished(session_dir.name, parse_entry(
+                        layout.entry_path(session_dir, seqs[-1]).read_bytes()))
+                except (MalformedEntry, OSError) as err:
+                    log.error("spool entry %s/%d is unreadable: %s", session_dir.name, seqs[-1], err)
 
-    def _add(self, session: str, seq: int, entry: dict[str, Any] | None, written: float) -> None:
-        media = int(entry["body"].get("bytes") or 0) if entry and entry["kind"] == "segment" else 0
-        self._pending.setdefault(session, {})[seq] = (media, written)
+    def _add(self, session: str, seq: int, pending: _Pending) -> None:
+        self._pending.setdefault(session, {})[seq] = pending
         self._count += 1
-        self._bytes += media
-        if entry is not None:
-            self._note_finished(session, entry)
+        self._bytes += pending.media_bytes
+        if pending.entry is not None:
+            self._note_finished(session, pending.entry)
 
-    def _note_finished(self, session: str, entry: dict[str, Any]) -> None:
-        if entry["kind"] == "close":
+    def _note_finished(self, session: str, entry: Entry) -> None:
+        if entry.kind == CLOSE:
             try:
-                self._finished[session] = dt.datetime.fromisoformat(entry["time"]).timestamp()
+                self._finished[session] = dt.datetime.fromisoformat(entry.time).timestamp()
             except ValueError:
                 self._finished[session] = time.time()
 
@@ -108,10 +141,10 @@ class Spool:
             raise CaptureError(f"not a session id: {session!r}")
         return self.root / session
 
-    def added(self, appended: Appended) -> None:
+    def added(self, entry: Entry) -> None:
         """Ledger listener: a new entry waits for its receipt."""
         with self._changed:
-            self._add(appended.entry["session"], appended.seq, appended.entry, time.time())
+            self._add(entry.session, entry.seq, _Pending(time.time(), entry))
             self._changed.notify_all()
 
     def next_pending(self, limit: int, skip: Container[PendingItem], first: str | None = None) -> list[PendingItem]:
@@ -129,35 +162,51 @@ class Spool:
                         out.append(item)
         return out
 
-    def load_entry(self, item: PendingItem) -> bytes:
-        return layout.entry_path(self.session_dir(item.session), item.seq).read_bytes()
+    def outgoing(self, item: PendingItem) -> Outgoing:
+        """The entry's bytes as stored, and its segment file; raises MalformedEntry or OSError for an entry
+        damaged on disk since it was written (it stays pending)."""
+        session_dir = self.session_dir(item.session)
+        data = layout.entry_path(session_dir, item.seq).read_bytes()
+        with self._lock:
+            pending = self._pending.get(item.session, {}).get(item.seq)
+        entry = pending.entry if pending is not None and pending.entry is not None else parse_entry(data)
+        if data != entry.raw:
+            entry = parse_entry(data)
+        media = layout.media_path(session_dir, entry.segment.file) if entry.segment is not None else None
+        return Outgoing(data, entry, media)
 
-    def receipts(self, batch: Sequence[tuple[PendingItem, dict[str, Any]]]) -> list[bool]:
+    def _entry_hash(self, item: PendingItem) -> str:
+        with self._lock:
+            pending = self._pending.get(item.session, {}).get(item.seq)
+        if pending is not None and pending.entry is not None:
+            return pending.entry.hash
+        # Not pending (a duplicate receipt), or unreadable at start: read it now.
+        return parse_entry(layout.entry_path(self.session_dir(item.session), item.seq).read_bytes()).hash
+
+    def receipts(self, batch: Sequence[tuple[PendingItem, Receipt]]) -> list[bool]:
         """Keep central's receipts as proof of delivery, each that matches the entry held here (a list of
         which did), in one group commit: receipts come in bursts, and a flush each would pace the upload."""
         matched: list[bool] = []
         writes: dict[Path, bytes] = {}
         for item, receipt in batch:
             try:
-                session_dir = self.session_dir(item.session)
-                held = layout.entry_path(session_dir, item.seq).read_bytes()
-                ok = receipt.get("entry_hash") == entry_hash(parse_entry(held))
-            except (CaptureError, OSError):
+                ok = receipt.entry_hash == self._entry_hash(item)
+            except (CaptureError, MalformedEntry, OSError):
                 matched.append(False)
                 continue
             matched.append(ok)
-            kept = layout.receipt_path(session_dir, item.seq)
+            kept = layout.receipt_path(self.session_dir(item.session), item.seq)
             if ok and kept not in writes and not kept.exists():
                 # The first receipt is the proof of delivery time; a later duplicate must not move it.
-                writes[kept] = json.dumps(receipt, sort_keys=True, ensure_ascii=False).encode()
+                writes[kept] = receipt.raw
         group_commit(self.root, list(writes.items()))
         with self._changed:
             for (item, _), ok in zip(batch, matched, strict=True):
                 entries = self._pending.get(item.session, {})
                 if ok and item.seq in entries:
-                    media, _ = entries.pop(item.seq)
+                    pending = entries.pop(item.seq)
                     self._count -= 1
-                    self._bytes -= media
+                    self._bytes -= pending.media_bytes
                 if ok and not entries:
                     self._pending.pop(item.session, None)
                     self._finished.pop(item.session, None)
@@ -169,12 +218,12 @@ class Spool:
             first = next(iter(self._pending.values()), {})
             oldest = next(iter(first.values()), None)
             count, size = self._count, self._bytes
-        return Backlog(count, size, None if oldest is None else time.time() - oldest[1])
+        return Backlog(count, size, None if oldest is None else time.time() - oldest.written)
 
-    def deadlines(self) -> list[Deadline]:
+    def recordings(self) -> list[PendingRecording]:
         """Every recording with entries still unreceipted, oldest first."""
         with self._lock:
-            return [Deadline(s, self._finished.get(s), len(e), sum(m for m, _ in e.values()))
+            return [PendingRecording(s, self._finished.get(s), len(e), sum(p.media_bytes for p in e.values()))
                     for s, e in self._pending.items()]
 
     def wait_drained(self, timeout: float) -> bool:

@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from capture.encryption import public_key_from_b64
-from capture.errors import CaptureError, StorageFault
-from capture.ledger import Appended, Signer
+from capture.errors import CaptureError
+from capture.ledger import Signer
 from capture.live import LiveInputs
-from capture.recording import Recording, RecordingParts, SessionMeta, new_session_id
+from capture.recording import Recording, RecordingParts, SessionMeta
 from capture.stamp import Stamper, StampFacts
+from evidence.encryption import public_key_from_b64
+from evidence.entry import Entry
+from evidence.errors import RecorderError, StorageFault
+from evidence.layout import new_session_id
+from evidence.supervisor import Beat, Spawn, Supervised
 from firmware_py.config import Config
 from firmware_py.preflight import CheckResult, Preflight
 from firmware_py.prompts import Prompt, PromptCache, PromptError, failure_prompt, notice_prompts
@@ -50,10 +53,19 @@ class Timings:
     sessions_closed: list[str] = field(default_factory=list)
 
 
+FAULT_FLASH_S = 5.0
+"""How long the tally shows the fault pattern for a fault that did not stop the session (a thread that
+failed and was restarted), before it shows the state again."""
+CLOCK_STEP_S = 1.0
+"""A jump of the wall clock against the monotonic clock larger than this, during a session, is logged in the
+ledger as a `clock_step` event."""
+
+
 class Controller:
     def __init__(self, config: Config, hal: Hal, signer: Signer, prompts: PromptCache, font: Path,
-                 on_entry: Callable[[Appended], None]) -> None:
+                 on_entry: Callable[[Entry], None], spawn: Spawn) -> None:
         self._config = config
+        self._spawn = spawn
         self._hal = hal
         self._signer = signer
         self._prompts = prompts
@@ -71,8 +83,10 @@ class Controller:
         self._recording: Recording | None = None
         self._early: list[tuple[str, dict[str, Any]]] = []
         """Ledger events that happened before the session's ledger existed (the START press, pre-flight)."""
-        self._notice_thread: threading.Thread | None = None
-        self._thread: threading.Thread | None = None
+        self._notice_thread: Supervised | None = None
+        self._thread: Supervised | None = None
+        self._fault_flash_until: float | None = None
+        self._clock_offset: float | None = None
         self.timings = Timings()
         self._upload_alert = False
         self.last_preflight: list[CheckResult] = []
@@ -83,8 +97,12 @@ class Controller:
     def on_button(self, name: ButtonName) -> None:
         self._queue.put(("button", name))
 
-    def on_fault(self, fault: CaptureError) -> None:
+    def on_fault(self, fault: RecorderError) -> None:
         self._queue.put(("fault", fault))
+
+    def on_thread_fault(self, thread: str, reason: str) -> None:
+        """Supervisor: a thread failed unexpectedly (and was restarted) or hung."""
+        self._queue.put(("thread_fault", (thread, reason)))
 
     def request_stop(self) -> None:
         self._queue.put(("shutdown", None))
@@ -95,16 +113,20 @@ class Controller:
 
     # ---- the session thread --------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="session", daemon=True)
-        self._thread.start()
+        self._thread = self._spawn("session", self._run)
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _run(self) -> None:
+    def _run(self, beat: Beat) -> None:
         while True:
-            kind, value = self._queue.get()
+            beat()
+            self._tick()
+            try:
+                kind, value = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
             if kind == "shutdown":
                 if self._recording is not None:
                     self._log_event("service_stopping")
@@ -118,13 +140,55 @@ class Controller:
                     self.machine.fire(Event.NOTICE_DONE)
                 elif kind == "fault":
                     self._fault(str(value))
+                elif kind == "thread_fault":
+                    self._thread_fault(*value)
                 elif kind == "alert":
                     self._upload_alert = bool(value)
-                    if self.machine.state is State.IDLE:
-                        self._hal.tally.show(TallyPattern.ALERT if self._upload_alert else TallyPattern.OFF)
-            except (CaptureError, HalError) as err:
+                    self._show_tally(self.machine.state)
+            except RecorderError as err:
                 log.exception("session thread: %s", err)
                 self._fault(str(err))
+
+    def _tick(self) -> None:
+        """Between events, about twice a second: end a fault flash, and watch the clock while recording."""
+        if self._fault_flash_until is not None and time.monotonic() >= self._fault_flash_until:
+            self._fault_flash_until = None
+            self._show_tally(self.machine.state)
+        if self._recording is not None:
+            clock = self._hal.clock
+            offset = clock.now().timestamp() - clock.monotonic_ns() / 1e9
+            if self._clock_offset is not None and abs(offset - self._clock_offset) > CLOCK_STEP_S:
+                step = offset - self._clock_offset
+                log.warning("the wall clock stepped by %+.1f s during session %s", step, self.session_id)
+                self._log_event("clock_step", seconds=round(step, 3))
+            self._clock_offset = offset
+        else:
+            self._clock_offset = None
+
+    def _thread_fault(self, thread: str, reason: str) -> None:
+        """A supervised thread failed (it was restarted) or hung: said everywhere, and the session goes on."""
+        self.last_fault = f"thread {thread}: {reason}"
+        log.error("fault: %s", self.last_fault)
+        self._log_event("fault", reason=reason, thread=thread)
+        if thread == "session" and self.machine.state is State.PREFLIGHT and self._recording is None:
+            # The session thread failed while starting a session: nothing was recorded; say so and let START
+            # try again, rather than stay in pre-flight.
+            if self._inputs is not None:
+                self._inputs.stop()
+                self._inputs = None
+            self._early.clear()
+            self.machine.fire(Event.PREFLIGHT_FAILED)
+        self._fault_flash_until = time.monotonic() + FAULT_FLASH_S
+        self._hal.tally.show(TallyPattern.FAULT)
+        for listener in self.state_listeners:
+            listener(self.machine.state)
+
+    def _show_tally(self, state: State) -> None:
+        pattern = TALLY[state]
+        if state is State.IDLE and self._upload_alert:
+            pattern = TallyPattern.ALERT
+        if self._fault_flash_until is None:
+            self._hal.tally.show(pattern)
 
     def _button(self, name: ButtonName) -> None:
         state = self.machine.state
@@ -152,11 +216,9 @@ class Controller:
             self.machine.fire(Event.FAULT)
 
     def _on_transition(self, source: State, event: Event, target: State) -> None:
-        tally_pattern = TALLY[target]
-        if target is State.IDLE and self._upload_alert:
-            tally_pattern = TallyPattern.ALERT
-        self._hal.tally.show(tally_pattern)
-        if tally_pattern not in (TallyPattern.OFF, TallyPattern.ALERT) and self.timings.tally_on is None:
+        self._fault_flash_until = None
+        self._show_tally(target)
+        if TALLY[target] is not TallyPattern.OFF and self.timings.tally_on is None:
             self.timings.tally_on = time.monotonic_ns()
         self._log_event("state", source=source.value, event=event.value, target=target.value)
         log.info("state %s --%s--> %s", source.value, event.value, target.value)
@@ -212,7 +274,7 @@ class Controller:
         recipient = public_key_from_b64(cfg.device.central_public_key) if cfg.device.central_public_key else None
         parts = RecordingParts(self._hal.clock, self._signer, self._hal.camera.format,
                                self._hal.microphone.sample_rate, cfg.session.segment_seconds,
-                               self._hal.camera.request_keyframe, recipient)
+                               self._hal.camera.request_keyframe, recipient, self._spawn)
         self._recording = Recording(
             parts, cfg.spool_dir, session_id, meta,
             {"preflight_warnings": [r.name for r in failed], "clock_synced": self._hal.clock.is_synchronised()},
@@ -227,8 +289,7 @@ class Controller:
             raise CaptureError("the camera stopped delivering frames as the recording began")
         self.machine.fire(Event.PREFLIGHT_OK)
         self._speak_failures(failed)
-        self._notice_thread = threading.Thread(target=self._play_notices, name="notice", daemon=True)
-        self._notice_thread.start()
+        self._notice_thread = self._spawn("notice", self._play_notices, restart=False, silence_s=3600.0)
 
     def _speak_failures(self, failed: list[CheckResult]) -> None:
         for result in failed:
@@ -239,7 +300,7 @@ class Controller:
             except (PromptError, HalError, KeyError) as err:
                 log.error("cannot speak the pre-flight failure %s: %s", result.name, err)
 
-    def _play_notices(self) -> None:
+    def _play_notices(self, beat: Beat) -> None:
         recording = self._recording
         assert recording is not None
         for prompt in self._notices:

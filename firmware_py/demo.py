@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import tempfile
 import time
@@ -10,17 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from capture.verify import Report, verify_session
-from firmware_py import config as config_mod
-from firmware_py.central import build_receiver, central_key_sections
-from firmware_py.errors import RecorderError
+from capture.probe import decodes
+from evidence.verify import Report, verify_session
+from firmware_py import rig as rig_mod
+from firmware_py.errors import ServiceError
 from firmware_py.scenario import ScenarioRunner, demo_steps
-from firmware_py.service import Service, wait_for_state
+from firmware_py.service import wait_for_state
 from hal.buttons.base import ButtonName
 from mqtt.broker import LocalBroker, free_port
-from mqtt.store import FileStore
-from mqtt.tls import TlsFiles
-from provisioning.ca import CertificateAuthority, Issued
 
 log = logging.getLogger(__name__)
 
@@ -33,92 +29,65 @@ class DemoResult:
     upload_wait_s: float
 
 
-def demo_config(workdir: Path, host: str, port: int, overrides: dict[str, Any] | None = None) -> config_mod.Config:
-    keys = central_key_sections(workdir / "central-key.pem")
-    data: dict[str, Any] = {
-        "device": {"state_dir": str(workdir / "device"), **keys["device"]},
-        "hal": {"backend": "sim"},
-        "mqtt": {"host": host, "port": port},
-        "receiver": {"store_dir": str(workdir / "central"), **keys["receiver"]},
-    }
-    for section, values in (overrides or {}).items():
-        data.setdefault(section, {}).update(values)
-    return config_mod.from_dict(data)
-
-
-def demo_pki(directory: Path, cfg: config_mod.Config) -> tuple[config_mod.Config, config_mod.Config, TlsFiles]:
-    """A CA in `directory` with certificates for the broker, `cfg`'s device and its receiver: the device's
-    configuration, the receiver's (each with its own [mqtt.tls]) and the broker's files."""
-    ca, _ = CertificateAuthority.load_or_create(directory)
-    broker = ca.issue_broker()
-
-    def with_tls(issued: Issued) -> config_mod.Config:
-        tls = TlsFiles(ca.ca_file, issued.cert, issued.key)
-        return config_mod.replace(cfg, mqtt=dataclasses.replace(cfg.mqtt, tls=tls))
-
-    return (with_tls(ca.issue_device(cfg.device.id)), with_tls(ca.issue_receiver(cfg.receiver.client_id)),
-            TlsFiles(ca.ca_file, broker.cert, broker.key))
-
-
 def run_demo(seconds: float, workdir: Path | None, broker_addr: tuple[str, int] | None = None,
-             overrides: dict[str, Any] | None = None, tls: bool = False) -> DemoResult:
+             device: dict[str, dict[str, Any]] | None = None, tls: bool = False) -> DemoResult:
     if tls and broker_addr is not None:
-        raise RecorderError("--tls makes a throwaway CA that only the demo's own broker trusts: "
-                            "it cannot be used with --broker")
+        raise ServiceError("--tls makes a throwaway CA that only the demo's own broker trusts: "
+                           "it cannot be used with --broker")
     workdir = workdir or Path(tempfile.mkdtemp(prefix="recorder-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    cfg = demo_config(workdir, *(broker_addr or ("127.0.0.1", free_port())), overrides)
-    receiver_cfg, broker_tls = cfg, None
+    host, port = broker_addr or ("127.0.0.1", free_port())
+    cfg, central = rig_mod.configs(workdir, host, port, device)
+    broker_tls = None
     if tls:
-        cfg, receiver_cfg, broker_tls = demo_pki(workdir / "certs", cfg)
-    store = FileStore(cfg.receiver.store_dir)
-    receiver = build_receiver(receiver_cfg, store)
+        cfg, central, broker_tls = rig_mod.with_pki(workdir / "certs", cfg, central)
     broker: LocalBroker | None = None
     if broker_addr is None:
         broker = LocalBroker(workdir / "broker", port=cfg.mqtt.port, tls=broker_tls,
-                             receivers=[cfg.receiver.client_id], prefix=cfg.mqtt.topic_prefix)
+                             receivers=[central.receiver.client_id], prefix=cfg.mqtt.topic_prefix)
         broker.start()
         mode = f", mutual TLS with certificates from {workdir / 'certs'}" if tls else ""
         print(f"broker     mosquitto on {broker.host}:{broker.port}{mode}")
-    service: Service | None = None
+    rig: rig_mod.Rig | None = None
     try:
-        receiver.start()
-        if not receiver.connected.wait(10):
-            raise RecorderError(f"the receiver could not reach the broker at {cfg.mqtt.host}:{cfg.mqtt.port}")
-        service = Service(cfg)
-        store.enroll(cfg.device.id, service.identity.public_key_b64)
+        try:
+            rig = rig_mod.make_rig(cfg, central)
+        except TimeoutError as err:
+            raise ServiceError(str(err)) from err
+        service = rig.service
         print(f"device     {cfg.device.id} ({service.hal.backend} hardware), spool {cfg.spool_dir}")
-        print(f"central    {cfg.receiver.store_dir}")
-        service.start()
+        print(f"central    {central.receiver.store_dir}")
         assert service.hal.sim is not None
         pins = cfg.hal.pins
         runner = ScenarioRunner(demo_steps(seconds, cfg.session.stop_hold_seconds), service.hal.sim.pins,
                                 {ButtonName.START: pins.start, ButtonName.STOP: pins.stop, ButtonName.MARK: pins.mark},
-                                lambda st, t: wait_for_state(service, st, t) if service else False)
+                                lambda st, t: wait_for_state(service, st, t))
         print(f"session    START pressed; recording {seconds:g} s with a MARK; then STOP held")
         runner.start()
         runner.finished.wait()
         if runner.failure:
-            raise RecorderError(f"demo session: {runner.failure}; last fault: {service.controller.last_fault}")
+            raise ServiceError(f"demo session: {runner.failure}; last fault: {service.controller.last_fault}")
         closed = service.controller.timings.sessions_closed
         if not closed:
-            raise RecorderError(f"no session was recorded: {service.controller.last_fault or 'see the log'}")
+            raise ServiceError(f"no session was recorded: {service.controller.last_fault or 'see the log'}")
         session_id = closed[-1]
         t0 = time.monotonic()
         if not service.spool.wait_drained(120):
-            raise RecorderError("central did not receipt every entry within 120 s; see the log")
+            raise ServiceError("central did not receipt every entry within 120 s; see the log")
         waited = time.monotonic() - t0
         # The working copies follow the receipts; wait for them before showing central's copy.
-        if not receiver.settle(60):
-            raise RecorderError("central did not finish the working copies within 60 s; see the log")
-        central_dir = store.session_dir(cfg.device.id, session_id)
-        report = verify_session(central_dir, trusted_key_b64=store.device_key(cfg.device.id), decode=True,
-                                central_key=receiver.central_key)
+        try:
+            central_dir = rig.central_dir(session_id)
+        except TimeoutError as err:
+            raise ServiceError(f"central did not finish the working copies: {err}") from err
+        assert rig.receiver is not None
+        report = verify_session(rig.store.session_files(cfg.device.id, session_id),
+                                trusted_key_b64=rig.store.device_key(cfg.device.id), decode=decodes,
+                                central_key=rig.receiver.central_key)
         return DemoResult(session_id, central_dir, report, waited)
     finally:
-        if service is not None:
-            service.stop()
-        receiver.stop()
+        if rig is not None:
+            rig.close()
         if broker is not None:
             broker.stop()
 

@@ -1,12 +1,10 @@
-"""The one exception hierarchy of the service."""
+"""Errors of the device service (beneath the product's root, evidence.errors.RecorderError)."""
+
+from evidence.errors import RecorderError
 
 
-class RecorderError(Exception):
-    """Something the operator must act on; the message says what is wrong and what to do."""
-
-
-class ConfigError(RecorderError):
-    """A configuration field is unknown, missing or has a bad value; the message names the field."""
+class ServiceError(RecorderError):
+    """The service or a command cannot do what was asked; the message says what to do."""
 
 
 class ScenarioError(RecorderError):

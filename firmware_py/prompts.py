@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from capture.durable import atomic_write
+from evidence.durable import atomic_write
 from firmware_py.config import NoticeConfig
-from firmware_py.errors import RecorderError
+from firmware_py.errors import ServiceError
 from hal.audio.base import Pcm
 
 
-class PromptError(RecorderError):
+class PromptError(ServiceError):
     """A prompt could not be rendered or loaded."""
 
 

@@ -6,7 +6,8 @@ of the scenario. Actions:
     hold BUTTON SECONDS     press and release after SECONDS
     wait STATE              wait until the device is in STATE (idle, preflight, notice, recording,
                             closing, fault); the times of the steps after it count from that moment
-    end                     wait until the device is idle again, then stop the service
+    end                     wait until no session is open (the device is idle, or in fault), then stop
+                            the service; ending in fault fails the scenario
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from hal.buttons.base import ButtonName
 from hal.gpio.sim import SimPins
 
 _TAP_SECONDS = 0.1
+MAX_SECONDS = 24 * 3600.0
+"""The latest a step may be: a scenario is a test or a demonstration, not a day's schedule."""
+WAIT_SECONDS = 120.0
+"""How long `wait` and `end` wait for the device before the scenario fails."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +52,8 @@ def _number(word: str, where: str, what: str) -> float:
         value = float(word)
     except ValueError as err:
         raise ScenarioError(f"{where}: {what} must be a number of seconds, got {word!r}") from err
-    if value < 0:
-        raise ScenarioError(f"{where}: {what} must not be negative")
+    if not 0 <= value <= MAX_SECONDS:  # also refuses nan and inf
+        raise ScenarioError(f"{where}: {what} must be between 0 and {MAX_SECONDS:g} seconds, got {word}")
     return value
 
 
@@ -88,9 +93,12 @@ def parse(text: str, source: str = "scenario") -> list[Step]:
 
 def load(path: Path) -> list[Step]:
     try:
-        return parse(path.read_text(encoding="utf-8"), str(path))
+        text = path.read_bytes().decode("utf-8")
     except OSError as err:
-        raise ScenarioError(f"{path}: cannot read the scenario: {err.strerror}") from err
+        raise ScenarioError(f"{path}: cannot read the scenario: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from err
+    return parse(text, str(path))
 
 
 def demo_steps(seconds: float, stop_hold: float) -> list[Step]:
@@ -106,11 +114,16 @@ def demo_steps(seconds: float, stop_hold: float) -> list[Step]:
 
 class ScenarioRunner:
     def __init__(self, steps: list[Step], pins: SimPins, pin_numbers: dict[ButtonName, int],
-                 wait_state: Callable[[State, float], bool]) -> None:
+                 wait_state: Callable[[State, float], bool], stop: threading.Event | None = None,
+                 settled: Callable[[], bool] = lambda: True, last_fault: Callable[[], str | None] = lambda: None,
+                 ) -> None:
         self._steps = steps
         self._pins = pins
         self._numbers = pin_numbers
         self._wait_state = wait_state
+        self._stop = stop or threading.Event()
+        self._settled = settled
+        self._last_fault = last_fault
         self.failure: str | None = None
         self.finished = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scenario", daemon=True)
@@ -119,25 +132,36 @@ class ScenarioRunner:
         self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self.failure = self._play()
+        finally:
+            self.finished.set()
+
+    def _play(self) -> str | None:
         t0 = time.monotonic()
         for step in self._steps:
-            delay = t0 + step.at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+            if self._stop.wait(max(0.0, t0 + step.at - time.monotonic())):
+                return "interrupted"
             if step.action == "wait":
                 assert step.state is not None
-                if not self._wait_state(step.state, 600.0):
-                    self.failure = f"the device never reached {step.state.value}"
-                    break
+                if not self._wait_state(step.state, WAIT_SECONDS):
+                    return f"the device did not reach {step.state.value} within {WAIT_SECONDS:g} s"
                 t0 = time.monotonic()
-                continue
-            if step.action == "end":
-                if not self._wait_state(State.IDLE, 600.0):
-                    self.failure = "the device did not return to idle"
-                break
-            assert step.button is not None
-            pin = self._numbers[step.button]
-            self._pins.press(pin)
-            time.sleep(step.seconds)
-            self._pins.release(pin)
-        self.finished.set()
+            elif step.action == "end":
+                return self._end()
+            else:
+                assert step.button is not None
+                pin = self._numbers[step.button]
+                self._pins.press(pin)
+                self._stop.wait(step.seconds)
+                self._pins.release(pin)
+        return None
+
+    def _end(self) -> str | None:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not (self._wait_state(State.IDLE, 0.05) or (self._wait_state(State.FAULT, 0.05) and self._settled())):
+            if time.monotonic() > deadline or self._stop.is_set():
+                return f"a session was still open {WAIT_SECONDS:g} s after the scenario's end"
+        if self._wait_state(State.FAULT, 0):
+            return f"the device ended in fault: {self._last_fault() or 'see the log'}"
+        return None

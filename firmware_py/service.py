@@ -1,5 +1,11 @@
 """The composition root: builds every part from the configuration, starts them in order and stops them
-in reverse. Nothing else in the service constructs hardware or reads the configuration file."""
+in reverse. Nothing else in the service constructs hardware or reads the configuration file.
+
+Every long-lived thread runs under one supervisor (evidence/supervisor.py): an unexpected exception is a
+fault said everywhere (the log at error level, a `fault` event in the open session's ledger, the tally's
+fault pattern, the status sent to central) and the thread is started again; a thread that hangs stops the
+watchdog being fed, so systemd restarts the service (image/recorder.service, `WatchdogSec=`).
+"""
 
 from __future__ import annotations
 
@@ -7,21 +13,25 @@ import datetime as dt
 import json
 import logging
 import os
-import threading
 import time
+from pathlib import Path
 from typing import Any
 
-from capture.durable import atomic_write
-from capture.errors import StorageFault
-from capture.ledger import Appended
 from capture.recovery import recover_spool
 from capture.spool import Spool
 from capture.stamp import find_cjk_font
+from evidence.deadline import Level
+from evidence.durable import atomic_write
+from evidence.entry import Entry
+from evidence.errors import StorageFault
+from evidence.supervisor import Beat, Supervisor
 from firmware_py.config import Config
 from firmware_py.controller import Controller
-from firmware_py.deadlines import Assessment, Level, assess, worst_warning
+from firmware_py.deadlines import Assessment, assess, worst_warning
+from firmware_py.errors import ServiceError
 from firmware_py.prompts import PromptCache, PromptError, notice_prompts
 from firmware_py.state_machine import State
+from firmware_py.systemd import Notifier
 from hal.buttons.base import Buttons
 from hal.camera.base import VideoFormat
 from hal.factory import Hal, HalSettings, build_hal
@@ -45,29 +55,51 @@ def hal_settings(config: Config, backend: str | None = None) -> HalSettings:
     )
 
 
+def _prepare_state_dir(path: Path) -> None:
+    """The state folder exists (made if need be) and the service may write it; else a clear error."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as err:
+        raise ServiceError(f"device.state_dir {path} is a file, not a folder; point it at a folder") from err
+    except OSError as err:
+        raise ServiceError(f"device.state_dir {path} cannot be made: {err.strerror or err}; create it and give "
+                           "the recorder user write access") from err
+    if not path.is_dir():
+        raise ServiceError(f"device.state_dir {path} is not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ServiceError(f"device.state_dir {path} is not writable by this user; give the recorder user write "
+                           "access")
+
+
 class Service:
-    def __init__(self, config: Config, hal: Hal | None = None) -> None:
+    def __init__(self, config: Config, hal: Hal | None = None, backend: str | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.config = config
-        self.hal = hal or build_hal(hal_settings(config))
+        _prepare_state_dir(config.device.state_dir)
+        self.supervisor = Supervisor()
+        self.notifier = notifier or Notifier(None)
+        self.hal = hal or build_hal(hal_settings(config, backend), self.supervisor.spawn)
         self.identity = DeviceIdentity.load_or_create(config.keys_dir)
         self.spool = Spool(config.spool_dir)
         self.prompts = PromptCache(config.prompt_dir, config.audio.sample_rate, config.notice.words_per_minute)
         self._warm_prompts()
         if not config.device.central_public_key:
             message = ("device.central_public_key is not set: recordings are stored UNENCRYPTED on this device; "
-                       "set it to central's X25519 public key (recorder central-key prints one)")
+                       "set it to central's X25519 public key (recorder central key prints one)")
             log.warning(message)
         m = config.mqtt
         self.uploader = Uploader(self.spool, config.device.id, m.host, m.port, m.topic_prefix, m.keepalive,
                                  m.retry_max_seconds, status=self.health, tls=m.tls,
-                                 live_session=lambda: self.controller.session_id, resend_after=m.resend_seconds)
+                                 live_session=lambda: self.controller.session_id, resend_after=m.resend_seconds,
+                                 spawn=self.supervisor.spawn)
         self.recovered = recover_spool(config.spool_dir, self.identity, self.hal.clock, self._on_entry)
-        self.controller = Controller(config, self.hal, self.identity, self.prompts, find_cjk_font(), self._on_entry)
+        self.controller = Controller(config, self.hal, self.identity, self.prompts, find_cjk_font(), self._on_entry,
+                                     self.supervisor.spawn)
         self.controller.state_listeners.append(self._write_status)
+        self.supervisor.set_fault_handler(self.controller.on_thread_fault)
         self._buttons: Buttons | None = None
-        self._stopping = threading.Event()
         self._watch_interval = 5.0
-        self._watch = threading.Thread(target=self._watch_deadlines, name="deadlines", daemon=True)
+        self._stopping = False
 
     def _warm_prompts(self) -> None:
         # Rendering at start keeps espeak-ng off the START-to-notice path; a failure here is reported
@@ -78,26 +110,45 @@ class Service:
         except PromptError as err:
             log.error("%s", err)
 
-    def _on_entry(self, appended: Appended) -> None:
-        self.spool.added(appended)
+    def _on_entry(self, entry: Entry) -> None:
+        self.spool.added(entry)
         self.uploader.wake()
 
     def upload_deadlines(self) -> list[Assessment]:
-        return assess(self.spool.deadlines(), time.time(), self.config.upload)
+        return assess(self.spool.recordings(), time.time(), self.config.upload)
 
-    def _watch_deadlines(self) -> None:
+    def _watch_deadlines(self, beat: Beat) -> None:
         """Every few seconds, online or not: the tally's alert and a log line when a threshold is passed."""
         announced: float | None = None
-        while not self._stopping.wait(self._watch_interval):
+        while not self._stopping:
+            beat()
             assessments = self.upload_deadlines()
-            worst = worst_warning(assessments, self.config.upload)
+            worst = worst_warning(assessments)
             if worst != announced:
                 if worst is not None:
-                    late = [a.deadline.session for a in assessments if a.level is not Level.OK]
+                    late = [a.recording.session for a in assessments if a.level is not Level.OK]
                     log.warning("upload deadline: %d recording(s) not receipted by central %g h after they "
                                 "ended: %s", len(late), worst, ", ".join(late))
                 self.controller.set_upload_alert(worst is not None)
                 announced = worst
+            self._sleep(self._watch_interval, beat)
+
+    def _sleep(self, seconds: float, beat: Beat) -> None:
+        end = time.monotonic() + seconds
+        while not self._stopping and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 1.0))
+            beat()
+
+    def _watchdog(self, beat: Beat) -> None:
+        """Tell systemd the service is alive, but only while every supervised thread is (WatchdogSec=)."""
+        while not self._stopping:
+            beat()
+            problems = self.supervisor.problems()
+            if problems:
+                self.notifier.status("; ".join(problems))
+            else:
+                self.notifier.watchdog()
+            self._sleep(self.notifier.interval_s, beat)
 
     def health(self) -> dict[str, Any]:
         backlog = self.spool.backlog()
@@ -113,6 +164,8 @@ class Service:
             "last_fault": self.controller.last_fault,
             "backend": self.hal.backend,
             "upload_alerts": at_risk,
+            "threads": self.supervisor.problems(),
+            "broker_connected": self.uploader.connected,
             "pid": os.getpid(),
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
@@ -122,23 +175,35 @@ class Service:
         health = self.health()
         if state is None:
             health["state"] = "stopped"
+        data = json.dumps(health, ensure_ascii=False, indent=1).encode()
+        path = self.config.device.state_dir / "status.json"
         try:
-            atomic_write(self.config.device.state_dir / "status.json",
-                         json.dumps(health, ensure_ascii=False, indent=1).encode())
+            atomic_write(path, data)
         except StorageFault as err:
-            log.error("status file not written: %s", err)  # a full disk must not stop the session thread
+            # A full disk has no room for a new file: overwrite the old one in place (a status fits in the
+            # blocks it already has), so `recorder status` still shows the fault that filled the disk.
+            try:
+                with path.open("r+b") as f:
+                    f.write(data)
+                    f.truncate()
+            except OSError as again:
+                log.error("status file not written: %s; %s", err, again)
 
     def start(self) -> None:
         self.controller.start()
         self.uploader.start()
         self._buttons = self.hal.buttons(self.controller.on_button)
-        self._watch.start()
+        self.supervisor.spawn("deadlines", self._watch_deadlines, silence_s=30.0)
+        self.supervisor.spawn("watchdog", self._watchdog, silence_s=30.0)
         self._write_status(State.IDLE)
+        self.notifier.ready()
         log.info("recorder %s up on the %s backend; spool %s", self.config.device.id, self.hal.backend,
                  self.config.spool_dir)
 
     def stop(self) -> None:
-        self._stopping.set()
+        self.notifier.stopping()
+        self._stopping = True
+        self.supervisor.stop()
         if self._buttons is not None:
             self._buttons.close()
             self._buttons = None
@@ -152,9 +217,10 @@ class Service:
 def wait_for_state(service: Service, state: State, timeout: float) -> bool:
     """True once the device is in `state`; for IDLE, also with no session left open."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         controller = service.controller
         if controller.machine.state is state and (state is not State.IDLE or controller.session_id is None):
             return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.01)
-    return False

@@ -1,7 +1,9 @@
-"""The one exception hierarchy of the hardware layer."""
+"""Errors of the hardware layer."""
+
+from evidence.errors import RecorderError
 
 
-class HalError(Exception):
+class HalError(RecorderError):
     """A device could not do what was asked; the message names the device and what to do."""
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from evidence.supervisor import Spawn
 from hal.audio.base import Microphone, Speaker
 from hal.buttons.base import ButtonHandler, ButtonName, Buttons
 from hal.camera.base import Camera, VideoFormat
@@ -104,7 +105,7 @@ def _build_pi(s: HalSettings) -> Hal:
                Tally(s.pins["tally"], factory), factory, s)
 
 
-def _build_sim(s: HalSettings) -> Hal:
+def _build_sim(s: HalSettings, spawn: Spawn) -> Hal:
     from hal.audio.sim import SimMicrophone, SimRoom, SimSpeaker
     from hal.camera.sim import SimCamera
     from hal.clock.sim import SimClock
@@ -112,19 +113,20 @@ def _build_sim(s: HalSettings) -> Hal:
     from hal.storage.sim import SimStorage
 
     pins = SimPins()
-    room = SimRoom(s.sample_rate)
+    room = SimRoom(s.sample_rate, spawn)
     clock = SimClock(s.timezone)
     power = SimPower()
     storage = SimStorage(s.storage_root)
     controls = SimControls(pins, room, power, clock, storage)
-    return Hal("sim", SimCamera(s.video), SimMicrophone(room), SimSpeaker(room), clock, storage, power,
+    return Hal("sim", SimCamera(s.video, spawn), SimMicrophone(room), SimSpeaker(room), clock, storage, power,
                Tally(s.pins["tally"], pins.factory), pins.factory, s, controls)
 
 
-def build_hal(settings: HalSettings) -> Hal:
+def build_hal(settings: HalSettings, spawn: Spawn) -> Hal:
+    """The backend `settings` ask for; `spawn` starts the threads of simulated devices under supervision."""
     backend = resolve_backend(settings.backend)
     if backend == "pi":
         return _build_pi(settings)
     if backend == "sim":
-        return _build_sim(settings)
+        return _build_sim(settings, spawn)
     raise BackendError(f"hal.backend: unknown backend {backend!r} (use pi, sim or auto)")

@@ -589,22 +589,9 @@ show_status() {
 }
 
 show_enrollment() {
-    [[ -x $VENV/bin/python && -r $CONF ]] || die "the recorder is not installed yet"
-    runuser -u recorder -- "$VENV/bin/python" -I - "$CONF" <<'EOF'
-import sys
-from pathlib import Path
-
-from firmware_py import config
-from provisioning.identity import DeviceIdentity
-
-cfg = config.load(Path(sys.argv[1]))
-key = cfg.keys_dir / "device-ed25519.pem"
-if not key.exists():
-    sys.exit(f"{key} does not exist yet: the service makes it when it first starts (systemctl start recorder)")
-identity = DeviceIdentity.load_or_create(cfg.keys_dir)
-print("# On the central server, enroll this box:")
-print(f"recorder receiver --enroll {cfg.device.id} {identity.public_key_b64}")
-EOF
+    [[ -x $VENV/bin/recorder && -r $CONF ]] || die "the recorder is not installed yet"
+    # The product's own command: it reads the key the service made (and makes nothing itself).
+    runuser -u recorder -- "$VENV/bin/recorder" identity --config "$CONF"
 }
 
 main() {

@@ -1,7 +1,9 @@
-"""The one exception hierarchy of the MQTT side: protocol, uploader, receiver, broker."""
+"""Errors of the MQTT side: protocol, uploader, broker."""
+
+from evidence.errors import RecorderError
 
 
-class MqttError(Exception):
+class MqttError(RecorderError):
     """Transport to or from central failed; the message says what and what to do."""
 
 

@@ -12,12 +12,13 @@ A media frame is b"RRM1", a 4-byte big-endian header length, a UTF-8 JSON header
 from __future__ import annotations
 
 import json
-import re
 import struct
 from dataclasses import dataclass
 from typing import Any
 
-from capture import layout
+from evidence import layout
+from evidence.canonical import NotCanonical, canonical, parse_strict
+from evidence.entry import HEX64
 from mqtt.errors import ProtocolError
 
 MEDIA_MAGIC = b"RRM1"
@@ -25,8 +26,8 @@ MAX_HEADER = 4096
 DEFAULT_CHUNK = 256 * 1024
 MIN_CHUNK = 4096
 MAX_SEGMENT_BYTES = 256 * 1024 * 1024
-_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
-_MEDIA_NAME = re.compile(r"[0-9]{6}\.ts\Z")
+MAX_RECEIPT = 4096
+"""A receipt is about 250 bytes; anything over this is refused unread."""
 
 ENTRY, MEDIA, RECEIPT, STATUS = "entry", "media", "receipt", "status"
 
@@ -75,17 +76,17 @@ def decode_media(payload: bytes) -> MediaChunk:
     if length > MAX_HEADER or 8 + length > len(payload):
         raise ProtocolError(f"media header length {length} is out of bounds")
     try:
-        header = json.loads(payload[8 : 8 + length].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ProtocolError(f"media header is not JSON: {err}") from err
+        header = parse_strict(payload[8 : 8 + length])
+    except NotCanonical as err:
+        raise ProtocolError(f"media header is not strict JSON: {err}") from err
     if not isinstance(header, dict) or set(header) != {"session", "file", "offset", "total", "sha256"}:
         raise ProtocolError("media header must have exactly session, file, offset, total, sha256")
     session, file, sha = header["session"], header["file"], header["sha256"]
     if not isinstance(session, str) or not layout.SESSION_ID.match(session):
         raise ProtocolError("media header 'session' is malformed")
-    if not isinstance(file, str) or not _MEDIA_NAME.match(file):
+    if not isinstance(file, str) or not layout.MEDIA_NAME.match(file):
         raise ProtocolError("media header 'file' is malformed")
-    if not isinstance(sha, str) or not _SHA256.match(sha):
+    if not isinstance(sha, str) or not HEX64.match(sha):
         raise ProtocolError("media header 'sha256' is malformed")
     total = _int_field(header, "total", 1, MAX_SEGMENT_BYTES)
     offset = _int_field(header, "offset", 0, total - 1)
@@ -96,21 +97,42 @@ def decode_media(payload: bytes) -> MediaChunk:
 
 
 def encode_receipt(session: str, seq: int, entry_hash: str, stored_at: str, receiver: str) -> bytes:
-    return json.dumps(
-        {"session": session, "seq": seq, "entry_hash": entry_hash, "stored_at": stored_at, "receiver": receiver},
-        sort_keys=True, ensure_ascii=False,
-    ).encode()
+    return canonical({"session": session, "seq": seq, "entry_hash": entry_hash, "stored_at": stored_at,
+                      "receiver": receiver})
 
 
-def decode_receipt(payload: bytes) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Receipt:
+    """Central's word that it stored and judged one entry (PROTOCOL §4.3)."""
+
+    session: str
+    seq: int
+    entry_hash: str
+    stored_at: str
+    receiver: str
+    raw: bytes
+    """The message as received, kept on the device as proof of delivery."""
+
+
+_RECEIPT_FIELDS = {"session", "seq", "entry_hash", "stored_at", "receiver"}
+
+
+def decode_receipt(payload: bytes) -> Receipt:
+    if len(payload) > MAX_RECEIPT:
+        raise ProtocolError(f"receipt of {len(payload)} bytes is over the {MAX_RECEIPT}-byte limit")
     try:
-        receipt = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ProtocolError(f"receipt is not JSON: {err}") from err
-    if not isinstance(receipt, dict):
-        raise ProtocolError("receipt is not a JSON object")
-    if not isinstance(receipt.get("session"), str) or not layout.SESSION_ID.match(receipt["session"]):
+        receipt = parse_strict(payload)
+    except NotCanonical as err:
+        raise ProtocolError(f"receipt is not strict JSON: {err}") from err
+    if not isinstance(receipt, dict) or set(receipt) != _RECEIPT_FIELDS:
+        raise ProtocolError(f"receipt must be an object of exactly {', '.join(sorted(_RECEIPT_FIELDS))}")
+    session, seq, digest = receipt["session"], receipt["seq"], receipt["entry_hash"]
+    if not isinstance(session, str) or not layout.SESSION_ID.match(session):
         raise ProtocolError("receipt 'session' is malformed")
-    if not isinstance(receipt.get("seq"), int) or not isinstance(receipt.get("entry_hash"), str):
-        raise ProtocolError("receipt needs integer 'seq' and string 'entry_hash'")
-    return receipt
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= layout.MAX_SEQ:
+        raise ProtocolError(f"receipt 'seq' must be an integer in 0..{layout.MAX_SEQ} (not a boolean)")
+    if not isinstance(digest, str) or not HEX64.match(digest):
+        raise ProtocolError("receipt 'entry_hash' must be 64 lowercase hex digits")
+    if not isinstance(receipt["stored_at"], str) or not isinstance(receipt["receiver"], str):
+        raise ProtocolError("receipt 'stored_at' and 'receiver' must be strings")
+    return Receipt(session, seq, digest, receipt["stored_at"], receipt["receiver"], payload)

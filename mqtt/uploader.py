@@ -18,10 +18,9 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from capture import layout
-from capture.errors import CaptureError
-from capture.ledger import parse_entry
 from capture.spool import PendingItem, Spool
+from evidence.errors import RecorderError
+from evidence.supervisor import Beat, Spawn, Supervised, Supervisor
 from mqtt import protocol
 from mqtt.client import make_client, max_packet_size
 from mqtt.errors import ProtocolError
@@ -55,7 +54,9 @@ class Uploader:
         tls: TlsFiles | None = None,
         live_session: Callable[[], str | None] = lambda: None,
         max_unacked_bytes: int = MAX_UNACKED_BYTES,
+        spawn: Spawn | None = None,
     ) -> None:
+        self._spawn = spawn or Supervisor().spawn
         self._spool = spool
         self._live_session = live_session
         self._device = device_id
@@ -81,7 +82,7 @@ class Uploader:
         self._chunk = protocol.DEFAULT_CHUNK
         self._in_flight: dict[PendingItem, float] = {}
         self._stop = threading.Event()
-        self._receipts: list[tuple[PendingItem, dict[str, Any]]] = []
+        self._receipts: list[tuple[PendingItem, protocol.Receipt]] = []
         self._max_unacked = max_unacked_bytes
         self._unacked_lock = threading.Condition()
         self._unacked: dict[int, int] = {}
@@ -89,8 +90,8 @@ class Uploader:
         self._acked_early: set[int] = set()
         self._unacked_bytes = 0
         self._client.on_publish = self._on_publish
-        self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
-        self._receipt_thread = threading.Thread(target=self._keep_receipts, name="uploader-receipts", daemon=True)
+        self._threads: list[Supervised] = []
+        self._beat: Beat = lambda: None
         self.receipts = 0
 
     def _topic(self, kind: str) -> str:
@@ -99,8 +100,7 @@ class Uploader:
     def start(self) -> None:
         self._client.connect_async(self._host, self._port, keepalive=self._keepalive)
         self._client.loop_start()
-        self._thread.start()
-        self._receipt_thread.start()
+        self._threads = [self._spawn("uploader", self._run), self._spawn("uploader-receipts", self._keep_receipts)]
 
     def stop(self) -> None:
         self._stop.set()
@@ -108,8 +108,8 @@ class Uploader:
             self._lock.notify_all()
         with self._unacked_lock:
             self._unacked_lock.notify_all()
-        self._thread.join()
-        self._receipt_thread.join()
+        for thread in self._threads:
+            thread.join()
         if self._connected:
             self._publish_status(online=False)
         self._client.disconnect()
@@ -175,22 +175,30 @@ class Uploader:
         except ProtocolError as err:
             log.warning("refused a receipt on %s: %s", message.topic, err)
             return
+        except Exception:
+            # Whatever a hostile message does, paho's network thread must not die of it (paho re-raises
+            # a callback's exception and ends its loop): refused, logged in full.
+            log.exception("refused a receipt on %s: unexpected error", message.topic)
+            return
         with self._lock:
-            self._receipts.append((PendingItem(receipt["session"], receipt["seq"]), receipt))
+            self._receipts.append((PendingItem(receipt.session, receipt.seq), receipt))
             self._lock.notify_all()
 
-    def _keep_receipts(self) -> None:
+    def _keep_receipts(self, beat: Beat) -> None:
         """Receipts are kept on their own thread, a burst at a time in one group commit, so neither paho's
         network loop nor the sending waits for the disk."""
         while True:
+            beat()
             with self._lock:
-                self._lock.wait_for(lambda: self._receipts or self._stop.is_set())
+                self._lock.wait_for(lambda: self._receipts or self._stop.is_set(), timeout=1.0)
                 if not self._receipts:
-                    return
+                    if self._stop.is_set():
+                        return
+                    continue
                 batch, self._receipts = self._receipts, []
             try:
                 matched = self._spool.receipts(batch)
-            except (CaptureError, OSError) as err:
+            except (RecorderError, OSError) as err:
                 # Not kept, so still pending: the entries are resent and receipted again.
                 log.warning("cannot keep %d receipts (from %s/%d): %s", len(batch), batch[0][0].session,
                             batch[0][0].seq, err)
@@ -212,20 +220,18 @@ class Uploader:
                       wait=False)
 
     def _send(self, item: PendingItem) -> None:
-        data = self._spool.load_entry(item)
-        entry = parse_entry(data)
-        if entry["kind"] == "segment":
-            session_dir = self._spool.session_dir(item.session)
-            path = layout.media_path(session_dir, entry["body"]["file"])
+        out = self._spool.outgoing(item)
+        segment = out.entry.segment
+        if segment is not None and out.media is not None:
             # The seal's own hash and size: the file was hashed as it was written.
-            sha, total = str(entry["body"]["sha256"]), int(entry["body"]["bytes"])
-            with path.open("rb") as media:
+            with out.media.open("rb") as media:
                 offset = 0
                 while chunk := media.read(self._chunk):
-                    piece = protocol.MediaChunk(item.session, path.name, offset, total, sha, chunk)
+                    piece = protocol.MediaChunk(item.session, segment.file, offset, segment.bytes, segment.sha256,
+                                                chunk)
                     self._publish(self._topic(protocol.MEDIA), protocol.encode_media(piece))
                     offset += len(chunk)
-        self._publish(self._topic(protocol.ENTRY), data)
+        self._publish(self._topic(protocol.ENTRY), out.data)
 
     def _publish(self, topic: str, payload: bytes, retain: bool = False, wait: bool = True) -> None:
         """Publish at QoS 1, counting what paho holds until the broker acknowledges it; with `wait`, first
@@ -233,9 +239,12 @@ class Uploader:
         called under the uploader's lock, and never waiting on paho's own thread (status from on_connect)."""
         size = len(payload)
         with self._unacked_lock:
-            if wait:
-                self._unacked_lock.wait_for(lambda: not self._unacked_bytes or self._stop.is_set()
-                                            or self._unacked_bytes + size <= self._max_unacked)
+            # In steps, with a beat each: a broker that stops acknowledging (the link died mid-segment) must
+            # not make this thread look hung; reconnecting drops paho's copies and frees the room.
+            while wait and not self._unacked_lock.wait_for(
+                    lambda: not self._unacked_bytes or self._stop.is_set()
+                    or self._unacked_bytes + size <= self._max_unacked, timeout=1.0):
+                self._beat()
             self._unacked_bytes += size
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         with self._unacked_lock:
@@ -274,16 +283,24 @@ class Uploader:
                 self._in_flight[item] = now
             return batch
 
-    def _run(self) -> None:
+    @property
+    def unacked_bytes(self) -> int:
+        """Bytes of published messages paho holds that the broker has not acknowledged yet."""
+        with self._unacked_lock:
+            return self._unacked_bytes
+
+    def _run(self, beat: Beat) -> None:
+        self._beat = beat
         last_status = 0.0
         while not self._stop.is_set():
+            beat()
             batch = self._next_batch()
             for item in batch:
                 try:
                     self._send(item)
-                except (OSError, CaptureError, KeyError, TypeError, ValueError) as err:
-                    # A spool file damaged after it was written (its entry's body lacks a field, or the
-                    # field is not a number): named in the log, kept, and tried again at the resend.
+                except (OSError, RecorderError) as err:
+                    # A spool file damaged after it was written: named in the log, kept, and tried again at
+                    # the resend.
                     log.error("cannot send %s/%d from the spool: %r", item.session, item.seq, err)
             if self._connected and time.monotonic() - last_status > self._status_interval:
                 self._publish_status(online=True)

@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from capture import layout
-from capture.durable import atomic_write
-from capture.errors import CaptureError
+from evidence import layout
+from evidence.durable import atomic_write
+from evidence.errors import StorageFault
 from provisioning.errors import ProvisioningError
 
 CA_DAYS = 10 * 365
@@ -56,7 +56,7 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
 def _write(path: Path, data: bytes, mode: int) -> None:
     try:
         atomic_write(path, data, mode=mode)
-    except CaptureError as err:
+    except StorageFault as err:
         raise ProvisioningError(str(err)) from err
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from capture.durable import atomic_write
-from capture.encryption import private_key_from_pem, private_key_pem, public_key_b64
-from capture.errors import CaptureError
+from evidence.durable import atomic_write
+from evidence.encryption import private_key_from_pem, private_key_pem, public_key_b64
+from evidence.errors import EvidenceError
 from provisioning.errors import ProvisioningError
 
 
@@ -28,5 +28,5 @@ def load_central_key(path: Path) -> X25519PrivateKey:
         return private_key_from_pem(path.read_bytes())
     except OSError as err:
         raise ProvisioningError(f"{path}: cannot read central's private key: {err.strerror}") from err
-    except CaptureError as err:
+    except EvidenceError as err:
         raise ProvisioningError(f"{path}: {err}") from err

@@ -1,5 +1,7 @@
-"""The one exception hierarchy of provisioning."""
+"""Errors of provisioning: identities, keys and certificates."""
+
+from evidence.errors import RecorderError
 
 
-class ProvisioningError(Exception):
+class ProvisioningError(RecorderError):
     """Identity or enrollment is missing or broken; the message says what to do."""

@@ -33,7 +33,7 @@ stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing the package and its tools into .venv"
   log=.venv/pip-install.log
-  if ! { .venv/bin/pip install --upgrade pip && .venv/bin/pip install -e '.[dev]'; } >"$log" 2>&1; then
+  if ! { .venv/bin/pip install --upgrade pip && .venv/bin/pip install -e '.[device,central,dev]'; } >"$log" 2>&1; then
     tail -20 "$log" >&2
     echo "setup: pip install failed; the whole log is in $log" >&2
     exit 1

@@ -1,5 +1,6 @@
-"""Shared fixtures: a real Mosquitto on a free loopback port, and a recorder rig on simulated hardware
-with the reference receiver, configured for speed (short notice, short segments, short STOP hold)."""
+"""Shared fixtures: a real Mosquitto on a free loopback port, and the product's rig (firmware_py/rig.py) on
+simulated hardware with the reference receiver, configured for speed (short notice, short segments, short
+STOP hold)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,19 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from central import config as central_config
 from firmware_py import config as config_mod
-from firmware_py.central import build_receiver, central_key_sections
-from firmware_py.service import Service, wait_for_state
-from firmware_py.state_machine import State
+from firmware_py import rig as rig_mod
+from firmware_py.rig import Rig
 from hal.buttons.base import ButtonName
 from mqtt.broker import LocalBroker
-from mqtt.receiver import Receiver
-from mqtt.store import FileStore
 
 
 @contextlib.contextmanager
@@ -47,87 +46,22 @@ def broker(tmp_path: Path) -> Iterator[LocalBroker]:
         yield b
 
 
-def fast_config(workdir: Path, port: int, **sections: dict[str, Any]) -> config_mod.Config:
-    """Fast settings, and segments sealed to a central key pair made in `workdir` (as deployed)."""
-    keys = central_key_sections(workdir / "central-key.pem")
-    data: dict[str, Any] = {
-        "device": {"state_dir": str(workdir / "device"), **keys["device"]},
-        "hal": {"backend": "sim"},
-        "session": {"segment_seconds": 1.0, "stop_hold_seconds": 0.5, "max_minutes": 10},
-        "notice": {"en": "", "words_per_minute": 320},
-        "video": {"width": 320, "height": 240, "fps": 10, "bitrate": 300_000},
-        "mqtt": {"host": "127.0.0.1", "port": port, "retry_max_seconds": 2},
-        "receiver": {"store_dir": str(workdir / "central"), **keys["receiver"]},
-    }
-    for section, values in sections.items():
-        data.setdefault(section, {}).update(values)
-    return config_mod.from_dict(data)
+def fast_configs(workdir: Path, port: int, central: dict[str, dict[str, Any]] | None = None,
+                 **sections: dict[str, Any]) -> tuple[config_mod.Config, central_config.CentralConfig]:
+    """The rig's fast settings with `sections` on top, for a device and central in `workdir`."""
+    return rig_mod.configs(workdir, "127.0.0.1", port, rig_mod.fast(sections), central)
 
 
-@dataclass
-class Rig:
-    config: config_mod.Config
-    service: Service
-    store: FileStore
-    receiver: Receiver | None
-
-    def pin(self, button: ButtonName) -> int:
-        return int(getattr(self.config.hal.pins, button.value))
-
-    def tap(self, button: ButtonName, seconds: float = 0.05) -> None:
-        assert self.service.hal.sim is not None
-        self.service.hal.sim.pins.tap(self.pin(button), seconds)
-
-    def wait_state(self, state: State, timeout: float = 30.0) -> None:
-        assert wait_for_state(self.service, state, timeout), (
-            f"device never reached {state.value}; it is {self.service.controller.machine.state.value}, "
-            f"last fault {self.service.controller.last_fault}"
-        )
-
-    def record(self, seconds: float, during: Callable[[], None] | None = None) -> str:
-        """One whole session: START, notice, `seconds` of recording (with `during` called), STOP held."""
-        self.tap(ButtonName.START)
-        self.wait_state(State.RECORDING)
-        if during is not None:
-            during()
-        time.sleep(seconds)
-        self.tap(ButtonName.STOP, self.config.session.stop_hold_seconds + 0.3)
-        self.wait_state(State.IDLE)
-        return self.service.controller.timings.sessions_closed[-1]
-
-    def central_dir(self, session: str) -> Path:
-        """Central's copy of the session, once the receiver has done its follow-up work (working copies,
-        index), which comes after the receipts."""
-        if self.receiver is not None:
-            assert self.receiver.settle(60), "the receiver did not finish its working copies"
-        return self.store.session_dir(self.config.device.id, session)
-
-
-def make_rig(workdir: Path, port: int, with_receiver: bool = True, **sections: dict[str, Any]) -> Rig:
-    cfg = fast_config(workdir, port, **sections)
-    store = FileStore(cfg.receiver.store_dir)
-    receiver = None
-    if with_receiver:
-        receiver = build_receiver(cfg, store)
-        receiver.start()
-        assert receiver.connected.wait(10), "receiver could not reach the test broker"
-    service = Service(cfg)
-    store.enroll(cfg.device.id, service.identity.public_key_b64)
-    service.start()
-    return Rig(cfg, service, store, receiver)
-
-
-def close_rig(rig: Rig) -> None:
-    rig.service.stop()
-    if rig.receiver is not None:
-        rig.receiver.stop()
+def make_rig(workdir: Path, port: int, with_receiver: bool = True, central: dict[str, dict[str, Any]] | None = None,
+             **sections: dict[str, Any]) -> Rig:
+    return rig_mod.make_rig(*fast_configs(workdir, port, central, **sections), with_receiver)
 
 
 @pytest.fixture
 def rig(tmp_path: Path, broker: LocalBroker) -> Iterator[Rig]:
     r = make_rig(tmp_path, broker.port)
     yield r
-    close_rig(r)
+    r.close()
 
 
 @dataclass
@@ -153,4 +87,4 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordedSessi
             assert r.service.spool.wait_drained(60), "central did not receipt the session"
             yield RecordedSession(r, session, r.config.spool_dir / session, r.central_dir(session))
         finally:
-            close_rig(r)
+            r.close()

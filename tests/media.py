@@ -11,12 +11,12 @@ from typing import Any
 import av
 import numpy as np
 
-from capture import layout
-from capture.ledger import parse_entry
+from evidence import layout
 
 
 def entries(session_dir: Path) -> list[dict[str, Any]]:
-    return [parse_entry(layout.entry_path(session_dir, s).read_bytes()) for s in layout.entry_seqs(session_dir)]
+    """The session's entries as plain JSON values (tests edit them to forge and tamper)."""
+    return [json.loads(layout.entry_path(session_dir, s).read_bytes()) for s in layout.entry_seqs(session_dir)]
 
 
 def events(session_dir: Path, name: str) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from evidence.supervisor import Beat, Spawn, Supervised
 from hal.audio.base import AudioBlock, AudioSink, Microphone, Pcm, Speaker
 from hal.errors import HalError
 from hal.pacing import ticks
@@ -29,7 +30,8 @@ class _Playback:
 
 
 class SimRoom:
-    def __init__(self, sample_rate: int, seed: int = 0) -> None:
+    def __init__(self, sample_rate: int, spawn: Spawn, seed: int = 0) -> None:
+        self._spawn = spawn
         self.sample_rate = sample_rate
         self.block = int(sample_rate * _BLOCK_S)
         self._rng = np.random.default_rng(seed)
@@ -37,7 +39,7 @@ class SimRoom:
         self._lock = threading.Lock()
         self._listener: AudioSink | None = None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: Supervised | None = None
         self.muted_speaker = False
         self.dead_microphone = False
         self.played = 0
@@ -46,8 +48,7 @@ class SimRoom:
     def open(self) -> None:
         if self._thread is None:
             self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="sim-room", daemon=True)
-            self._thread.start()
+            self._thread = self._spawn("sim-room", self._run, silence_s=10.0)
 
     def close(self) -> None:
         self._stop.set()
@@ -85,8 +86,9 @@ class SimRoom:
                 playback.done.set()
         return out, started
 
-    def _run(self) -> None:
+    def _run(self, beat: Beat) -> None:
         for tick_ns in ticks(self.block * 1_000_000_000 // self.sample_rate, self._stop):
+            beat()
             with self._lock:
                 played, started = self._speaker_block()
                 listener = self._listener

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import numpy as np
 
+from evidence.supervisor import Beat, Spawn, Supervised
 from hal.camera.base import Camera, FrameStamper, RgbFrame, VideoFormat, VideoSink
 from hal.camera.x264 import X264Encoder
 from hal.pacing import ticks
@@ -24,10 +26,11 @@ def colour_bars(fmt: VideoFormat) -> RgbFrame:
 class SimCamera(Camera):
     """Frames are paced by the monotonic clock; a late frame is still produced, never skipped."""
 
-    def __init__(self, fmt: VideoFormat) -> None:
+    def __init__(self, fmt: VideoFormat, spawn: Spawn) -> None:
         super().__init__(fmt)
+        self._spawn = spawn
         self._background = colour_bars(fmt)
-        self._thread: threading.Thread | None = None
+        self._thread: Supervised | None = None
         self._stop = threading.Event()
         self._encoder: X264Encoder | None = None
         self._frames = 0
@@ -36,10 +39,8 @@ class SimCamera(Camera):
         self._encoder = X264Encoder(self.format)
         self._stop.clear()
         self._frames = 0
-        self._thread = threading.Thread(
-            target=self._run, args=(stamper, sink, self._encoder), name="sim-camera", daemon=True
-        )
-        self._thread.start()
+        self._thread = self._spawn("sim-camera", functools.partial(self._run, stamper, sink, self._encoder),
+                                   silence_s=10.0)
 
     def _frame(self, n: int) -> RgbFrame:
         frame = self._background.copy()
@@ -49,9 +50,10 @@ class SimCamera(Camera):
         frame[y : y + size, x : x + size] = 255
         return frame
 
-    def _run(self, stamper: FrameStamper, sink: VideoSink, encoder: X264Encoder) -> None:
-        for n, tick_ns in enumerate(ticks(1_000_000_000 // self.format.fps, self._stop)):
-            frame = self._frame(n)
+    def _run(self, stamper: FrameStamper, sink: VideoSink, encoder: X264Encoder, beat: Beat) -> None:
+        for tick_ns in ticks(1_000_000_000 // self.format.fps, self._stop):
+            beat()
+            frame = self._frame(self._frames)
             stamper(frame, tick_ns)
             for packet in encoder.encode(frame, tick_ns):
                 sink(packet)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from firmware_py.crash_trials import SEGMENT_SECONDS, run_kill9
 from mqtt.broker import LocalBroker
-from tests.capture.kill9 import SEGMENT_SECONDS, run_kill9
 
 TRIALS = 30
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from capture import layout
 from capture.recovery import recover_spool
+from evidence import layout
 from hal.clock.sim import SimClock
 from provisioning.identity import DeviceIdentity
 from tests.conftest import RecordedSession

@@ -5,26 +5,28 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from capture import layout
-from capture.ledger import Appended, Ledger, entry_hash
 from capture.spool import PendingItem, Spool
+from evidence import layout
+from evidence.entry import Entry
 from hal.clock.sim import SimClock
+from mqtt.protocol import Receipt, decode_receipt, encode_receipt
 from provisioning.identity import DeviceIdentity
+from tests.forge import open_session
 
 SESSION = "20261122T080000Z-abcdef"
 
 
-def _spool_with_entries(tmp_path: Path, count: int) -> tuple[Spool, list[Appended]]:
+def _spool_with_entries(tmp_path: Path, count: int) -> tuple[Spool, list[Entry]]:
     spool = Spool(tmp_path / "spool")
-    ledger = Ledger(spool.root / SESSION, "SIM-0001", SESSION, DeviceIdentity.load_or_create(tmp_path / "keys"),
-                    SimClock("Asia/Shanghai"))
-    ledger.subscribe(spool.added)
+    ledger = open_session(spool.root / SESSION, "SIM-0001", DeviceIdentity.load_or_create(tmp_path / "keys"),
+                          SimClock("Asia/Shanghai"))
+    ledger.subscribe(spool.added)  # after the open entry: only the events below are pending
     return spool, [ledger.append("event", {"name": f"mark {n}"}) for n in range(count)]
 
 
-def _receipt(appended: Appended, stored_at: str) -> tuple[PendingItem, dict[str, object]]:
-    return PendingItem(SESSION, appended.seq), {"session": SESSION, "seq": appended.seq,
-                                                 "entry_hash": entry_hash(appended.entry), "stored_at": stored_at}
+def _receipt(entry: Entry, stored_at: str, entry_hash: str | None = None) -> tuple[PendingItem, Receipt]:
+    return PendingItem(SESSION, entry.seq), decode_receipt(encode_receipt(SESSION, entry.seq, entry_hash or entry.hash,
+                                                                          stored_at, "receiver-1"))
 
 
 def test_a_burst_of_receipts_is_kept_and_leaves_the_pending_set__UPLOAD_24H(tmp_path: Path) -> None:
@@ -48,10 +50,9 @@ def test_only_the_first_receipt_is_kept_as_the_time_of_delivery__UPLOAD_24H(tmp_
 
 def test_receipts_that_match_nothing_held_are_not_kept(tmp_path: Path) -> None:
     spool, (held,) = _spool_with_entries(tmp_path, 1)
-    item, wrong_hash = _receipt(held, "t")
-    wrong_hash["entry_hash"] = "0" * 64
-    unknown_seq = (PendingItem(SESSION, 99), {**wrong_hash, "seq": 99})
-    not_a_session = (PendingItem("../../etc", 0), {**wrong_hash, "session": "../../etc"})
+    item, wrong_hash = _receipt(held, "t", entry_hash="0" * 64)
+    unknown_seq = (PendingItem(SESSION, 99), wrong_hash)
+    not_a_session = (PendingItem("../../etc", 0), wrong_hash)
     assert spool.receipts([not_a_session, (item, wrong_hash), unknown_seq]) == [False, False, False]
     assert spool.backlog().entries == 1
     assert not (spool.root / SESSION / layout.RECEIPTS / f"{held.seq:08d}.json").exists()

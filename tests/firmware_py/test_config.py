@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from evidence.errors import ConfigError
 from firmware_py import config as config_mod
 from firmware_py.cli import main
-from firmware_py.errors import ConfigError
 
 
 def test_empty_config_is_valid_for_the_simulator() -> None:
@@ -22,7 +24,7 @@ def test_empty_config_is_valid_for_the_simulator() -> None:
         ({"device": {"colour": "red"}}, "device.colour: unknown key"),
         ({"sesion": {}}, "sesion: unknown key"),
         ({"session": {"segment_seconds": "two"}}, "session.segment_seconds: expected a number"),
-        ({"session": {"segment_seconds": 0}}, "session.segment_seconds: must be greater than zero"),
+        ({"session": {"segment_seconds": 0}}, "session.segment_seconds: must be at least 0.5"),
         ({"hal": {"backend": "arduino"}}, "hal.backend: 'arduino' is not one of"),
         ({"hal": {"pins": {"start": True}}}, "hal.pins.start: expected a whole number"),
         ({"session": {"continue_on": ["camera", "vibes"]}},
@@ -32,8 +34,25 @@ def test_empty_config_is_valid_for_the_simulator() -> None:
         ({"device": {"id": "room/1"}}, "device.id: 'room/1' must be 1-64 letters"),
         ({"mqtt": {"topic_prefix": "a/b"}}, "mqtt.topic_prefix: 'a/b' must be one topic level"),
         ({"device": {"timezone": "Mars/Olympus"}}, "device.timezone: 'Mars/Olympus' is not a known time zone"),
-        ({"video": {"width": 641}}, "video.width/video.height: must be even"),
-        ({"mqtt": {"port": 70000}}, "mqtt.port: must be 1..65535"),
+        ({"video": {"width": 641}}, "video.width: must be even"),
+        ({"mqtt": {"port": 70000}}, "mqtt.port: must be at least 1 and at most 65535"),
+        # Numbers must be finite and in range (TOML has nan and inf): each once let the service start and then
+        # killed the session thread at START, or was accepted silently.
+        ({"session": {"segment_seconds": float("nan")}}, "session.segment_seconds: must be a finite number"),
+        ({"session": {"segment_seconds": float("inf")}}, "session.segment_seconds: must be a finite number"),
+        ({"session": {"stop_hold_seconds": float("inf")}}, "session.stop_hold_seconds: must be a finite number"),
+        ({"video": {"bitrate": -5}}, "video.bitrate: must be at least"),
+        ({"mqtt": {"resend_seconds": float("nan")}}, "mqtt.resend_seconds: must be a finite number"),
+        ({"mqtt": {"retry_max_seconds": float("nan")}}, "mqtt.retry_max_seconds: must be a finite number"),
+        ({"mqtt": {"keepalive": -1}}, "mqtt.keepalive: must be at least 1"),
+        ({"mqtt": {"host": ""}}, "mqtt.host: must not be empty"),
+        ({"upload": {"deadline_hours": float("inf")}}, "upload.deadline_hours: must be a finite number"),
+        ({"upload": {"warn_hours": [30.0]}}, "upload.warn_hours[0]: 30 must be below deadline_hours"),
+        ({"hal": {"pins": {"start": -1}}}, "hal.pins.start: must be at least 0"),
+        ({"hal": {"pins": {"start": 5, "stop": 5}}}, "hal.pins.stop: GPIO 5 is already the start pin"),
+        ({"hal": {"pins": {"tally": 17}}}, "hal.pins.tally: GPIO 17 is already the start pin"),
+        ({"device": {"state_dir": ""}}, "device.state_dir: expected a path"),
+        ({"notice": {"words_per_minute": 0}}, "notice.words_per_minute: must be at least 80"),
     ],
 )
 def test_bad_config_names_the_field(data: dict[str, object], field: str) -> None:
@@ -66,6 +85,30 @@ def test_check_config_exits_nonzero_naming_the_field(tmp_path: Path, capsys: pyt
     assert main(["run", "--config", str(bad), "--check-config"]) == 2
     err = capsys.readouterr().err
     assert "mqtt.hots: unknown key" in err and str(bad) in err
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda p: p.write_bytes(b'[device]\nroom = "\xb2\xe2"\n'), "not UTF-8 text"),
+    (lambda p: p.mkdir(), "is a folder, not a configuration file"),
+    (lambda p: None, "no such configuration file"),
+])
+def test_an_unreadable_config_file_is_a_clear_error(tmp_path: Path, make: Callable[[Path], object],
+                                                    message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "recorder.toml"
+    make(path)
+    assert main(["run", "--config", str(path), "--check-config"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err and "Traceback" not in err
+
+
+def test_a_config_file_the_user_cannot_read_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "recorder.toml"
+    path.write_text("")
+    path.chmod(0)
+    if os.access(path, os.R_OK):
+        pytest.skip("root reads any file")
+    with pytest.raises(ConfigError, match="not readable by this user"):
+        config_mod.load(path)
 
 
 def test_broken_toml_is_reported_with_its_path(tmp_path: Path) -> None:

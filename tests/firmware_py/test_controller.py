@@ -7,12 +7,13 @@ from pathlib import Path
 
 from gpiozero.pins.mock import MockPin
 
-from capture.errors import StorageFault
+from evidence.errors import StorageFault
+from firmware_py.rig import Rig
 from firmware_py.state_machine import State
 from hal.buttons.base import ButtonName
 from hal.tally.base import TallyPattern
 from mqtt.broker import LocalBroker
-from tests.conftest import Rig, close_rig, make_rig
+from tests.conftest import make_rig
 from tests.media import events
 
 
@@ -90,7 +91,7 @@ def test_preflight_failure_is_spoken_shown_and_blocks_the_session__DEVICE_CHECK(
         sim.storage.capacity_bytes = None
         rig.record(0.5)
     finally:
-        close_rig(rig)
+        rig.close()
 
 
 def test_unsynchronised_clock_is_allowed_but_marked__DEVICE_CHECK(tmp_path: Path, broker: LocalBroker) -> None:
@@ -106,7 +107,7 @@ def test_unsynchronised_clock_is_allowed_but_marked__DEVICE_CHECK(tmp_path: Path
         assert log[0]["body"]["preflight_warnings"] == ["clock"]
         assert all(not e["clock_synced"] for e in log)
     finally:
-        close_rig(rig)
+        rig.close()
 
 
 def test_storage_fault_while_recording_closes_the_session_and_shows_the_fault(rig: Rig) -> None:

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from capture.verify import verify_session
+from evidence.verify import verify_session
 from firmware_py.service import Service
 from firmware_py.state_machine import State
 from hal.buttons.base import ButtonName
 from hal.tally.base import TallyPattern
 from mqtt.broker import free_port
-from tests.conftest import close_rig, fast_config, make_rig, mounted_tmpfs
+from tests.conftest import fast_configs, make_rig, mounted_tmpfs
 from tests.media import entries
 
 
@@ -54,10 +54,10 @@ def test_full_disk_raises_a_fault_and_loses_nothing_written__FAULT(small_disk: P
         fault = rig.service.controller.last_fault or ""
         assert "No space left on device" in fault or "could not commit" in fault, fault
     finally:
-        close_rig(rig)
+        rig.close()
     filler.unlink()
     # The next start finds the session as the fault left it, seals what is there and closes it.
-    service = Service(fast_config(tmp_path, free_port(), **sections))
+    service = Service(fast_configs(tmp_path, free_port(), **sections)[0])
     try:
         [session] = [p for p in service.config.spool_dir.iterdir() if p.is_dir()]
         log = entries(session)

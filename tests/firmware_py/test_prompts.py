@@ -37,7 +37,7 @@ def test_missing_tts_is_an_error_not_silence__NOTICE(tmp_path: Path, monkeypatch
 def test_missing_tts_fails_preflight_and_blocks_the_session__DEVICE_CHECK(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mqtt.broker import free_port
-    from tests.conftest import close_rig, make_rig
+    from tests.conftest import make_rig
 
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     rig = make_rig(tmp_path, free_port(), with_receiver=False)
@@ -51,4 +51,4 @@ def test_missing_tts_fails_preflight_and_blocks_the_session__DEVICE_CHECK(
         assert "prompts" in failed
         assert not list(rig.config.spool_dir.glob("*/entries"))
     finally:
-        close_rig(rig)
+        rig.close()

@@ -6,8 +6,9 @@ import itertools
 
 import numpy as np
 
+from capture.probe import decodes
 from capture.stamp import Stamper, StampFacts, find_cjk_font, stamp_lines
-from capture.verify import verify_session
+from evidence.verify import verify_session
 from firmware_py.config import NOTICE_ZH
 from tests.conftest import RecordedSession
 from tests.media import audio_pcm, entries, events, ffprobe, first_frame, segment_files, video_packets
@@ -122,7 +123,7 @@ def test_stamp_time_line_shows_zone_and_clock_state__STATEMENT(recorded: Recorde
 def test_central_copy_and_spool_verify__NO_EDIT(recorded: RecordedSession) -> None:
     key = recorded.rig.service.identity.public_key_b64
     for where in (recorded.spool_dir, recorded.central_dir):
-        report = verify_session(where, trusted_key_b64=key, decode=True)
+        report = verify_session(where, trusted_key_b64=key, decode=decodes)
         assert report.ok, report.findings
         assert report.segments >= 4
 

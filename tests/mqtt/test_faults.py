@@ -28,17 +28,18 @@ from typing import Any
 
 import pytest
 
-from capture import layout
-from capture.ledger import entry_hash
-from capture.sealer import sha256_file
-from capture.verify import verify_session
-from firmware_py.central import build_receiver
+from central.build import build_receiver
+from central.store import FileStore
+from evidence import layout
+from evidence.entry import entry_hash
+from evidence.hashing import sha256_file
+from evidence.verify import verify_session
+from firmware_py.rig import Rig
 from firmware_py.state_machine import State
 from hal.buttons.base import ButtonName
 from mqtt.broker import LocalBroker, free_port
-from mqtt.store import FileStore
 from provisioning.central_key import load_central_key
-from tests.conftest import Rig, close_rig, make_rig, mounted_tmpfs
+from tests.conftest import make_rig, mounted_tmpfs
 from tests.media import entries
 
 RESEND_S = 3.0
@@ -94,7 +95,7 @@ def _assert_central_matches(rig: Rig, store_root: Path | None = None) -> None:
     assert device, "the device recorded nothing"
     assert central == device, (f"only on the device: {sorted(device - central)[:5]}; "
                                f"only at central: {sorted(central - device)[:5]}")
-    key = load_central_key(Path(rig.config.receiver.private_key_file or ""))
+    key = load_central_key(Path(rig.central.receiver.private_key_file or ""))
     for session_dir in _sessions(_central_root(rig, store_root)):
         report = verify_session(session_dir, trusted_key_b64=rig.service.identity.public_key_b64, central_key=key)
         assert report.ok and report.anchored, f"{session_dir}: {report.findings}"
@@ -155,7 +156,7 @@ def test_broker_killed_mid_upload_and_restarted_while_recording__UPLOAD_24H__FAU
         assert not rig.receiver.refused, rig.receiver.refused
         _assert_central_matches(rig)
     finally:
-        close_rig(rig)
+        rig.close()
         broker.stop()
 
 
@@ -163,7 +164,7 @@ def test_broker_killed_mid_upload_and_restarted_while_recording__UPLOAD_24H__FAU
 
 def _receiver_config(workdir: Path, rig: Rig, port: int) -> Path:
     path = workdir / "receiver.toml"
-    r = rig.config.receiver
+    r = rig.central.receiver
     path.write_text(f'[mqtt]\nport = {port}\n'
                     f'[receiver]\nstore_dir = "{r.store_dir}"\nclient_id = "receiver-1"\n'
                     f'private_key_file = "{r.private_key_file}"\n', encoding="utf-8")
@@ -171,10 +172,10 @@ def _receiver_config(workdir: Path, rig: Rig, port: int) -> Path:
 
 
 class _ReceiverProcess:
-    """`recorder receiver` as a process of its own, so that it can be killed with SIGKILL."""
+    """`recorder central serve` as a process of its own, so that it can be killed with SIGKILL."""
 
     def __init__(self, config: Path, logs: Path) -> None:
-        self._command = [sys.executable, "-m", "firmware_py.cli", "receiver", "--config", str(config)]
+        self._command = [sys.executable, "-m", "firmware_py.cli", "central", "serve", "--config", str(config)]
         self._logs = logs
         self.starts = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -246,7 +247,7 @@ def test_receiver_killed_mid_write_and_restarted__UPLOAD_24H__FAULT(tmp_path: Pa
         assert rig.service.spool.wait_drained(30), f"not drained: {rig.service.spool.backlog()}"
     finally:
         receiver.stop()
-        close_rig(rig)
+        rig.close()
     _assert_central_matches(rig)
     sessions = rig.store.root / "sessions"
     assert not _stray_files(sessions), f"partial files left in central's sessions/: {_stray_files(sessions)}"
@@ -274,7 +275,7 @@ def test_receiver_killed_between_storing_a_segment_and_its_entry__UPLOAD_24H__FA
             shutil.copy2(layout.entry_path(spool_dir, e["seq"]), layout.entry_path(central, e["seq"]))
         media = log[cut]["body"]["file"]
         shutil.copy2(layout.media_path(spool_dir, media), layout.media_path(central, media))
-        receiver = build_receiver(rig.config, rig.store)
+        receiver = build_receiver(rig.central, rig.store)
         receiver.start()
         try:
             assert receiver.connected.wait(10)
@@ -284,7 +285,7 @@ def test_receiver_killed_between_storing_a_segment_and_its_entry__UPLOAD_24H__FA
         assert drained, f"entry {cut} was never stored: {rig.service.spool.backlog()}"
         _assert_central_matches(rig)
     finally:
-        close_rig(rig)
+        rig.close()
 
 
 # ---- 4. long outage: the backlog drains behind the live session ------------------------------------
@@ -305,7 +306,7 @@ def test_backlog_after_a_long_outage_drains_behind_the_live_session__UPLOAD_24H_
         assert live is not None and live != backlog
         link_up_ns = time.time_ns()
         broker.start()
-        receiver = build_receiver(rig.config, rig.store)
+        receiver = build_receiver(rig.central, rig.store)
         receiver.start()
         try:
             assert receiver.connected.wait(10)
@@ -332,7 +333,7 @@ def test_backlog_after_a_long_outage_drains_behind_the_live_session__UPLOAD_24H_
         ahead = sorted(s for s, t in backlog_times.items() if t < last_live)
         assert len(ahead) <= max(0, UPLOAD_WINDOW - len(waiting)), f"backlog entries {ahead} went first"
     finally:
-        close_rig(rig)
+        rig.close()
         broker.stop()
 
 
@@ -393,7 +394,7 @@ def test_central_disk_full_no_receipt_without_storage_then_drains__UPLOAD_24H__F
         shutil.copytree(small_disk, bigger, symlinks=True)
         subprocess.run(["umount", str(small_disk)], check=True)
         rig.store = FileStore(bigger)
-        rig.receiver = build_receiver(rig.config, rig.store)
+        rig.receiver = build_receiver(rig.central, rig.store)
         rig.receiver.start()
         assert rig.receiver.connected.wait(10)
         assert rig.service.spool.wait_drained(4 * RESEND_S), f"not drained: {rig.service.spool.backlog()}"
@@ -401,4 +402,4 @@ def test_central_disk_full_no_receipt_without_storage_then_drains__UPLOAD_24H__F
         if missing := _missing_working_copies(bigger / "sessions"):
             warnings.warn(f"segments stored while the disk was full have no working copy: {missing}", stacklevel=1)
     finally:
-        close_rig(rig)
+        rig.close()

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capture.errors import CaptureError
-from capture.ledger import parse_entry
+from evidence.entry import parse_entry
+from evidence.errors import MalformedEntry
 from mqtt import protocol
 from mqtt.errors import ProtocolError
 
@@ -71,12 +71,33 @@ def test_mutated_media_frames_give_a_chunk_or_a_protocol_error(noise: bytes, at:
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(st.binary(max_size=400), st.text(max_size=200).map(str.encode)))
 def test_any_bytes_as_entry_or_receipt_give_a_value_or_an_error(payload: bytes) -> None:
-    with contextlib.suppress(CaptureError):
+    with contextlib.suppress(MalformedEntry):
         parse_entry(payload)
     with contextlib.suppress(ProtocolError):
         protocol.decode_receipt(payload)
 
 
+@pytest.mark.parametrize("payload", [
+    b"[" * 20_000,                                  # nesting deeper than any reader's stack
+    b'{"seq":' + b"9" * 5000 + b"}",                # an integer of 5,000 digits
+    b'{"session":"\\ud800"}',                      # a lone UTF-16 surrogate
+    b'{"seq":true,"session":"' + b"x" * 5000 + b'"}',
+])
+def test_hostile_receipts_are_refused_not_raised__TAMPER_PROOF_IT(payload: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        protocol.decode_receipt(payload)
+
+
+def test_a_receipt_has_exactly_its_fields_and_types() -> None:
+    good = protocol.encode_receipt(SESSION, 1, "a" * 64, "2026-11-22T08:00:00.000+00:00", "receiver-1")
+    assert protocol.decode_receipt(good).seq == 1
+    for bad in (good.replace(b'"seq":1', b'"seq":true'), good.replace(b'"seq":1', b'"seq":1.0'),
+                good.replace(b'"seq":1', b'"seq":-1'), good.replace(b'"receiver"', b'"extra":1,"receiver"'),
+                good + b" " * protocol.MAX_RECEIPT):
+        with pytest.raises(ProtocolError):
+            protocol.decode_receipt(bad)
+
+
 def test_oversized_entry_is_refused() -> None:
-    with pytest.raises(CaptureError, match="over the"):
+    with pytest.raises(MalformedEntry, match="over the"):
         parse_entry(b"{" + b" " * 70_000 + b"}")

@@ -36,12 +36,14 @@ from cryptography.hazmat.primitives import serialization
 from paho.mqtt.enums import CallbackAPIVersion
 
 from capture.spool import Spool
-from capture.verify import verify_session
+from central import config as central_config
+from central.build import build_receiver
+from evidence.errors import ConfigError
+from evidence.verify import verify_session
 from firmware_py import config as config_mod
-from firmware_py.central import build_receiver
+from firmware_py import rig as rig_mod
 from firmware_py.cli import main
 from firmware_py.demo import run_demo
-from firmware_py.errors import ConfigError
 from mqtt.broker import LocalBroker, free_port
 from mqtt.broker_config import render_acl
 from mqtt.client import make_client
@@ -50,7 +52,7 @@ from mqtt.tls import TlsFiles
 from mqtt.uploader import Uploader
 from provisioning.ca import CertificateAuthority, Issued
 from provisioning.errors import ProvisioningError
-from tests.conftest import close_rig, make_rig
+from tests.conftest import make_rig
 
 PREFIX = "recorders"
 A, B = "SIM-0001", "SIM-0002"  # A is conftest's default device id, so the rig below is device A
@@ -297,28 +299,25 @@ def test_device_uploads_end_to_end_over_mutual_tls__NO_LEAK(
         tmp_path: Path, tls_broker: LocalBroker, pki: Pki) -> None:
     device_tls = {"ca_file": str(pki.ca.ca_file), "cert_file": str(pki.a.cert), "key_file": str(pki.a.key)}
     rig = make_rig(tmp_path, tls_broker.port, with_receiver=False, mqtt={"tls": device_tls})
-    # The receiver runs from its own configuration: the same one with its own certificate.
-    receiver_cfg = config_mod.replace(rig.config, mqtt=dataclasses.replace(rig.config.mqtt,
-                                                                           tls=pki.files(pki.receiver)))
+    # The receiver runs from central's own configuration, with its own certificate.
+    receiver_cfg = central_config.replace(rig.central, mqtt=dataclasses.replace(rig.central.mqtt,
+                                                                                tls=pki.files(pki.receiver)))
     receiver = build_receiver(receiver_cfg, rig.store)
     try:
         receiver.start()
         assert receiver.connected.wait(10), "the receiver could not connect over mutual TLS"
         session = rig.record(1.0)
         assert rig.service.spool.wait_drained(30), "central did not receipt the session over mutual TLS"
-        assert receiver.refused == []
+        assert not receiver.refused
         report = verify_session(rig.central_dir(session), trusted_key_b64=rig.service.identity.public_key_b64)
         assert report.ok, report.findings
     finally:
         receiver.stop()
-        close_rig(rig)
+        rig.close()
 
 
 def test_demo_runs_over_mutual_tls__NO_LEAK(tmp_path: Path) -> None:
-    fast = {"session": {"segment_seconds": 1.0, "stop_hold_seconds": 0.5},
-            "notice": {"en": "", "words_per_minute": 320},
-            "video": {"width": 320, "height": 240, "fps": 10, "bitrate": 300_000}}
-    result = run_demo(1.0, tmp_path, overrides=fast, tls=True)
+    result = run_demo(1.0, tmp_path, device=rig_mod.fast(), tls=True)
     assert result.report.ok, result.report.findings
     conf = (tmp_path / "broker" / "mosquitto.conf").read_text()
     assert "require_certificate true" in conf and "allow_anonymous false" in conf
@@ -388,9 +387,9 @@ def test_ca_keeps_keys_private_and_one_role_per_name__NO_LEAK(tmp_path: Path, pk
 def test_certs_and_broker_config_commands_give_a_broker_that_enforces_the_acl__NO_LEAK(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     certs, conf, port = tmp_path / "certs", tmp_path / "etc" / "recorder.conf", free_port()
-    assert main(["certs", "--out", str(certs), "--device", A, "--device", B, "--receiver", RECEIVER]) == 0
+    assert main(["central", "certs", "--out", str(certs), "--device", A, "--device", B, "--receiver", RECEIVER]) == 0
     conf.parent.mkdir()
-    assert main(["broker-config", "--certs", str(certs), "--port", str(port), "--bind", "127.0.0.1",
+    assert main(["central", "broker-config", "--certs", str(certs), "--port", str(port), "--bind", "127.0.0.1",
                  "--out", str(conf), "--persistence-dir", str(tmp_path / "state")]) == 0
     said = capsys.readouterr().out
     assert f"{A}: [mqtt.tls]" in said and f"receivers {RECEIVER}" in said

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from capture import layout
 from capture.spool import Spool
-from capture.verify import verify_session
+from central.receiver import Receiver
+from central.store import FileStore
+from evidence import layout
+from evidence.verify import verify_session
 from mqtt.broker import LocalBroker, free_port
-from mqtt.receiver import Receiver
-from mqtt.store import FileStore
 from mqtt.uploader import Uploader
-from tests.conftest import RecordedSession, close_rig, make_rig
+from tests.conftest import RecordedSession, make_rig
 
 
 def test_records_with_broker_down_and_uploads_when_it_returns__UPLOAD_24H(
@@ -40,7 +40,7 @@ def test_records_with_broker_down_and_uploads_when_it_returns__UPLOAD_24H(
         report = verify_session(rig.central_dir(session), trusted_key_b64=rig.service.identity.public_key_b64)
         assert report.ok, report.findings
     finally:
-        close_rig(rig)
+        rig.close()
 
 
 def test_chunks_stay_below_the_brokers_maximum_packet_size__UPLOAD_24H(tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ def test_chunks_stay_below_the_brokers_maximum_packet_size__UPLOAD_24H(tmp_path:
             assert report.ok
             assert report.media_bytes / report.segments > 16 * 1024, "segments too small to need chunking"
         finally:
-            close_rig(rig)
+            rig.close()
 
 
 def test_what_paho_holds_unacknowledged_is_bounded_and_the_upload_still_completes__UPLOAD_24H(

@@ -10,16 +10,18 @@ import av
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from capture import layout
-from capture.encryption import MAGIC, DecryptionError, open_sealed, seal_bytes
-from capture.verify import verify_session
+from capture.probe import decodes
+from evidence import layout
+from evidence.encryption import MAGIC, open_sealed, seal_bytes
+from evidence.errors import DecryptionError
+from evidence.verify import verify_session
 from provisioning.central_key import load_central_key
 from tests.conftest import RecordedSession
 from tests.media import entries
 
 
 def central(recorded: RecordedSession) -> X25519PrivateKey:
-    return load_central_key(Path(recorded.rig.config.receiver.private_key_file))
+    return load_central_key(Path(recorded.rig.central.receiver.private_key_file))
 
 
 def sealed_segments(session_dir: Path) -> list[tuple[dict[str, object], bytes]]:
@@ -48,7 +50,7 @@ def test_central_decrypts_and_the_plaintext_matches_the_seal__NO_LEAK(recorded: 
         assert hashlib.sha256(opened.plaintext).hexdigest() == body["plain_sha256"]
         working = (recorded.central_dir / "plain" / str(body["file"])).read_bytes()
         assert working == opened.plaintext
-    report = verify_session(recorded.central_dir, recorded.rig.service.identity.public_key_b64, decode=True,
+    report = verify_session(recorded.central_dir, recorded.rig.service.identity.public_key_b64, decode=decodes,
                             central_key=key)
     assert report.ok and not report.notes
     # The device's spool holds the same sealed bytes central does: integrity checks without the key.

@@ -24,13 +24,13 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from capture.errors import CaptureError
+from evidence.errors import DecryptionError, EvidenceError
 
 SCHEME = "x25519-hkdf-sha256-aes256gcm-records-v1"
 MAGIC = b"RRSEAL1\n"
@@ -38,10 +38,6 @@ HEADER_BYTES = len(MAGIC) + 32
 _INFO = b"room-recorder/segment/v1"
 _TAG = 16
 _MAX_RECORD = 1 << 24
-
-
-class DecryptionError(CaptureError):
-    """A sealed segment cannot be opened: wrong key, or its bytes were changed."""
 
 
 def _raw(key: X25519PublicKey) -> bytes:
@@ -52,7 +48,7 @@ def public_key_from_b64(text: str) -> X25519PublicKey:
     try:
         return X25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
     except ValueError as err:
-        raise CaptureError(f"not a base64 X25519 public key: {text[:60]!r}") from err
+        raise EvidenceError(f"not a base64 X25519 public key: {text[:60]!r}") from err
 
 
 def public_key_b64(key: X25519PublicKey) -> str:
@@ -62,10 +58,10 @@ def public_key_b64(key: X25519PublicKey) -> str:
 def private_key_from_pem(data: bytes) -> X25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except ValueError as err:
-        raise CaptureError("not a PEM private key") from err
+    except (ValueError, TypeError, UnsupportedAlgorithm) as err:  # TypeError: it is encrypted
+        raise EvidenceError("not an unencrypted PEM private key") from err
     if not isinstance(key, X25519PrivateKey):
-        raise CaptureError(f"central's key must be X25519, not {type(key).__name__}")
+        raise EvidenceError(f"central's key must be X25519, not {type(key).__name__}")
     return key
 
 

@@ -1,15 +1,16 @@
 """Central's session index: find stored sessions by device, unit, officer, case, party and time (CLASSIFY),
 and see which are late or at risk of missing the 24-hour deadline (UPLOAD-24H).
 
-The index is an SQLite file, `<store>/index.sqlite3`, derived entirely from the stored files: a row for
-each session (the `open` entry's metadata; totals of the entries stored so far; the `close`), child
-tables for its officers and parties, and one row per stored entry with the device's time and central's
-storage time. It is never the only record of anything: `rebuild()` (`recorder receiver reindex`)
-re-derives it from `sessions/` alone, and the receiver stores and receipts whether or not it works.
+The index is an SQLite file beside the store (`store.state_file("index.sqlite3")`), derived entirely from
+what the store holds: a row for each session (the `open` entry's metadata; totals of the entries stored so
+far; the `close`), child tables for its officers and parties, and one row per stored entry with the device's
+time and central's storage time. It is never the only record of anything: `rebuild()` (`recorder central
+reindex`) re-derives it from the stored sessions alone, and the receiver stores and receipts whether or not
+it works. It reads the store only through `CentralStore`.
 
-Central's storage time of an entry is the modification time of its committed file (the durable writer
-stamps it just before the receipt goes out), so the index and a rebuild from the files agree exactly;
-copy a store with its file times (`cp -a`, `rsync -a`) to keep them.
+Central's storage time of an entry is what the store reports (a FileStore: the modification time of the
+committed file, stamped just before the receipt goes out), so the index and a rebuild agree exactly; copy
+a FileStore with its file times (`cp -a`, `rsync -a`) to keep them.
 """
 
 from __future__ import annotations
@@ -22,20 +23,17 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from capture import layout
-from capture.errors import CaptureError
-from capture.ledger import parse_entry
-from mqtt.store import CentralStore, FileStore
+from central.store import CentralStore
+from evidence.deadline import Level, UploadPolicy
+from evidence.entry import INTERRUPTION, SEGMENT, Entry, parse_entry
+from evidence.errors import MalformedEntry
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.sqlite3"
 SCHEMA_VERSION = 1
-DEFAULT_LIMIT_HOURS = 24.0
-DEFAULT_WARN_HOURS = (12.0, 20.0)
 
 _SCHEMA = """
 CREATE TABLE sessions (
@@ -120,14 +118,6 @@ class Query:
 
 
 @dataclass(frozen=True)
-class Deadline:
-    """UPLOAD-24H: a recording must be at central within `limit` of finishing; warn as each of `warnings` passes."""
-
-    limit: dt.timedelta = dt.timedelta(hours=DEFAULT_LIMIT_HOURS)
-    warnings: tuple[dt.timedelta, ...] = tuple(dt.timedelta(hours=h) for h in DEFAULT_WARN_HOURS)
-
-
-@dataclass(frozen=True)
 class Standing:
     """Where a session stands against the deadline."""
 
@@ -188,23 +178,21 @@ class SessionRow:
         since = self.closed_ts if self.closed_ts is not None else self.last_ts
         return dt.timedelta(seconds=self.last_stored.timestamp() - since)
 
-    def standing(self, now: dt.datetime, deadline: Deadline) -> Standing:
+    def standing(self, now: dt.datetime, policy: UploadPolicy) -> Standing:
         if self.closed_ts is not None:
-            delay = self.upload_delay
-            return Standing("late" if delay > deadline.limit else "on time", delay / dt.timedelta(hours=1))
+            arrived = policy.judge(self.closed_ts, self.last_stored.timestamp())
+            return Standing("late" if arrived.level is Level.LATE else "on time", arrived.hours)
         # Age by the device's time of the last entry, not by when central stored it: a device back after a
         # long outage delivers old entries now, and its recording finished no earlier than they were written.
-        age = dt.timedelta(seconds=now.timestamp() - self.last_ts)
-        hours = age / dt.timedelta(hours=1)
-        if age >= deadline.limit:
-            return Standing("at risk", hours)
-        passed = [w for w in deadline.warnings if age >= w]
-        if passed:
-            return Standing("warning", hours, max(passed) / dt.timedelta(hours=1))
-        return Standing("receiving", hours)
+        judged = policy.judge(self.last_ts, now.timestamp())
+        if judged.level is Level.LATE:
+            return Standing("at risk", judged.hours)
+        if judged.level is Level.WARN:
+            return Standing("warning", judged.hours, judged.threshold_hours)
+        return Standing("receiving", judged.hours)
 
-    def as_json(self, now: dt.datetime, deadline: Deadline) -> dict[str, Any]:
-        standing = self.standing(now, deadline)
+    def as_json(self, now: dt.datetime, policy: UploadPolicy) -> dict[str, Any]:
+        standing = self.standing(now, policy)
         return {
             "device": self.device, "session": self.session, "unit": self.unit, "room": self.room,
             "location": self.location, "case": self.case, "matter": self.matter,
@@ -218,11 +206,6 @@ class SessionRow:
             "deadline": {"status": standing.status, "hours": round(standing.hours, 3),
                          "threshold_hours": standing.threshold_hours},
         }
-
-
-def _text(body: dict[str, Any], key: str) -> str:
-    value = body.get(key)
-    return value if isinstance(value, str) else ""
 
 
 def _timestamp(text: str, fallback: float) -> float:
@@ -243,9 +226,9 @@ class SessionIndex:
     """One connection, used from the receiver's network thread and from its owner's, so every use takes a
     lock; other processes (the `recorder receiver` commands) share the file through SQLite's locking."""
 
-    def __init__(self, store_root: Path, timeout_s: float = 10.0) -> None:
-        self.store_root = store_root
-        self.path = store_root / INDEX_FILE
+    def __init__(self, store: CentralStore, timeout_s: float = 10.0) -> None:
+        self.store = store
+        self.path = store.state_file(INDEX_FILE)
         if not self.path.exists():
             # Owner-only: the index gathers officers' and parties' names into one searchable file.
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
@@ -285,11 +268,12 @@ class SessionIndex:
                 raise
             self._db.execute("COMMIT")
 
-    def record(self, device: str, session: str) -> int:
+    def record(self, device: str, session: str, known: dict[int, Entry] | None = None) -> int:
         """Index whatever of the session is stored but not yet indexed (the receiver calls this after each
-        commit; reading the files means one missed call is made up by the next). Returns the entries added."""
+        commit, with the entries it has just stored in `known`, so they are not parsed again; reading the
+        store for the rest means one missed call is made up by the next). Returns the entries added."""
         with self._transaction() as db:
-            return self._catch_up(db, device, session)
+            return self._catch_up(db, device, session, known or {})
 
     def rebuild(self) -> int:
         """Forget everything and re-derive the index from the stored files; returns the sessions indexed.
@@ -335,7 +319,7 @@ class SessionIndex:
             params.append(query.end.timestamp())
         return self._select(" AND ".join(clauses) or "1", params)
 
-    def late(self, now: dt.datetime, deadline: Deadline) -> list[tuple[SessionRow, Standing]]:
+    def late(self, now: dt.datetime, policy: UploadPolicy) -> list[tuple[SessionRow, Standing]]:
         """The sessions late, at risk or past a warning threshold, by device, oldest first.
 
         Incomplete sessions are first brought up to date from the files, so an index update that went
@@ -343,12 +327,13 @@ class SessionIndex:
         with self._transaction() as db:
             incomplete = db.execute("SELECT device, session FROM sessions WHERE closed_ts IS NULL").fetchall()
             for device, session in incomplete:
-                self._catch_up(db, device, session)
-        first = min((deadline.limit, *deadline.warnings)).total_seconds()
-        rows = self._select("(closed_ts IS NOT NULL AND last_stored_ts - closed_ts > ?)"
+                self._catch_up(db, device, session, {})
+        limit = policy.deadline_hours * 3600
+        first = min((policy.deadline_hours, *policy.warn_hours)) * 3600
+        rows = self._select("(closed_ts IS NOT NULL AND last_stored_ts - closed_ts >= ?)"
                             " OR (closed_ts IS NULL AND ? - last_ts >= ?)",
-                            [deadline.limit.total_seconds(), now.timestamp(), first])
-        found = [(row, row.standing(now, deadline)) for row in rows]
+                            [limit, now.timestamp(), first])
+        found = [(row, row.standing(now, policy)) for row in rows]
         return sorted(((r, s) for r, s in found if s.alarming), key=lambda rs: (rs[0].device, rs[0].opened_ts))
 
     def _select(self, where: str, params: Sequence[Any]) -> list[SessionRow]:
@@ -389,86 +374,69 @@ class SessionIndex:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _fill(self) -> int:
-        sessions = self.store_root / "sessions"
-        devices = sorted(sessions.iterdir()) if sessions.is_dir() else []
-        for device_dir in devices:
-            if not (device_dir.is_dir() and layout.DEVICE_ID.match(device_dir.name)):
-                continue
-            for session_dir in sorted(device_dir.iterdir()):
-                if session_dir.is_dir() and layout.SESSION_ID.match(session_dir.name):
-                    self.record(device_dir.name, session_dir.name)
+        for device, session in self.store.sessions():
+            self.record(device, session)
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM sessions").fetchone()[0])
 
-    def _catch_up(self, db: sqlite3.Connection, device: str, session: str) -> int:
+    def _catch_up(self, db: sqlite3.Connection, device: str, session: str, known: dict[int, Entry]) -> int:
         row = db.execute("SELECT last_seq FROM sessions WHERE device = ? AND session = ?", (device, session)).fetchone()
         seq = 0 if row is None else int(row[0]) + 1
-        session_dir = self.store_root / "sessions" / device / session
         added = 0
         while True:
-            path = layout.entry_path(session_dir, seq)
+            where = f"{device}/{session} entry {seq}"
             try:
-                with path.open("rb") as f:
-                    stored_ts = os.fstat(f.fileno()).st_mtime
-                    data = f.read()
-                entry = parse_entry(data)
-            except FileNotFoundError:
+                stored = self.store.read_entry(device, session, seq)
+                if stored is None:
+                    return added
+                entry = known.get(seq)
+                if entry is None or entry.raw != stored.data:
+                    entry = parse_entry(stored.data)
+            except (OSError, MalformedEntry) as err:
+                log.warning("index: %s: %s; the session is indexed up to the entry before", where, err)
                 return added
-            except (OSError, CaptureError) as err:
-                log.warning("index: %s: %s; the session is indexed up to the entry before", path, err)
-                return added
-            if (entry["device"], entry["session"], entry["seq"]) != (device, session, seq) or (
-                    seq == 0 and entry["kind"] != "open"):
+            if (entry.device, entry.session, entry.seq) != (device, session, seq):
                 # The receiver never stores such a file; someone put it there. Index nothing from it on.
-                log.warning("index: %s is not entry %d of %s/%s; the session is indexed up to the entry before",
-                            path, seq, device, session)
+                log.warning("index: %s is another entry (%s/%s %d); the session is indexed up to the entry before",
+                            where, entry.device, entry.session, entry.seq)
                 return added
-            self._apply(db, entry, stored_ts)
+            self._apply(db, entry, stored.stored_ts)
             seq += 1
             added += 1
 
     @staticmethod
-    def _apply(db: sqlite3.Connection, entry: dict[str, Any], stored_ts: float) -> None:
-        device, session, seq, kind, body = entry["device"], entry["session"], entry["seq"], entry["kind"], entry["body"]
-        key = (device, session)
-        time_ts = _timestamp(entry["time"], stored_ts)
-        if seq == 0:
+    def _apply(db: sqlite3.Connection, entry: Entry, stored_ts: float) -> None:
+        key = (entry.device, entry.session)
+        time_ts = _timestamp(entry.time, stored_ts)
+        if entry.opening is not None:
+            o = entry.opening
             db.execute("INSERT INTO sessions (device, session, unit, room, location, case_ref, matter, opened_at,"
                        " opened_ts, last_at, last_ts, last_stored_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (*key, _text(body, "unit"), _text(body, "room"), _text(body, "location"),
-                        _text(body, "case"), _text(body, "matter"), entry["time"], time_ts, entry["time"],
+                       (*key, o.unit, o.room, o.location, o.case, o.matter, entry.time, time_ts, entry.time,
                         time_ts, stored_ts))
-            officers = body.get("officers")
-            for position, officer in enumerate(officers if isinstance(officers, list) else []):
-                if isinstance(officer, dict):
-                    db.execute("INSERT INTO officers VALUES (?, ?, ?, ?, ?)",
-                               (*key, position, _text(officer, "name"), _text(officer, "certificate")))
-            parties = body.get("parties")
-            for position, party in enumerate(parties if isinstance(parties, list) else []):
-                if isinstance(party, str):
-                    db.execute("INSERT INTO parties VALUES (?, ?, ?, ?)", (*key, position, party))
+            for position, officer in enumerate(o.officers):
+                db.execute("INSERT INTO officers VALUES (?, ?, ?, ?, ?)", (*key, position, officer.name,
+                                                                           officer.certificate))
+            for position, party in enumerate(o.parties):
+                db.execute("INSERT INTO parties VALUES (?, ?, ?, ?)", (*key, position, party))
         db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                   (*key, seq, kind, entry["time"], time_ts, stored_ts))
-        size = body.get("bytes")
-        media_bytes = size if kind == "segment" and isinstance(size, int) and not isinstance(size, bool) else 0
+                   (*key, entry.seq, entry.kind, entry.time, time_ts, stored_ts))
         db.execute("UPDATE sessions SET last_seq = ?, last_at = ?, last_ts = ?, last_stored_ts = ?,"
                    " segments = segments + ?, media_bytes = media_bytes + ?, interrupted = interrupted OR ?"
                    " WHERE device = ? AND session = ?",
-                   (seq, entry["time"], time_ts, stored_ts, kind == "segment", media_bytes, kind == "interruption",
-                    *key))
-        if kind == "close":
+                   (entry.seq, entry.time, time_ts, stored_ts, entry.kind == SEGMENT,
+                    entry.segment.bytes if entry.segment is not None else 0, entry.kind == INTERRUPTION, *key))
+        if entry.closing is not None:
             db.execute("UPDATE sessions SET closed_at = ?, closed_ts = ?, close_reason = ? WHERE device = ? AND"
-                       " session = ?", (entry["time"], time_ts, _text(body, "reason"), *key))
+                       " session = ?", (entry.time, time_ts, entry.closing.reason, *key))
 
 
 def open_index(store: CentralStore) -> SessionIndex | None:
     """The receiver's index, or None (logged) if it cannot be opened: the receiver stores and receipts
-    either way, and the index can be rebuilt from the files later."""
-    if not isinstance(store, FileStore):
-        return None  # the index reads a filesystem store's files; another store would bring its own
+    either way, and the index can be rebuilt from the store later."""
     try:
-        return SessionIndex(store.root)
+        return SessionIndex(store)
     except (sqlite3.Error, OSError) as err:
-        log.error("session index %s cannot be opened (%s); receiving without it; `recorder receiver reindex`"
-                  " rebuilds it", store.root / INDEX_FILE, err)
+        log.error("session index %s cannot be opened (%s); receiving without it; `recorder central reindex`"
+                  " rebuilds it", store.state_file(INDEX_FILE), err)
         return None

@@ -4,7 +4,6 @@ sessions late or at risk of missing the 24-hour deadline (UPLOAD-24H)."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import re
@@ -14,22 +13,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from capture import layout
-from capture.ledger import GENESIS, Ledger, canonical, entry_hash
+from central.index import INDEX_FILE, Query, SessionIndex, SessionRow
+from central.receiver import Receiver
+from central.store import FileStore
+from evidence import layout
+from evidence.deadline import UploadPolicy
 from firmware_py.cli import main
 from mqtt import protocol
 from mqtt.broker import LocalBroker
 from mqtt.client import make_client
-from mqtt.index import INDEX_FILE, Deadline, Query, SessionIndex, SessionRow
-from mqtt.receiver import Receiver
-from mqtt.store import FileStore
 from provisioning.identity import DeviceIdentity
+from tests import forge as forged
+from tests.central.test_receiver import send, wait_until
 from tests.conftest import RecordedSession
-from tests.mqtt.test_receiver import send, wait_until
 
 ROOM = "ROOM-07"
 CST = dt.timezone(dt.timedelta(hours=8))
@@ -37,46 +38,11 @@ NOW = dt.datetime.now(CST).replace(microsecond=0)
 HOUR = dt.timedelta(hours=1)
 
 
-class StepClock:
-    """The device's clock for a forged session: it starts at `start` and moves 2 s per entry."""
-
-    def __init__(self, start: dt.datetime) -> None:
-        self._now = start - dt.timedelta(seconds=2)
-        self._mono = 0
-
-    def monotonic_ns(self) -> int:
-        self._mono += 2_000_000_000
-        return self._mono
-
-    def is_synchronised(self) -> bool:
-        return True
-
-    def now(self) -> dt.datetime:
-        self._now += dt.timedelta(seconds=2)
-        return self._now
-
-
 def forge(spool: Path, identity: DeviceIdentity, session: str, opened: dt.datetime, metadata: dict[str, Any],
           segments: int, interrupted: bool = False, closed: bool = True) -> Path:
     """A session as the device's ledger writes it (really signed), with made-up media and times."""
     session_dir = spool / session
-    ledger = Ledger(session_dir, ROOM, session, identity, StepClock(opened))
-    ledger.append("open", {"room": "询问室二", "location": "城关路1号", "device_id": ROOM,
-                           "device_key": identity.public_key_b64, "segment_seconds": 2.0, **metadata})
-    bodies = []
-    for index in range(1, segments + 1):
-        media = f"segment {index} of {session} ".encode() * 200
-        name = layout.media_name(index)
-        layout.media_path(session_dir, name).write_bytes(media)
-        body = {"index": index, "file": name, "sha256": hashlib.sha256(media).hexdigest(), "bytes": len(media),
-                "start_ns": (index - 1) * 2_000_000_000, "end_ns": index * 2_000_000_000}
-        ledger.append("segment", body)
-        bodies.append(body)
-    if interrupted:
-        ledger.append("interruption", {"reason": "abrupt stop", "recovered_segments": []})
-    if closed:
-        ledger.append("close", {"reason": "stop button held", "segments": segments, "entries": ledger.next_seq + 1,
-                                "media_bytes": sum(b["bytes"] for b in bodies), "duration_ns": segments * 2 * 10**9})
+    forged.forge(session_dir, ROOM, identity, forged.StepClock(opened), metadata, segments, interrupted, closed)
     return session_dir
 
 
@@ -176,7 +142,7 @@ def row_of(index: SessionIndex, session: str) -> SessionRow:
 
 def test_live_upload_is_indexed_with_its_open_entry_metadata__CLASSIFY(recorded: RecordedSession) -> None:
     # The shared session went device → broker → receiver for real; the rig's receiver indexed it as it came.
-    index = SessionIndex(recorded.rig.store.root)
+    index = SessionIndex(recorded.rig.store)
     try:
         (row,) = index.sessions(Query(device=recorded.rig.config.device.id))
     finally:
@@ -194,7 +160,7 @@ def test_live_upload_is_indexed_with_its_open_entry_metadata__CLASSIFY(recorded:
     assert row.complete and not row.interrupted
     # Streamed as it was made: every entry reached central within seconds, well inside the deadline.
     assert row.max_entry_delay < dt.timedelta(seconds=30)
-    assert row.standing(dt.datetime.now(dt.UTC), Deadline()).status == "on time"
+    assert row.standing(dt.datetime.now(dt.UTC), UploadPolicy()).status == "on time"
 
 
 @pytest.mark.parametrize(("query", "expected"), [
@@ -247,8 +213,8 @@ def test_interruption_and_totals_come_from_the_ledger__CLASSIFY(central: Central
 def answers(index: SessionIndex, now: dt.datetime) -> list[Any]:
     queries = [Query(), Query(officer="王警官"), Query(party="赵某"), Query(case="88号"), Query(unit="东城"),
                Query(start=NOW - 31 * HOUR)]
-    return [[r.as_json(now, Deadline()) for r in index.sessions(q)] for q in queries] + [
-        [(r.session, s) for r, s in index.late(now, Deadline())]]
+    return [[r.as_json(now, UploadPolicy()) for r in index.sessions(q)] for q in queries] + [
+        [(r.session, s) for r, s in index.late(now, UploadPolicy())]]
 
 
 def test_index_rebuilt_from_the_files_alone_gives_the_same_answers__CLASSIFY(central: Central, tmp_path: Path) -> None:
@@ -258,7 +224,7 @@ def test_index_rebuilt_from_the_files_alone_gives_the_same_answers__CLASSIFY(cen
     # A copy of the store without the index file (as if it were deleted): opened, it is rebuilt from the files.
     shutil.copytree(central.store.root / "sessions", tmp_path / "sessions")
     assert not (tmp_path / INDEX_FILE).exists()
-    copy = SessionIndex(tmp_path)
+    copy = SessionIndex(FileStore(tmp_path))
     try:
         assert answers(copy, now) == before
         assert copy.rebuild() == 4
@@ -273,7 +239,7 @@ def test_index_rebuilt_from_the_files_alone_gives_the_same_answers__CLASSIFY(cen
 def test_cli_sessions_lists_the_matching_sessions__CLASSIFY(central: Central,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     store = str(central.store.root)
-    assert main(["receiver", "sessions", "--store", store, "--officer", "王警官"]) == 0
+    assert main(["central", "sessions", "--store", store, "--officer", "王警官"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["session", "device", "unit", "officers", "case", "opened", "closed", "segments",
                                 "MB", "late?"]
@@ -282,23 +248,23 @@ def test_cli_sessions_lists_the_matching_sessions__CLASSIFY(central: Central,
     assert "城关派出所" in theft and "穗公刑立字〔2026〕88号" in theft and "late" in theft
     assert "(interrupted)" in lines[2] and "邻里纠纷调解" in lines[2]
 
-    assert main(["receiver", "sessions", "--store", store, "--party", "赵某", "--json"]) == 0
+    assert main(["central", "sessions", "--store", store, "--party", "赵某", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert (row["session"], row["parties"], row["interrupted"]) == (DISPUTE, ["赵某"], True)
     assert [o["certificate"] for o in row["officers"]] == ["44010000123", "44010000456"]
 
-    # Dates without an offset are this computer's days; --to a date takes in the whole day.
-    day = FORGED[THEFT]["opened"].astimezone().date().isoformat()
-    assert main(["receiver", "sessions", "--store", store, "--from", day, "--to", day]) == 0
+    # Dates without an offset are the agency's days (Asia/Shanghai by default); --to takes in the whole day.
+    day = FORGED[THEFT]["opened"].astimezone(ZoneInfo("Asia/Shanghai")).date().isoformat()
+    assert main(["central", "sessions", "--store", store, "--from", day, "--to", day]) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == [THEFT]
 
-    assert main(["receiver", "sessions", "--store", store, "--device", ROOM]) == 0
+    assert main(["central", "sessions", "--store", store, "--device", ROOM]) == 0
     lines = capsys.readouterr().out.splitlines()[1:]
     assert "东城交警大队" in lines[2]
     # Columns line up in a terminal, where each Chinese character takes two cells.
     assert len({opened_column(line) for line in lines}) == 1
 
-    assert main(["receiver", "sessions", "--store", store, "--unit", "没有这个单位"]) == 0
+    assert main(["central", "sessions", "--store", store, "--unit", "没有这个单位"]) == 0
     assert capsys.readouterr().out.strip() == "no matching sessions"
 
 
@@ -306,7 +272,7 @@ def test_cli_late_lists_late_and_at_risk_sessions_per_device__UPLOAD_24H(
         central: Central, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = str(central.store.root)
     # OUTAGE is still incomplete a day after its last entry: the exit status says something is missing.
-    assert main(["receiver", "late", "--store", store]) == 1
+    assert main(["central", "late", "--store", store]) == 1
     out = capsys.readouterr().out
     assert out.splitlines()[0] == ROOM
     listed = [line.split()[0] for line in out.splitlines()[1:]]
@@ -314,7 +280,7 @@ def test_cli_late_lists_late_and_at_risk_sessions_per_device__UPLOAD_24H(
     outage = next(line for line in out.splitlines() if OUTAGE in line)
     assert "at risk" in outage and "not closed; 3 entries received" in outage
 
-    assert main(["receiver", "late", "--store", store, "--limit-hours", "48", "--warn-hours", "6,29", "--json"]) == 1
+    assert main(["central", "late", "--store", store, "--limit-hours", "48", "--warn-hours", "6,29", "--json"]) == 1
     standing = {r["session"]: r["deadline"] for r in json.loads(capsys.readouterr().out)}
     assert standing[OUTAGE]["status"] == "warning" and standing[OUTAGE]["threshold_hours"] == 29
     assert standing[THEFT]["status"] == "late" and standing[THEFT]["hours"] > 24 * 29
@@ -322,23 +288,27 @@ def test_cli_late_lists_late_and_at_risk_sessions_per_device__UPLOAD_24H(
     # Without flags, the thresholds are the configuration's, the same the devices warn by.
     config = tmp_path / "recorder.toml"
     config.write_text(f'[receiver]\nstore_dir = "{store}"\n[upload]\ndeadline_hours = 36\nwarn_hours = [29]\n')
-    assert main(["receiver", "late", "--config", str(config), "--json"]) == 1
+    assert main(["central", "late", "--config", str(config), "--json"]) == 1
     standing = {r["session"]: r["deadline"] for r in json.loads(capsys.readouterr().out)}
     assert (standing[OUTAGE]["status"], standing[OUTAGE]["threshold_hours"]) == ("warning", 29)
 
 
-def test_cli_receiver_actions_keep_their_own_options(central: Central, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    # A filter without `sessions` must not start a receiver on the default store.
-    assert main(["receiver", "--store", str(tmp_path), "--officer", "王警官"]) == 2
-    assert "--officer does not go with `recorder receiver serve`" in capsys.readouterr().err
-    assert main(["receiver", "late", "--store", str(central.store.root), "--from", "2026-01-01"]) == 2
-    assert main(["receiver", "sessions", "--store", str(tmp_path / "nowhere")]) == 2
+def test_cli_central_actions_keep_their_own_options(central: Central, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # An option of another action is refused by that action's own parser, before anything runs.
+    for argv in (["central", "serve", "--store", str(tmp_path), "--officer", "王警官"],
+                 ["central", "late", "--store", str(central.store.root), "--from", "2026-01-01"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2
+        assert "unrecognized arguments" in capsys.readouterr().err
+    assert main(["central", "sessions", "--store", str(tmp_path / "nowhere")]) == 2
     assert "not a central store" in capsys.readouterr().err
-    # `recorder receiver --enroll` still enrolls (and indexes nothing).
     key = DeviceIdentity(Ed25519PrivateKey.generate()).public_key_b64
-    assert main(["receiver", "--store", str(tmp_path / "c"), "--enroll", "GD-0009", key]) == 0
+    assert main(["central", "enroll", "--store", str(tmp_path / "c"), "GD-0009", key]) == 0
     assert FileStore(tmp_path / "c").device_key("GD-0009") == key
+    assert main(["central", "enroll", "--store", str(tmp_path / "c"), "GD-0009", "not a key"]) == 2
+    assert "not a base64 Ed25519 public key" in capsys.readouterr().err
 
 
 def test_cli_reindex_rebuilds_a_deleted_index__CLASSIFY(central: Central, tmp_path: Path,
@@ -346,9 +316,9 @@ def test_cli_reindex_rebuilds_a_deleted_index__CLASSIFY(central: Central, tmp_pa
     shutil.copytree(central.store.root, tmp_path / "c")
     for leftover in (tmp_path / "c").glob(INDEX_FILE + "*"):
         leftover.unlink()
-    assert main(["receiver", "reindex", "--store", str(tmp_path / "c")]) == 0
+    assert main(["central", "reindex", "--store", str(tmp_path / "c")]) == 0
     assert capsys.readouterr().out.startswith("indexed 4 sessions")
-    assert main(["receiver", "sessions", "--store", str(tmp_path / "c"), "--officer", "44010000456"]) == 0
+    assert main(["central", "sessions", "--store", str(tmp_path / "c"), "--officer", "44010000456"]) == 0
     assert DISPUTE in capsys.readouterr().out
 
 
@@ -381,7 +351,7 @@ def test_a_broken_index_costs_no_receipt__UPLOAD_24H(tmp_path: Path, broker: Loc
         listener.loop_stop()
         receiver.stop()
     # The index is a convenience: rebuilt from the files, it has the whole session.
-    rebuilt = SessionIndex(store.root)
+    rebuilt = SessionIndex(store)
     try:
         rebuilt.rebuild()
         (row,) = rebuilt.sessions(Query(party="陈某某"))
@@ -392,28 +362,21 @@ def test_a_broken_index_costs_no_receipt__UPLOAD_24H(tmp_path: Path, broker: Loc
 
 def write_entries(store_root: Path, session: str, opened: dt.datetime, kinds: list[str],
                   stored: dt.datetime, device: str = ROOM) -> Path:
-    """Entries written straight into a store (no receiver), 1 minute apart, all stored at `stored`."""
+    """Entries written straight into a store (no receiver), 1 minute apart, all stored at `stored`:
+    an `open`, a segment for each "segment", a `close` if the last kind is "close"."""
     session_dir = store_root / "sessions" / device / session
-    (session_dir / layout.ENTRIES).mkdir(parents=True, exist_ok=True)
-    prev = GENESIS
-    bodies: dict[str, dict[str, Any]] = {
-        "open": {"unit": "城关派出所", "officers": [{"name": "王警官", "certificate": "44010000123"}]},
-        "segment": {"bytes": 1000}, "close": {"reason": "stop"}}
-    for seq, kind in enumerate(kinds):
-        body = bodies[kind]
-        entry = {"v": 1, "device": device, "session": session, "seq": seq, "kind": kind, "prev": prev,
-                 "time": (opened + seq * dt.timedelta(minutes=1)).isoformat(timespec="milliseconds"),
-                 "mono_ns": seq, "clock_synced": True, "body": body, "sig": ""}
-        path = layout.entry_path(session_dir, seq)
-        path.write_bytes(canonical(entry))
+    identity = DeviceIdentity(Ed25519PrivateKey.generate())
+    forged.forge(session_dir, device, identity, forged.StepClock(opened, dt.timedelta(minutes=1)),
+                 {"unit": "城关派出所", "officers": [{"name": "王警官", "certificate": "44010000123"}]},
+                 kinds.count("segment"), closed=kinds[-1] == "close", write_media=False)
+    for seq in layout.entry_seqs(session_dir):
         # Central's storage time is the committed file's time: fabricate it.
-        os.utime(path, (stored.timestamp(), stored.timestamp()))
-        prev = entry_hash(entry)
+        os.utime(layout.entry_path(session_dir, seq), (stored.timestamp(), stored.timestamp()))
     return session_dir
 
 
 def test_late_and_at_risk_sessions_by_their_times__UPLOAD_24H(tmp_path: Path) -> None:
-    (tmp_path / "sessions").mkdir()
+    FileStore(tmp_path)
     now = dt.datetime(2026, 11, 22, 12, 0, tzinfo=CST)
     closed = ["open", "segment", "close"]
     cases = {
@@ -427,11 +390,11 @@ def test_late_and_at_risk_sessions_by_their_times__UPLOAD_24H(tmp_path: Path) ->
     }
     for session, (opened, kinds, stored) in cases.items():
         write_entries(tmp_path, session, opened, kinds, stored)
-    index = SessionIndex(tmp_path)
+    index = SessionIndex(FileStore(tmp_path))
     try:
-        late = [(r.session[-1], s.status, s.threshold_hours) for r, s in index.late(now, Deadline())]
+        late = [(r.session[-1], s.status, s.threshold_hours) for r, s in index.late(now, UploadPolicy())]
         assert late == [("a", "late", None), ("e", "at risk", None), ("d", "warning", 20.0), ("c", "warning", 12.0)]
-        lenient = Deadline(dt.timedelta(hours=48), (dt.timedelta(hours=22),))
+        lenient = UploadPolicy(48.0, (22.0,))
         assert [(r.session[-1], s.status) for r, s in index.late(now, lenient)] == [("e", "warning")]
         a = row_of(index, "20261101T000000Z-00000a")
         assert a.upload_delay == dt.timedelta(hours=32) - dt.timedelta(minutes=2)
@@ -439,7 +402,7 @@ def test_late_and_at_risk_sessions_by_their_times__UPLOAD_24H(tmp_path: Path) ->
         # The close of "d" is stored, but the index never heard of it (an update that failed): `late`
         # catches up from the files first, so it raises no false alarm.
         write_entries(tmp_path, "20261101T000000Z-00000d", now - 21 * HOUR, closed, now - 20 * HOUR)
-        assert "d" not in [r.session[-1] for r, _ in index.late(now, Deadline())]
+        assert "d" not in [r.session[-1] for r, _ in index.late(now, UploadPolicy())]
     finally:
         index.close()
 
@@ -450,7 +413,7 @@ def test_index_skips_what_the_receiver_would_never_store(tmp_path: Path) -> None
     layout.entry_path(session_dir, 2).write_bytes(b"{not json")
     (tmp_path / "sessions" / "not a device" / "20261101T000000Z-00000b").mkdir(parents=True)
     (tmp_path / "sessions" / ROOM / "not-a-session").mkdir()
-    index = SessionIndex(tmp_path)
+    index = SessionIndex(FileStore(tmp_path))
     try:
         (row,) = index.sessions(Query())
         assert (row.entries, row.segments, row.complete) == (2, 1, False)  # indexed up to the bad entry

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from capture import layout
-from capture.ledger import canonical, entry_hash, signed_message
+from central.receiver import Receiver
+from central.store import FileStore
+from evidence import layout
+from evidence.canonical import canonical
+from evidence.entry import entry_hash, signed_message
 from mqtt import protocol
 from mqtt.broker import LocalBroker
 from mqtt.client import make_client
-from mqtt.receiver import Receiver
-from mqtt.store import FileStore
 from provisioning.identity import DeviceIdentity
 from tests.conftest import RecordedSession
 
@@ -31,6 +32,12 @@ def central(tmp_path: Path, broker: LocalBroker, recorded: RecordedSession) -> I
     assert receiver.connected.wait(10)
     yield receiver
     receiver.stop()
+
+
+def stored_dir(central: Receiver, recorded: RecordedSession) -> Path:
+    """Where the receiver's FileStore keeps the recorded session."""
+    assert isinstance(central.store, FileStore)
+    return central.store.session_dir(recorded.rig.config.device.id, recorded.session)
 
 
 def send(broker: LocalBroker, messages: list[tuple[str, bytes]]) -> None:
@@ -76,7 +83,7 @@ def test_replayed_session_is_stored_once__UPLOAD_24H(central: Receiver, broker: 
     assert wait_until(lambda: central.stored == total)
     time.sleep(0.3)
     assert central.stored == total  # duplicates were receipted again, not stored twice
-    stored = central.store.session_dir(recorded.rig.config.device.id, recorded.session)
+    stored = stored_dir(central, recorded)
     assert layout.entry_seqs(stored) == list(range(total))
     # Media chunks resent after their segment was stored are not staged again (nothing leaks).
     assert isinstance(central.store, FileStore)
@@ -90,7 +97,7 @@ def test_entry_signed_by_another_key_is_refused__NO_LEAK(central: Receiver, brok
     entry["sig"] = forger.sign(signed_message(entry))
     send(broker, [(protocol.topic("recorders", recorded.rig.config.device.id, "entry"), canonical(entry))])
     assert wait_until(lambda: any("signature does not verify" in r for r in central.refused)), central.refused
-    assert not central.store.session_dir(recorded.rig.config.device.id, recorded.session).exists()
+    assert not stored_dir(central, recorded).exists()
 
 
 def test_entry_on_another_devices_topic_is_refused__NO_LEAK(central: Receiver, broker: LocalBroker,
@@ -177,7 +184,7 @@ def test_altered_segment_is_never_stored_as_genuine__NO_EDIT(central: Receiver, 
     frame[-10] ^= 0xFF
     messages[index] = (messages[index][0], bytes(frame))
     send(broker, messages[: index + 2])
-    stored = central.store.session_dir(recorded.rig.config.device.id, recorded.session)
+    stored = stored_dir(central, recorded)
     segment_seq = json.loads(messages[index + 1][1])["seq"]
     assert wait_until(lambda: central.store.get_entry(recorded.rig.config.device.id, recorded.session,
                                                       segment_seq - 1) is not None)

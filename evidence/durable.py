@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from capture.errors import StorageFault
+from evidence.errors import StorageFault
 
 
 def fsync_dir(directory: Path) -> None:

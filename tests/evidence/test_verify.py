@@ -13,11 +13,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from capture import layout
-from capture.encryption import seal_bytes
-from capture.ledger import GENESIS, canonical, entry_hash, signed_message
-from capture.merkle import root_hex
-from capture.verify import Problem, verify_session
+from capture.probe import decodes
+from evidence import layout
+from evidence.canonical import canonical
+from evidence.encryption import seal_bytes
+from evidence.entry import GENESIS, entry_hash, signed_message
+from evidence.merkle import root_hex
+from evidence.rules import Problem
+from evidence.verify import Decoder, verify_session
 from firmware_py.cli import main
 from provisioning.central_key import load_central_key
 from provisioning.identity import DeviceIdentity
@@ -41,7 +44,8 @@ def segments(session: Path) -> list[dict[str, Any]]:
     return [e for e in entries(session) if e["kind"] == "segment"]
 
 
-def first_problem(session: Path, key: str, decode: bool = False, central: X25519PrivateKey | None = None) -> Problem:
+def first_problem(session: Path, key: str, decode: Decoder | None = None, central: X25519PrivateKey | None = None,
+                  ) -> Problem:
     report = verify_session(session, trusted_key_b64=key, decode=decode, central_key=central)
     assert not report.ok, "tampering went unnoticed"
     return report.findings[0].problem
@@ -67,7 +71,7 @@ def rewrite(session: Path, signer: DeviceIdentity, mutate: Callable[[dict[str, A
 
 
 def test_intact_session_passes__NO_EDIT(copy: Path, key: str) -> None:
-    report = verify_session(copy, trusted_key_b64=key, decode=True)
+    report = verify_session(copy, trusted_key_b64=key, decode=decodes)
     assert report.ok and report.anchored
 
 
@@ -168,7 +172,7 @@ def test_timestamp_gap_is_found__CONTINUOUS(recorded: RecordedSession, copy: Pat
 
 
 def central_key(recorded: RecordedSession) -> X25519PrivateKey:
-    return load_central_key(Path(recorded.rig.config.receiver.private_key_file))
+    return load_central_key(Path(recorded.rig.central.receiver.private_key_file))
 
 
 def replace_segment(recorded: RecordedSession, copy: Path, victim: dict[str, Any], stored: bytes,
@@ -191,7 +195,7 @@ def test_undecodable_segment_is_found(recorded: RecordedSession, copy: Path, key
     replace_segment(recorded, copy, segments(copy)[1], seal_bytes(junk, central_key(recorded).public_key()), junk)
     central = central_key(recorded)
     assert verify_session(copy, trusted_key_b64=key, central_key=central).ok  # the hashes are consistent ...
-    assert first_problem(copy, key, decode=True, central=central) is Problem.UNDECODABLE  # ... not a recording
+    assert first_problem(copy, key, decode=decodes, central=central) is Problem.UNDECODABLE  # ... not a recording
 
 
 def test_segment_sealed_to_another_key_is_found__NO_LEAK(recorded: RecordedSession, copy: Path, key: str) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from capture.ledger import entry_hash
-from capture.merkle import root_hex, tree_hash
+from evidence.entry import entry_hash
+from evidence.merkle import root_hex, tree_hash
 from tests.conftest import RecordedSession
 from tests.media import entries
 

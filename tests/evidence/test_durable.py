@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from capture import durable
-from capture.errors import StorageFault
+from evidence import durable
+from evidence.errors import StorageFault
 
 
 @pytest.fixture(params=["syncfs", "fsync each"])

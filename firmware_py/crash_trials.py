@@ -1,5 +1,6 @@
-"""kill -9 trials against the real service (`recorder run` in a subprocess), for the test and the soak
-benchmark: record, kill at a random moment, restart (which recovers the killed session), repeat."""
+"""kill -9 trials against the real service (`recorder run` in a subprocess), for the crash test and the
+soak benchmark: record, kill at a random moment, restart (which recovers the killed session), repeat.
+Part of the product, like the rig, so a technician can soak a box the same way."""
 
 from __future__ import annotations
 
@@ -13,31 +14,29 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from capture import layout
-from capture.encryption import open_sealed
-from capture.ledger import entry_hash
-from capture.leftovers import probe_media
-from capture.verify import verify_session
-from firmware_py.central import central_key_sections
-from mqtt.receiver import Receiver
-from mqtt.store import FileStore
-from provisioning.central_key import load_central_key
+from capture.ledger import read_entries
+from capture.probe import decodes, probe_media
+from central.receiver import Receiver
+from central.store import FileStore
+from evidence import layout
+from evidence.encryption import open_sealed
+from evidence.entry import Segment
+from evidence.verify import verify_session
+from provisioning.central_key import create_central_key, load_central_key
 from provisioning.identity import DeviceIdentity
-from tests.media import entries
 
 SEGMENT_SECONDS = 2.0
 
 
 def _config(tmp_path: Path, port: int) -> Path:
-    keys = central_key_sections(tmp_path / "central-key.pem")
+    public = create_central_key(tmp_path / "central-key.pem")
     path = tmp_path / "recorder.toml"
     path.write_text(
         f'[device]\nstate_dir = "{tmp_path / "device"}"\n'
-        f'central_public_key = "{keys["device"]["central_public_key"]}"\n'
+        f'central_public_key = "{public}"\n'
         f'[session]\nsegment_seconds = {SEGMENT_SECONDS}\nmax_minutes = 5\n'
         '[notice]\nen = ""\nwords_per_minute = 400\n'
         '[video]\nwidth = 320\nheight = 240\nfps = 10\nbitrate = 300000\n'
@@ -50,7 +49,8 @@ def _config(tmp_path: Path, port: int) -> Path:
 def _wait_for_new_recording(status: Path, previous: str | None, proc: subprocess.Popen[bytes]) -> str:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        assert proc.poll() is None, "the service exited on its own"
+        if proc.poll() is not None:
+            raise RuntimeError(f"the service exited on its own (status {proc.returncode})")
         try:
             now = json.loads(status.read_text())
         except (OSError, json.JSONDecodeError):
@@ -58,7 +58,7 @@ def _wait_for_new_recording(status: Path, previous: str | None, proc: subprocess
         if now.get("state") in ("notice", "recording") and now.get("session") not in (None, previous):
             return str(now["session"])
         time.sleep(0.02)
-    raise AssertionError("the service did not start recording")
+    raise RuntimeError("the service did not start recording within 30 s")
 
 
 @dataclass
@@ -108,37 +108,37 @@ def run_kill9(workdir: Path, port: int, trials: int, seed: int = 20261122) -> Ki
     worst = 0.0
     for name, kill_ns in killed_at.items():
         session_dir = spool / name
-        report = verify_session(session_dir, decode=True, central_key=central)
-        log = entries(session_dir)
-        segments = [e["body"] for e in log if e["kind"] == "segment"]
+        report = verify_session(session_dir, decode=decodes, central_key=central)
+        log = read_entries(session_dir)
+        segments = [e.segment for e in log if e.segment is not None]
         if not report.ok:
             problems.append(f"{name}: {report.findings[0]}")
-        elif [e["kind"] for e in log][-2:] != ["interruption", "close"]:
+        elif [e.kind for e in log][-2:] != ["interruption", "close"]:
             problems.append(f"{name}: the break is not recorded as an interruption")
         elif not segments:
             problems.append(f"{name}: nothing recorded at all")
         elif list((session_dir / "media").glob("*.part")):
             problems.append(f"{name}: a cut-off segment was left unsealed")
         else:
-            media_end_ns = log[0]["body"]["media_t0_mono_ns"] + _recorded_until(session_dir, segments, central)
+            media_end_ns = log[0].body["media_t0_mono_ns"] + _recorded_until(session_dir, segments, central)
             worst = max(worst, (kill_ns - media_end_ns) / 1e9)
     matches = _holdings(spool) == _holdings(workdir / "central" / "sessions" / "SIM-0001")
     return Kill9Outcome(len(killed_at), worst, problems, matches)
 
 
-def _recorded_until(session_dir: Path, segments: list[dict[str, Any]], central: X25519PrivateKey) -> int:
+def _recorded_until(session_dir: Path, segments: list[Segment], central: X25519PrivateKey) -> int:
     """Media time (ns) the session's recording reaches. Recovered segments are sealed, so the device could not
     say where they end: central reads each in turn. A kill just after a segment switch leaves two of them,
     the last possibly empty, so the end is carried over from the one before."""
     end_ns = 0
     for segment in segments:
-        if segment["end_ns"] is not None:
-            end_ns = int(segment["end_ns"])
+        if segment.end_ns is not None:
+            end_ns = segment.end_ns
             continue
-        opened = open_sealed(layout.media_path(session_dir, segment["file"]).read_bytes(), central)
+        opened = open_sealed(layout.media_path(session_dir, segment.file).read_bytes(), central)
         end_ns = int(probe_media(io.BytesIO(opened.plaintext), end_ns, 100_000_000, 16000)["end_ns"])
     return end_ns
 
 
 def _holdings(root: Path) -> set[tuple[str, int, str]]:
-    return {(e["session"], e["seq"], entry_hash(e)) for d in root.iterdir() for e in entries(d)}
+    return {(e.session, e.seq, e.hash) for d in root.iterdir() for e in read_entries(d)}

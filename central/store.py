@@ -1,29 +1,33 @@
-"""Central's storage, behind one interface so an object store can take the filesystem's place.
+"""Central's storage, behind one interface (`CentralStore`): nothing outside it builds a path into it, so
+an object store with write-once retention (S3 Object Lock) can take the filesystem's place without
+touching the receiver, the index or the web application.
 
-Filesystem layout under the store root:
-    devices/<device>.pub                     enrolled device key (base64 Ed25519 public key)
+`FileStore`'s layout under its root:
+    devices/<device>.pub                     enrolled device key (base64 Ed25519 public key, then "\\n")
     sessions/<device>/<session>/entries/...  the session, in the same layout as the device spool
     sessions/<device>/<session>/media/...
+    sessions/<device>/<session>/plain/...    decrypted working copies
     .staging/<device>/<session>/<file>       media chunks being assembled, not yet sealed by an entry
-    index.sqlite3                            the session index (mqtt/index.py), derived from sessions/
-Every commit is write-temp, flush, rename, flush (a group commit per batch of entries, capture/durable.py).
+    index.sqlite3                            the session index (central/index.py), derived from sessions/
+Every commit is write-temp, flush, rename, flush (a group commit per batch of entries, evidence/durable.py).
 """
 
 from __future__ import annotations
 
 import abc
-import hashlib
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from capture import layout
-from capture.durable import atomic_write, group_commit
-from capture.sealer import sha256_file
+from evidence import layout
+from evidence.durable import atomic_write, group_commit
+from evidence.hashing import EMPTY_SHA256, sha256_file
+from evidence.layout import SessionFiles, SessionFolder
 from mqtt.protocol import MediaChunk
 
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+PLAIN = "plain"
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,13 @@ class Commit:
     seq: int
     data: bytes
     media_file: str | None
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    data: bytes
+    stored_ts: float
+    """When central stored it (POSIX seconds): the time its commit made it durable."""
 
 
 class CentralStore(abc.ABC):
@@ -51,7 +62,16 @@ class CentralStore(abc.ABC):
     def staged_matches(self, device: str, session: str, file: str, sha256: str, size: int) -> bool: ...
 
     @abc.abstractmethod
+    def sweep_staging(self, older_than_s: float) -> int:
+        """Remove staged chunks untouched for `older_than_s` (forged, or left by a segment stored since);
+        the device resends whatever it still needs. Returns the files removed."""
+
+    @abc.abstractmethod
     def get_entry(self, device: str, session: str, seq: int) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def read_entry(self, device: str, session: str, seq: int) -> StoredEntry | None:
+        """The stored entry with its storage time; None if not stored; OSError if it cannot be read."""
 
     @abc.abstractmethod
     def commit(self, batch: Sequence[Commit], writer: str) -> None:
@@ -61,7 +81,25 @@ class CentralStore(abc.ABC):
         receiver's client id) keeps receivers sharing the store out of each other's temporary files."""
 
     @abc.abstractmethod
-    def session_dir(self, device: str, session: str) -> Path: ...
+    def sessions(self) -> Iterator[tuple[str, str]]:
+        """Every stored session, as (device, session), in order."""
+
+    @abc.abstractmethod
+    def session_files(self, device: str, session: str) -> SessionFiles:
+        """The stored session as the verifier reads it."""
+
+    @abc.abstractmethod
+    def read_media(self, device: str, session: str, file: str) -> bytes: ...
+
+    @abc.abstractmethod
+    def has_working_copy(self, device: str, session: str, file: str) -> bool: ...
+
+    @abc.abstractmethod
+    def write_working_copy(self, device: str, session: str, file: str, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def state_file(self, name: str) -> Path:
+        """A local file for state derived from the store (the session index)."""
 
 
 def _holds(path: Path, sha256: str, size: int) -> bool:
@@ -84,6 +122,16 @@ class FileStore(CentralStore):
         for sub in ("devices", "sessions", ".staging"):
             (root / sub).mkdir(parents=True, exist_ok=True)
 
+    @classmethod
+    def locate(cls, session_path: Path) -> tuple[FileStore, str, str] | None:
+        """The store, device and session a folder is, if it is a session inside a FileStore."""
+        path = session_path.resolve()
+        root = path.parent.parent.parent
+        if (path.parent.parent.name != "sessions" or not layout.SESSION_ID.match(path.name)
+                or not (root / "devices").is_dir()):
+            return None
+        return cls(root), path.parent.name, path.name
+
     def enroll(self, device: str, key_b64: str) -> None:
         atomic_write(self.root / "devices" / f"{device}.pub", key_b64.encode() + b"\n")
 
@@ -102,6 +150,7 @@ class FileStore(CentralStore):
         return cached[1]
 
     def session_dir(self, device: str, session: str) -> Path:
+        """The session's folder (a FileStore's own layout; other stores have none)."""
         return self.root / "sessions" / device / session
 
     def _staging(self, device: str, session: str, file: str) -> Path:
@@ -112,7 +161,7 @@ class FileStore(CentralStore):
             return  # already sealed and stored: a resend after a lost receipt; the entry gets its receipt again
         path = self._staging(device, chunk.session, chunk.file)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
             written = os.pwrite(fd, chunk.data, chunk.offset)
             if written != len(chunk.data):
@@ -137,9 +186,28 @@ class FileStore(CentralStore):
         return _holds(path, sha256, size) or _holds(layout.media_path(self.session_dir(device, session), file),
                                                     sha256, size)
 
+    def sweep_staging(self, older_than_s: float) -> int:
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for path in (self.root / ".staging").glob("*/*/*"):
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue  # another receiver of the group committed or swept it meanwhile
+        return removed
+
     def get_entry(self, device: str, session: str, seq: int) -> bytes | None:
-        path = layout.entry_path(self.session_dir(device, session), seq)
-        return path.read_bytes() if path.exists() else None
+        stored = self.read_entry(device, session, seq)
+        return None if stored is None else stored.data
+
+    def read_entry(self, device: str, session: str, seq: int) -> StoredEntry | None:
+        try:
+            with layout.entry_path(self.session_dir(device, session), seq).open("rb") as f:
+                return StoredEntry(f.read(), os.fstat(f.fileno()).st_mtime)
+        except FileNotFoundError:
+            return None
 
     def commit(self, batch: Sequence[Commit], writer: str) -> None:
         writes: list[tuple[Path, bytes]] = []
@@ -158,3 +226,31 @@ class FileStore(CentralStore):
             writes.append((layout.entry_path(session_dir, item.seq), item.data))
         # One group commit for the batch: a few filesystem flushes instead of several fsyncs per entry.
         group_commit(self.root, writes, moves, writer)
+
+    def sessions(self) -> Iterator[tuple[str, str]]:
+        sessions = self.root / "sessions"
+        for device_dir in sorted(sessions.iterdir()) if sessions.is_dir() else []:
+            if device_dir.is_dir() and layout.DEVICE_ID.match(device_dir.name):
+                for session_dir in sorted(device_dir.iterdir()):
+                    if session_dir.is_dir() and layout.SESSION_ID.match(session_dir.name):
+                        yield device_dir.name, session_dir.name
+
+    def session_files(self, device: str, session: str) -> SessionFiles:
+        return SessionFolder(self.session_dir(device, session))
+
+    def read_media(self, device: str, session: str, file: str) -> bytes:
+        return layout.media_path(self.session_dir(device, session), file).read_bytes()
+
+    def _working_copy(self, device: str, session: str, file: str) -> Path:
+        return self.session_dir(device, session) / PLAIN / file
+
+    def has_working_copy(self, device: str, session: str, file: str) -> bool:
+        return self._working_copy(device, session, file).exists()
+
+    def write_working_copy(self, device: str, session: str, file: str, data: bytes) -> None:
+        target = self._working_copy(device, session, file)
+        target.parent.mkdir(exist_ok=True)
+        atomic_write(target, data)
+
+    def state_file(self, name: str) -> Path:
+        return self.root / name

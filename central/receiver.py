@@ -1,10 +1,15 @@
-"""The reference central receiver: stores what devices send, verifies it, and receipts it.
+"""The reference central receiver: stores what devices send, judges it by the session rules, and receipts it.
 
-An entry is stored when the device key is the enrolled one, the signature holds, the media's SHA-256 and
-size match, and it links to its predecessor if that is here. A receipt for it goes out only once it is
-durably stored and the chain from the session's `open` entry to it is complete in the store (docs/
-PROTOCOL.md §6.1). Anything else is refused with a logged reason, and nothing outside the store is ever
-written.
+Each entry is parsed once (evidence/entry.py) and judged by the one rule book (evidence/rules.py) that
+`recorder verify` uses. An entry whose predecessors are here is judged by every rule before it is stored,
+and refused if it breaks one (an entry after `close`, a second `open`, a segment out of order or with a
+gap, wrong closing totals, …). An entry that comes before its predecessor (with receivers sharing the
+load, the predecessor is usually being stored by another one at this moment) is judged by the rules that
+need no predecessor (signature under the enrolled key, form, media) and stored; the rest are applied when
+the chain reaches it. A receipt goes out only for an entry that is durably stored and that the rules have
+accepted with every entry before it, back to the session's `open` entry (docs/PROTOCOL.md §6.1). So
+central never receipts an entry the verifier would reject. Anything else is refused with a logged reason,
+and nothing outside the store is ever written.
 """
 
 from __future__ import annotations
@@ -16,24 +21,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from capture import layout
-from capture.errors import CaptureError, StorageFault
-from capture.ledger import GENESIS, entry_hash, parse_entry, signed_message
+from central.errors import Refused
+from central.index import SessionIndex, open_index
+from central.store import CentralStore, Commit
+from central.working_copy import write_working_copy
+from evidence.entry import Entry, parse_entry
+from evidence.errors import MalformedEntry, RecorderError
+from evidence.layout import media_name
+from evidence.rules import SessionRules, Violation
 from mqtt import protocol
 from mqtt.client import make_client
-from mqtt.errors import ProtocolError
-from mqtt.index import SessionIndex, open_index
-from mqtt.store import CentralStore, Commit
 from mqtt.tls import TlsFiles
-from mqtt.working_copy import PLAIN, write_working_copy
-from provisioning.errors import ProvisioningError
-from provisioning.identity import load_public_key_b64, verify_signature
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +48,17 @@ is forgotten (the device resends it anyway, 15 s after sending, until it has a r
 FOLLOW_UP_PAUSE = 0.25
 """Seconds between follow-up rounds while entries are being stored."""
 FRONTIER_SESSIONS = 4096
-"""Sessions whose chain frontier is remembered; an older one is walked again from the store if needed."""
+"""Sessions whose chain state is remembered; an older one is walked again from the store if needed."""
 COPY_BACKLOG = 2000
 """Working copies that may wait for a lull in storing (about 470 MB at the default bitrate)."""
 RETRY_SECONDS = 0.005
 """A receiver of a share group cannot hear the others' commits, so it looks again this often (measured:
 50 ms made two receivers five times slower than one; 5 ms costs nothing while nothing waits)."""
-
-
-class Refused(Exception):
-    """A message that must not be stored; the text is the logged reason."""
+REFUSALS_KEPT = 1000
+"""Refusal reasons kept for inspection (the log has them all): hostile traffic must not grow memory."""
+STAGING_MAX_AGE = 3600.0
+"""Staged chunks untouched this long are removed (forged, or abandoned); a device resends a whole segment."""
+SWEEP_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -62,13 +67,28 @@ class _FollowUp:
 
     device: str
     session: str
-    entry: dict[str, Any]
+    entry: Entry
     missing_only: bool
+
+
+@dataclass
+class _Chain:
+    """What this receiver knows of one session's ledger."""
+
+    stored: SessionRules
+    """The rules applied to the stored entries, in order, from `open`: its last entry is the receipt
+    frontier (every entry up to it is stored, linked and within the rules)."""
+    admitted: SessionRules
+    """The same over the entries accepted in order, stored or still queued for the group commit: the
+    context the next entry is judged in. Never behind `stored`."""
+    broken: set[int] = field(default_factory=set)
+    """Stored entries the rules refused when the chain reached them (said once each)."""
 
 
 class Receiver:
     def __init__(self, store: CentralStore, host: str, port: int, prefix: str, client_id: str,
-                 tls: TlsFiles | None = None, share_group: str | None = None) -> None:
+                 tls: TlsFiles | None = None, share_group: str | None = None,
+                 staging_max_age: float = STAGING_MAX_AGE) -> None:
         self.store = store
         self._host, self._port, self._prefix = host, port, prefix
         self._client_id = client_id
@@ -78,24 +98,26 @@ class Receiver:
         self._client.on_subscribe = self._on_subscribe
         self._subscriptions: set[int] = set()
         self._share_group = share_group
+        self._staging_max_age = staging_max_age
         self._lock = threading.Condition()
         """Guards everything below. Messages are handled on paho's thread; durable storage, receipts and the
         follow-up work each run on a thread of their own, so the network never waits for the disk."""
-        self._waiting: dict[tuple[str, str, int], tuple[bytes, float]] = {}
+        self._waiting: dict[tuple[str, str, int], tuple[Entry, float]] = {}
         """(device, session, seq) -> (entry, when it came) for a segment entry whose media is not completely
         staged yet. With several receivers sharing the load, its chunks often reach another receiver, so
         waiting entries are retried every RETRY_SECONDS against the shared store."""
-        self._accepted: dict[tuple[str, str, int], bytes] = {}
+        self._accepted: dict[tuple[str, str, int], Entry] = {}
         """Entries verified and queued for the next group commit, or being committed: not durable yet, so not
         receipted yet, but their successors may link to them."""
-        self._batch: list[tuple[Commit, dict[str, Any]]] = []
-        self._unlinked: dict[tuple[str, str, int], tuple[dict[str, Any], float]] = {}
-        self._breaks: set[tuple[str, str, int]] = set()
-        """Entries stored before their predecessor was (it came later, or to another receiver of the group):
-        receipted once the chain back to the session's `open` entry is in the store."""
-        self._frontier: collections.OrderedDict[tuple[str, str], tuple[int, str]] = collections.OrderedDict()
-        """(device, session) -> (seq, entry hash) of the last stored entry known to link back, without a gap,
-        to the session's `open` entry; the most recently used FRONTIER_SESSIONS sessions."""
+        self._batch: list[Commit] = []
+        self._committed: dict[tuple[str, str, int], Entry] = {}
+        """Entries this receiver stored whose chain has not reached them yet: the walk takes them from here
+        instead of reading and parsing them back."""
+        self._unlinked: dict[tuple[str, str, int], tuple[Entry, float]] = {}
+        """Entries stored before the chain reached them (their predecessor came later, or to another receiver
+        of the group): receipted once the chain back to the session's `open` entry is in the store."""
+        self._chains: collections.OrderedDict[tuple[str, str], _Chain] = collections.OrderedDict()
+        """(device, session) -> its chain; the most recently used FRONTIER_SESSIONS sessions."""
         self._follow_ups: list[_FollowUp] = []
         self._copies: collections.deque[_FollowUp] = collections.deque()
         self._following = False
@@ -106,7 +128,9 @@ class Receiver:
             (self._follow_up, "receiver-follow-up"))]
         self.connected = threading.Event()
         self.stored = 0
-        self.refused: list[str] = []
+        self.refused: collections.deque[str] = collections.deque(maxlen=REFUSALS_KEPT)
+        """The latest refusal reasons (all of them are logged)."""
+        self.refusals = 0
         self.index: SessionIndex | None = open_index(store)
         """Finds sessions by their metadata; derived from the store, never consulted before a receipt."""
         self.central_key: X25519PrivateKey | None = None
@@ -178,40 +202,53 @@ class Receiver:
             else:
                 raise Refused(f"receiver does not take {kind!r} messages")
 
+    def _refuse(self, reason: str) -> None:
+        self.refused.append(reason)
+        self.refusals += 1
+
     def _guarded(self, where: str, action: Callable[[], None]) -> None:
         try:
             action()
-        except (OSError, StorageFault) as err:
+        except OSError as err:
             # Disk full or failing: no receipt goes out, so the device keeps its copy and resends.
-            self.refused.append(f"storage: {err}")
+            self._refuse(f"storage: {err}")
             log.error("cannot store message on %s: %s; no receipt sent", where, err)
-        except (Refused, ProtocolError, CaptureError, ProvisioningError) as err:
-            self.refused.append(str(err))
+        except RecorderError as err:  # Refused, a Violation of the rules, a malformed entry or message
+            self._refuse(str(err))
             log.warning("refused message on %s: %s", where, err)
         except Exception as err:
             # The last line of defence: one message we did not foresee must not stop the receiver
             # (paho would re-raise it and end its network loop). It is refused and logged in full.
-            self.refused.append(f"unexpected: {err!r}")
+            self._refuse(f"unexpected: {err!r}")
             log.exception("refused message on %s: unexpected error", where)
 
     def _retry_waiting(self) -> None:
+        swept = time.monotonic()
         while not self._stopping.wait(RETRY_SECONDS):
+            now = time.monotonic()
+            if now - swept > SWEEP_SECONDS:
+                swept = now
+                self._guarded("staging", self._sweep)
             with self._lock:
-                self._receipt_linked(time.monotonic())
+                self._guarded("receipts", functools.partial(self._receipt_linked, now))
                 if not self._waiting:
                     continue
                 waiting, self._waiting = self._waiting, {}
-            now = time.monotonic()
-            for (device, session, seq), (data, since) in waiting.items():
+            for (device, session, seq), (entry, since) in waiting.items():
                 if now - since > WAIT_SECONDS:
                     log.info("entry %s/%d still incomplete after %.0f s; left to the device's resend", session, seq,
                              now - since)
                     continue
-                self._guarded(f"{device}/{session}/{seq}", functools.partial(self._retry_one, device, data, since))
+                self._guarded(f"{device}/{session}/{seq}", functools.partial(self._retry_one, device, entry, since))
 
-    def _retry_one(self, device: str, data: bytes, since: float) -> None:
+    def _sweep(self) -> None:
+        removed = self.store.sweep_staging(self._staging_max_age)
+        if removed:
+            log.info("removed %d staged chunk file(s) untouched for %.0f s", removed, self._staging_max_age)
+
+    def _retry_one(self, device: str, entry: Entry, since: float) -> None:
         with self._lock:
-            self._accept(device, parse_entry(data), data, since)
+            self._accept(device, entry, since)
 
     def _media(self, device: str, payload: bytes) -> None:
         chunk = protocol.decode_media(payload)
@@ -221,29 +258,66 @@ class Receiver:
 
     def _entry(self, device: str, data: bytes) -> None:
         entry = parse_entry(data)
-        if entry["device"] != device:
-            raise Refused(f"entry names device {entry['device']} but came on {device}'s topic")
+        if entry.device != device:
+            raise Refused(f"entry names device {entry.device} but came on {device}'s topic")
         enrolled = self.store.device_key(device)
         if enrolled is None:
             raise Refused(f"device {device} is not enrolled")
-        if not verify_signature(load_public_key_b64(enrolled), entry["sig"], signed_message(entry)):
-            raise Refused(f"entry {entry['session']}/{entry['seq']}: signature does not verify under {device}'s key")
-        self._accept(device, entry, data, time.monotonic())
+        SessionRules.check_alone(entry, enrolled)
+        self._accept(device, entry, time.monotonic())
 
-    def _accept(self, device: str, entry: dict[str, Any], data: bytes, since: float) -> None:
+    def _chain(self, device: str, session: str) -> _Chain:
+        """The session's chain, walked on through the store as far as it is stored."""
+        key = (device, session)
+        chain = self._chains.pop(key, None)
+        if chain is None:
+            rules = SessionRules(self.store.device_key(device))
+            chain = _Chain(rules, rules.copy())
+        self._chains[key] = chain
+        while len(self._chains) > FRONTIER_SESSIONS:
+            self._chains.popitem(last=False)
+        self._advance(device, session, chain)
+        return chain
+
+    def _advance(self, device: str, session: str, chain: _Chain) -> None:
+        """Apply the rules to every stored entry the chain has not reached yet, in order, as far as they are
+        stored and keep the rules; a stored entry that breaks them is never receipted."""
+        rules = chain.stored
+        while rules.next_seq not in chain.broken:
+            seq = rules.next_seq
+            entry = self._committed.pop((device, session, seq), None)
+            if entry is None:
+                data = self.store.get_entry(device, session, seq)
+                if data is None:
+                    break
+                entry = parse_entry(data)
+            try:
+                # Every stored entry passed `check_alone` (its signature under the enrolled key) first.
+                rules.admit(entry, signature_checked=True)
+            except Violation as violation:
+                # Stored before its predecessor, and then it did not fit: never receipted, and `recorder
+                # verify` names the same problem. Only the device's own key can sign such an entry.
+                chain.broken.add(seq)
+                log.error("stored entry %s/%d breaks the session's rules and gets no receipt: %s", session, seq,
+                          violation)
+                break
+        if chain.admitted.next_seq < rules.next_seq:
+            chain.admitted = rules.copy()
+
+    def _accept(self, device: str, entry: Entry, since: float) -> None:
         """Queue the entry for the next group commit if it may be stored. Called with the lock held."""
-        session, seq = entry["session"], entry["seq"]
+        session, seq = entry.session, entry.seq
         key = (device, session, seq)
         accepted = self._accepted.get(key)
         if accepted is not None:
-            if accepted != data:
+            if accepted.raw != entry.raw:
                 raise Refused(f"entry {session}/{seq} conflicts with the one already stored")
             return  # its receipt goes out once its group commit is done
         existing = self.store.get_entry(device, session, seq)
         if existing is not None:
-            if existing != data:
+            if existing != entry.raw:
                 raise Refused(f"entry {session}/{seq} conflicts with the one already stored")
-            if self._advance(device, session) >= seq:
+            if self._chain(device, session).stored.next_seq > seq:
                 self._receipt(device, entry)
             else:
                 self._unlinked[key] = (entry, time.monotonic())
@@ -251,55 +325,36 @@ class Receiver:
             self._follow_ups.append(_FollowUp(device, session, entry, missing_only=True))
             self._lock.notify_all()
             return
-        if seq == 0:
-            if entry["prev"] != GENESIS or entry["kind"] != "open":
-                raise Refused(f"entry {session}/0 is not a proper 'open' entry")
-            if entry["body"].get("device_key") != self.store.device_key(device):
-                raise Refused(f"session {session} names a device key other than the enrolled one")
+        chain = self._chain(device, session)
+        in_order = seq == chain.admitted.next_seq
+        if in_order:
+            chain.admitted.check(entry, signature_checked=True)
+        elif seq < chain.admitted.next_seq:
+            # Accepted in order once, then lost with a failed commit: judge it again from what is stored.
+            chain.admitted = chain.stored.copy()
+            raise Refused(f"entry {session}/{seq} came while its session was being recovered from a failed "
+                          "commit; the device's resend stores it")
         else:
-            # A predecessor not here yet does not hold the entry back: it is stored now and receipted once the
-            # chain reaches it (with receivers sharing the load, the predecessor is usually being stored by
-            # another one at this moment). A predecessor that is here must link.
-            before = self._accepted.get((device, session, seq - 1)) or self.store.get_entry(device, session, seq - 1)
-            if before is not None and entry_hash(parse_entry(before)) != entry["prev"]:
+            # Its predecessor is not here yet: what needs no predecessor was judged (check_alone); a predecessor
+            # that is here must link. The rest is judged when the chain reaches it.
+            before = self._accepted.get((device, session, seq - 1))
+            before_hash = before.hash if before is not None else None
+            if before_hash is None and (data := self.store.get_entry(device, session, seq - 1)) is not None:
+                before_hash = parse_entry(data).hash
+            if before_hash is not None and before_hash != entry.prev:
                 raise Refused(f"entry {session}/{seq} does not link to the stored entry {seq - 1}")
-        media_file: str | None = None
-        if entry["kind"] == "segment":
-            body = entry["body"]
-            media_file = str(body.get("file"))
-            if not isinstance(body.get("index"), int) or media_file != layout.media_name(body["index"]):
-                raise Refused(f"entry {session}/{seq} names segment file {media_file!r}, not the one for its index")
-            size = body.get("bytes")
-            if not isinstance(size, int) or not self.store.staged_matches(device, session, media_file,
-                                                                          str(body.get("sha256")), size):
-                # Media not (yet) complete or not matching: no receipt yet. It may still be arriving (here or
-                # at another receiver of the group); after WAIT_SECONDS the device's resend takes over.
-                self._waiting[key] = (data, since)
-                return
-        self._accepted[key] = data
-        self._batch.append((Commit(device, session, seq, data, media_file), entry))
+        segment = entry.segment
+        if segment is not None and not self.store.staged_matches(device, session, segment.file, segment.sha256,
+                                                                 segment.bytes):
+            # Media not (yet) complete or not matching: no receipt yet. It may still be arriving (here or
+            # at another receiver of the group); after WAIT_SECONDS the device's resend takes over.
+            self._waiting[key] = (entry, since)
+            return
+        if in_order:
+            chain.admitted.apply(entry)
+        self._accepted[key] = entry
+        self._batch.append(Commit(device, session, seq, entry.raw, media_name(segment.index) if segment else None))
         self._lock.notify_all()
-
-    def _advance(self, device: str, session: str) -> int:
-        """The last seq of the session known to link back, without a gap, to its `open` entry, walking on
-        through the store from where the last walk stopped (-1 if not even the `open` entry is stored)."""
-        key = (device, session)
-        seq, link = self._frontier.pop(key, (-1, GENESIS))
-        while (data := self.store.get_entry(device, session, seq + 1)) is not None:
-            entry = parse_entry(data)
-            if entry["prev"] != link:
-                # Stored before its predecessor, which then did not match: never receipted, and `recorder
-                # verify` names the break. Only the device's own key can sign such a pair. Said once.
-                if (device, session, seq + 1) not in self._breaks:
-                    self._breaks.add((device, session, seq + 1))
-                    log.error("stored entry %s/%d does not link to the stored entry %d; it gets no receipt",
-                              session, seq + 1, seq)
-                break
-            seq, link = seq + 1, entry_hash(entry)
-        self._frontier[key] = (seq, link)
-        while len(self._frontier) > FRONTIER_SESSIONS:
-            self._frontier.popitem(last=False)
-        return seq
 
     def _receipt_linked(self, now: float) -> None:
         """Receipt each stored entry whose chain is now complete; forget those that waited WAIT_SECONDS (the
@@ -309,8 +364,8 @@ class Receiver:
             device, session, seq = key
             if (device, session) not in frontiers:
                 try:
-                    frontiers[(device, session)] = self._advance(device, session)
-                except (OSError, CaptureError) as err:
+                    frontiers[(device, session)] = self._chain(device, session).stored.next_seq - 1
+                except (OSError, MalformedEntry) as err:
                     # An unreadable stored entry: nothing after it is receipted, and the thread goes on.
                     log.error("cannot follow the chain of %s/%s in the store: %s", device, session, err)
                     frontiers[(device, session)] = -1
@@ -319,6 +374,7 @@ class Receiver:
                 self._receipt(device, entry)
             elif now - since > WAIT_SECONDS:
                 del self._unlinked[key]
+                self._committed.pop(key, None)
                 log.info("entry %s/%d stored, but its chain still incomplete after %.0f s; left to the device's "
                          "resend", session, seq, now - since)
 
@@ -332,24 +388,30 @@ class Receiver:
                     return
                 batch, self._batch = self._batch, []
             try:
-                self.store.commit([commit for commit, _ in batch], self._client_id)
+                self.store.commit(batch, self._client_id)
             except Exception as err:
                 # Disk full or failing (OSError, StorageFault), or something unforeseen: either way nothing
                 # of the batch is receipted, and the thread goes on storing.
                 with self._lock:
-                    # Nothing of the batch is receipted, so the devices keep their copies and resend them.
-                    for commit, _ in batch:
+                    # Nothing of the batch is receipted, so the devices keep their copies and resend them; what
+                    # was admitted in order is judged again from what is stored.
+                    for commit in batch:
                         self._accepted.pop((commit.device, commit.session, commit.seq), None)
-                    self.refused.append(f"storage: {err}")
+                        chain = self._chains.get((commit.device, commit.session))
+                        if chain is not None:
+                            chain.admitted = chain.stored.copy()
+                    self._refuse(f"storage: {err}")
                     self._lock.notify_all()
                 log.error("cannot store %d entries (from %s/%s/%d): %s; no receipt sent", len(batch),
-                          batch[0][0].device, batch[0][0].session, batch[0][0].seq, err)
+                          batch[0].device, batch[0].session, batch[0].seq, err)
                 continue
             now = time.monotonic()
             with self._lock:
-                for commit, entry in batch:
-                    self._accepted.pop((commit.device, commit.session, commit.seq), None)
-                    self._unlinked[(commit.device, commit.session, commit.seq)] = (entry, now)
+                for commit in batch:
+                    key = (commit.device, commit.session, commit.seq)
+                    entry = self._accepted.pop(key)
+                    self._committed[key] = entry
+                    self._unlinked[key] = (entry, now)
                     self._follow_ups.append(_FollowUp(commit.device, commit.session, entry, missing_only=False))
                 self.stored += len(batch)
                 # Receipts for the batch, and for entries stored earlier that it completes the chain of.
@@ -369,12 +431,15 @@ class Receiver:
                 work, self._follow_ups = self._follow_ups, []
                 copy = self._copies.popleft() if self._may_copy() else None
                 self._following = True
-            for device, session in dict.fromkeys((w.device, w.session) for w in work):
-                self._index(device, session)
+            sessions: dict[tuple[str, str], dict[int, Entry]] = {}
+            for w in work:
+                sessions.setdefault((w.device, w.session), {})[w.entry.seq] = w.entry
+            for (device, session), known in sessions.items():
+                self._index(device, session, known)
             if copy is not None:
                 self._working_copy(copy)
             with self._lock:
-                self._copies.extend(w for w in work if w.entry["kind"] == "segment" and self.central_key is not None)
+                self._copies.extend(w for w in work if w.entry.segment is not None and self.central_key is not None)
                 busy = bool(self._accepted)
             if work and busy:
                 # While entries are being stored, gather a bigger round: the index commits (an fsync each)
@@ -388,31 +453,30 @@ class Receiver:
                                        or self._committed_all.is_set())
 
     def _working_copy(self, work: _FollowUp) -> None:
-        assert self.central_key is not None
-        session_dir = self.store.session_dir(work.device, work.session)
-        body = work.entry["body"]
-        if work.missing_only and (session_dir / PLAIN / str(body.get("file"))).exists():
+        assert self.central_key is not None and work.entry.segment is not None
+        segment = work.entry.segment
+        if work.missing_only and self.store.has_working_copy(work.device, work.session, segment.file):
             return
         try:
             # Made again on a resend when missing: a receiver stopped between commit and copy, or a full disk.
-            write_working_copy(session_dir, body, self.central_key)
+            write_working_copy(self.store, work.device, work.session, segment, self.central_key)
         except Exception as err:
             # The sealed original is stored and receipted; only the viewing copy is missing. Whatever the
             # error, the follow-up thread goes on.
-            log.error("entry %s/%d: no working copy of %s: %s", work.session, work.entry["seq"], body.get("file"), err)
+            log.error("entry %s/%d: no working copy of %s: %s", work.session, work.entry.seq, segment.file, err)
 
-    def _index(self, device: str, session: str) -> None:
+    def _index(self, device: str, session: str, known: dict[int, Entry]) -> None:
         if self.index is None:
             return
         try:
-            self.index.record(device, session)
+            self.index.record(device, session, known)
         except Exception:
             # Whatever goes wrong in the index must not cost a receipt: the entry is stored, and the index
-            # catches up from the files on the session's next entry or on `recorder receiver reindex`.
+            # catches up from the store on the session's next entry or on `recorder central reindex`.
             log.exception("session index: could not record %s/%s", device, session)
 
-    def _receipt(self, device: str, entry: dict[str, Any]) -> None:
-        payload = protocol.encode_receipt(entry["session"], entry["seq"], entry_hash(entry),
+    def _receipt(self, device: str, entry: Entry) -> None:
+        payload = protocol.encode_receipt(entry.session, entry.seq, entry.hash,
                                           dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
                                           self._client_id)
         self._client.publish(protocol.topic(self._prefix, device, protocol.RECEIPT), payload, qos=1)

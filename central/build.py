@@ -1,0 +1,20 @@
+"""Central's side built from its configuration: the store and the receiver, with central's key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from central.config import CentralConfig
+from central.receiver import Receiver
+from central.store import CentralStore, FileStore
+from provisioning.central_key import load_central_key
+
+
+def build_receiver(cfg: CentralConfig, store: CentralStore | None = None, host: str | None = None,
+                   port: int | None = None) -> Receiver:
+    receiver = Receiver(store or FileStore(cfg.receiver.store_dir), host or cfg.mqtt.host, port or cfg.mqtt.port,
+                        cfg.mqtt.topic_prefix, cfg.receiver.client_id, cfg.mqtt.tls,
+                        share_group=cfg.receiver.share_group or None)
+    if cfg.receiver.private_key_file:
+        receiver.central_key = load_central_key(Path(cfg.receiver.private_key_file))
+    return receiver

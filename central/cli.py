@@ -1,0 +1,393 @@
+"""`recorder central …`: central's commands (the receiver, enrolment, finding sessions, the late report,
+the index, central's key, a test CA and the broker's configuration).
+
+Each sub-action has its own parser and help. Times are read and printed in the agency's time zone
+(`[central] timezone`), always with their offset, so what the table shows can be typed back into --from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import math
+import signal
+import sqlite3
+import threading
+import unicodedata
+import zoneinfo
+from pathlib import Path
+from typing import Any
+
+from central import config as config_mod
+from central.errors import CentralError
+from evidence import layout
+from evidence.deadline import UploadPolicy
+from evidence.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _config(args: argparse.Namespace) -> config_mod.CentralConfig:
+    return config_mod.load(args.config)
+
+
+def _store_root(args: argparse.Namespace, cfg: config_mod.CentralConfig) -> Path:
+    return args.store or cfg.receiver.store_dir
+
+
+def _wait_for_signal() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from central.build import build_receiver
+    from central.store import FileStore
+
+    cfg = _config(args)
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise CentralError(f"--port: must be 1..65535, got {args.port}")
+    store = FileStore(_store_root(args, cfg))
+    receiver = build_receiver(cfg, store, args.host, args.port)
+    stop = _wait_for_signal()
+    receiver.start()
+    log.info("receiver storing into %s", store.root)
+    stop.wait()
+    receiver.stop()
+    return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from central.store import FileStore
+    from evidence.keys import load_public_key_b64
+
+    cfg = _config(args)
+    if not layout.DEVICE_ID.match(args.device):
+        raise CentralError(f"{args.device!r} is not a valid device id (1-64 letters, digits, '.', '_' or '-')")
+    load_public_key_b64(args.key)
+    FileStore(_store_root(args, cfg)).enroll(args.device, args.key)
+    print(f"enrolled {args.device}")
+    return 0
+
+
+def _zone(cfg: config_mod.CentralConfig) -> zoneinfo.ZoneInfo:
+    return cfg.central.zone
+
+
+def _when(text: str, flag: str, end: bool, zone: zoneinfo.ZoneInfo) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError as err:
+        raise CentralError(f"{flag}: {text!r} is not an ISO 8601 date or time "
+                           "(for example 2026-11-22 or 2026-11-22T08:30+08:00)") from err
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        if end:
+            value += dt.timedelta(days=1)  # --to a date takes in the whole of that day
+    # No offset: the agency's time zone, as the tables show.
+    return value if value.tzinfo is not None else value.replace(tzinfo=zone)
+
+
+def _hours(text: str, flag: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as err:
+        raise CentralError(f"{flag}: {text!r} is not a number of hours") from err
+    if not math.isfinite(value) or value <= 0:
+        raise CentralError(f"{flag}: must be a positive number of hours, got {text}")
+    return value
+
+
+def _policy(args: argparse.Namespace, policy: UploadPolicy) -> UploadPolicy:
+    # The configuration's [upload] section by default: the devices warn by the same thresholds.
+    limit = policy.deadline_hours if args.limit_hours is None else _hours(args.limit_hours, "--limit-hours")
+    # The configured warnings that come before a --limit-hours given here; those given here must all do.
+    warnings = (tuple(w for w in policy.warn_hours if w < limit) if args.warn_hours is None
+                else tuple(_hours(h, "--warn-hours") for h in args.warn_hours.split(",")))
+    try:
+        return UploadPolicy(limit, warnings)
+    except ConfigError as err:
+        raise CentralError(f"--limit-hours/--warn-hours: {err}") from err
+
+
+def _width(text: str) -> int:
+    # Chinese characters take two columns in a terminal.
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(_width(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell + " " * (w - _width(cell)) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows]
+
+
+def _local(posix: float, zone: zoneinfo.ZoneInfo) -> str:
+    return dt.datetime.fromtimestamp(posix, zone).isoformat(sep=" ", timespec="seconds")
+
+
+def _standing_text(standing: Any) -> str:
+    if standing.status == "warning":
+        return f"warning: {standing.hours:.1f} h, past {standing.threshold_hours:g} h"
+    if standing.status in ("late", "at risk"):
+        return f"{standing.status}: {standing.hours:.1f} h"
+    return "no" if standing.status == "on time" else str(standing.status)
+
+
+def _print_sessions(rows: list[Any], now: dt.datetime, policy: UploadPolicy, zone: zoneinfo.ZoneInfo) -> None:
+    table = [["session", "device", "unit", "officers", "case", "opened", "closed", "segments", "MB", "late?"]]
+    for r in rows:
+        opened = _local(r.opened_ts, zone)
+        closed = "-" if r.closed_ts is None else _local(r.closed_ts, zone)
+        if r.closed_ts is not None and closed[:10] == opened[:10]:
+            closed = closed[11:]
+        table.append([r.session, r.device, r.unit, ", ".join(o.name for o in r.officers), r.case or r.matter,
+                      opened, closed + (" (interrupted)" if r.interrupted else ""), str(r.segments),
+                      f"{r.media_bytes / 1e6:.2f}", _standing_text(r.standing(now, policy))])
+    for line in _table(table):
+        print(line)
+
+
+def _print_late(found: list[Any], zone: zoneinfo.ZoneInfo) -> None:
+    if not found:
+        print("nothing is late, at risk or past a warning")
+        return
+    device = None
+    for row, standing in found:
+        if row.device != device:
+            device = row.device
+            print(device)
+        stored = _local(row.last_stored.timestamp(), zone)
+        if row.closed_ts is not None:
+            what = (f"closed {_local(row.closed_ts, zone)}; its last entry was stored {standing.hours:.1f} h later, "
+                    f"{stored}")
+        else:
+            what = (f"not closed; {row.entries} entries received, the last written {_local(row.last_ts, zone)} "
+                    f"({standing.hours:.1f} h ago), stored {stored}")
+        print(f"  {row.session}  {_standing_text(standing)}  opened {_local(row.opened_ts, zone)}; {what}")
+
+
+def _open_index(args: argparse.Namespace, cfg: config_mod.CentralConfig) -> Any:
+    from central.index import INDEX_FILE, SessionIndex
+    from central.store import FileStore
+
+    root = _store_root(args, cfg)
+    if not (root / "sessions").is_dir():
+        raise CentralError(f"{root}: not a central store (it has no sessions/ folder); give --store or "
+                           "receiver.store_dir")
+    try:
+        return SessionIndex(FileStore(root))
+    except (sqlite3.Error, OSError) as err:
+        raise CentralError(f"cannot open {root / INDEX_FILE}: {err}; if it is damaged, delete {INDEX_FILE}* there "
+                           "and run `recorder central reindex`") from err
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    from central.index import Query
+
+    cfg = _config(args)
+    zone = _zone(cfg)
+    policy = cfg.upload
+    query = Query(device=args.device, officer=args.officer, unit=args.unit, case=args.case, party=args.party,
+                  start=_when(args.start, "--from", False, zone) if args.start else None,
+                  end=_when(args.end, "--to", True, zone) if args.end else None)
+    index = _open_index(args, cfg)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        rows = index.sessions(query)
+    except sqlite3.Error as err:
+        raise CentralError(f"session index {index.path}: {err}") from err
+    finally:
+        index.close()
+    if args.json:
+        print(json.dumps([row.as_json(now, policy) for row in rows], indent=1, ensure_ascii=False))
+    elif rows:
+        _print_sessions(rows, now, policy, zone)
+    else:
+        print("no matching sessions")
+    return 0
+
+
+def cmd_late(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    policy = _policy(args, cfg.upload)
+    index = _open_index(args, cfg)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        found = index.late(now, policy)
+    except sqlite3.Error as err:
+        raise CentralError(f"session index {index.path}: {err}") from err
+    finally:
+        index.close()
+    if args.json:
+        print(json.dumps([row.as_json(now, policy) for row, _ in found], indent=1, ensure_ascii=False))
+    else:
+        _print_late(found, _zone(cfg))
+    # Non-zero only while something is still missing, so a cron job can alert on it; a session that arrived
+    # late is listed for the record but needs no action.
+    return 1 if any(row.closed_at is None for row, _ in found) else 0
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    index = _open_index(args, cfg)
+    try:
+        print(f"indexed {index.rebuild()} sessions into {index.path}")
+    except sqlite3.Error as err:
+        raise CentralError(f"session index {index.path}: {err}") from err
+    finally:
+        index.close()
+    return 0
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    from provisioning.central_key import create_central_key
+
+    public = create_central_key(args.out)
+    print(f"private key  {args.out} (keep it at central only)")
+    print(f"public key   {public}")
+    print(f'devices: [device] central_public_key = "{public}"')
+    return 0
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from provisioning.ca import CertificateAuthority, broker_hosts
+
+    ca, created = CertificateAuthority.load_or_create(args.out)
+    print(f"CA         {ca.ca_file} ({'created' if created else 'reused'}; keep {args.out / 'ca.key'} off the network)")
+    broker = ca.broker_paths()
+    # An existing broker certificate is kept unless new names are asked for: re-issuing it would make a
+    # technician re-deploy the broker for nothing.
+    if args.broker_host or not broker.cert.exists():
+        ca.issue_broker(args.broker_host)
+        print(f"broker     {broker.cert}, {broker.key} (valid for {', '.join(broker_hosts(args.broker_host))})")
+    for role, names, issue in (("device", args.device, ca.issue_device), ("receiver", args.receiver,
+                                                                          ca.issue_receiver)):
+        for name in names:
+            issued = issue(name)
+            print(f"{role:10} {name}: [mqtt.tls] ca_file = \"{ca.ca_file}\", cert_file = \"{issued.cert}\", "
+                  f"key_file = \"{issued.key}\"")
+    return 0
+
+
+def cmd_broker_config(args: argparse.Namespace) -> int:
+    from evidence.durable import atomic_write
+    from mqtt.broker_config import BrokerSettings, render_acl, render_conf
+    from mqtt.settings import MqttConfig
+    from mqtt.tls import TlsFiles
+    from provisioning.ca import CertificateAuthority
+
+    if not 1 <= args.port <= 65535:
+        raise CentralError(f"--port: must be 1..65535, got {args.port}")
+    try:
+        prefix = MqttConfig(topic_prefix=args.prefix).topic_prefix
+    except ConfigError as err:
+        raise CentralError(f"--prefix: {err}") from err
+    ca = CertificateAuthority.load(args.certs.resolve())
+    broker = ca.broker_paths()
+    if not broker.cert.exists():
+        raise CentralError(f"{broker.cert} is missing: issue it with `recorder central certs --out {args.certs}`")
+    receivers = ca.receivers()
+    if not receivers:
+        raise CentralError(f"no receiver certificate in {args.certs}: without one nothing may read entries or "
+                           f"write receipts; issue one with `recorder central certs --out {args.certs} "
+                           "--receiver NAME`")
+    out = args.out.resolve()
+    acl = (args.acl or out.with_suffix(".acl")).resolve()
+    if acl == out:
+        raise CentralError(f"--acl: {acl} is the configuration file itself; name another")
+    for path in {out.parent, acl.parent}:
+        if not path.is_dir():
+            raise CentralError(f"{path}: no such folder; create it first (mkdir -p {path})")
+    settings = BrokerSettings(port=args.port, bind=args.bind, tls=TlsFiles(ca.ca_file, broker.cert, broker.key),
+                              acl_file=acl, persistence_dir=args.persistence_dir)
+    atomic_write(acl, render_acl(prefix, receivers).encode())
+    atomic_write(out, render_conf(settings).encode())
+    print(f"ACL        {acl}: devices by certificate CN under {prefix}/; receivers {', '.join(receivers)}")
+    print(f"config     {out}: port {args.port}, mutual TLS with {ca.ca_file}")
+    print(f"run        mosquitto -c {out}  (its user must be able to read {broker.key})")
+    return 0
+
+
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """`recorder central …`, under the top-level parser's subcommands `sub`."""
+    central = sub.add_parser("central", parents=[common], help="central's commands: receive, find, report",
+                             description="Central's side: the receiver, enrolment, finding sessions, the late "
+                                         "report, the index, central's key, certificates and the broker.")
+    actions = central.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, help_text: str, func: Any, store: bool = True) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = actions.add_parser(name, parents=[common], help=help_text,
+                                                             description=help_text)
+        if store:
+            parser.add_argument("--config", type=Path,
+                                help=f"central's configuration (default {config_mod.DEFAULT_FILE} if present)")
+            parser.add_argument("--store", type=Path, help="central store folder (default receiver.store_dir)")
+        parser.set_defaults(func=func)
+        return parser
+
+    serve = action("serve", "receive, verify and store what the devices send, and receipt it", cmd_serve)
+    serve.add_argument("--host", help="the broker's address (default mqtt.host)")
+    serve.add_argument("--port", type=int, help="the broker's port (default mqtt.port)")
+
+    enroll = action("enroll", "register a device's public signing key (from `recorder identity` on it)", cmd_enroll)
+    enroll.add_argument("device", help="the device id (its device.id)")
+    enroll.add_argument("key", help="its base64 Ed25519 public key")
+
+    find = action("sessions", "list stored sessions matching every filter given (text matches if it contains "
+                              "the value)", cmd_sessions)
+    find.add_argument("--device", help="device number (exact)")
+    find.add_argument("--officer", metavar="NAME_OR_CERT", help="an officer's name or certificate number")
+    find.add_argument("--unit", help="part of the unit's name")
+    find.add_argument("--case", help="part of the case reference or the matter")
+    find.add_argument("--party", help="part of a party's name")
+    find.add_argument("--from", dest="start", metavar="ISO",
+                      help="in use at or after this date or time (no offset: the agency's time zone)")
+    find.add_argument("--to", dest="end", metavar="ISO",
+                      help="opened before this time, or by the end of this date (no offset: the agency's zone)")
+    find.add_argument("--json", action="store_true", help="machine-readable output")
+
+    late = action("late", "sessions late, at risk or past a warning of the upload deadline (exit 1 while any "
+                          "is still incomplete)", cmd_late)
+    late.add_argument("--limit-hours", metavar="H", help="the deadline after a recording ends (default "
+                                                         "upload.deadline_hours)")
+    late.add_argument("--warn-hours", metavar="H,H", help="warn about incomplete sessions this old (default "
+                                                          "upload.warn_hours)")
+    late.add_argument("--json", action="store_true", help="machine-readable output")
+
+    action("reindex", "rebuild the session index from the stored sessions", cmd_reindex)
+
+    key = action("key", "create (or show) central's encryption key pair", cmd_key, store=False)
+    key.add_argument("--out", type=Path, required=True, help="where central's private key is kept (mode 0600)")
+
+    certs = action("certs", "a test CA and TLS certificates for the broker, devices and receivers", cmd_certs,
+                   store=False)
+    certs.add_argument("--out", type=Path, required=True, help="the CA's folder (created, or reused if it has one)")
+    certs.add_argument("--device", action="append", default=[], metavar="ID",
+                       help="issue a client certificate with CN = this device id (repeatable)")
+    certs.add_argument("--receiver", action="append", default=[], metavar="NAME",
+                       help="issue a client certificate with CN = this receiver name (repeatable)")
+    certs.add_argument("--broker-host", action="append", default=[], metavar="HOST",
+                       help="(re-)issue the broker's certificate for this name or address too (repeatable)")
+
+    broker = action("broker-config", "mosquitto.conf and ACL for a mutual-TLS broker", cmd_broker_config,
+                    store=False)
+    broker.add_argument("--certs", type=Path, required=True,
+                        help="the CA folder of `recorder central certs`; its receiver certificates name the receivers")
+    broker.add_argument("--port", type=int, default=8883, help="listener port (default 8883)")
+    broker.add_argument("--out", type=Path, required=True, help="the Mosquitto configuration file to write")
+    broker.add_argument("--acl", type=Path, help="the ACL file to write (default: --out with .acl)")
+    broker.add_argument("--bind", help="address to listen on (default: every interface)")
+    broker.add_argument("--prefix", default="recorders", help="the devices' mqtt.topic_prefix (default recorders)")
+    broker.add_argument("--persistence-dir", type=Path, default=Path("/var/lib/mosquitto"),
+                        help="where Mosquitto keeps its state (default /var/lib/mosquitto)")

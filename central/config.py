@@ -1,0 +1,84 @@
+"""Central's configuration tree (strict, as evidence/settings.py makes every tree): where the store is, who
+this receiver is, the broker, the upload deadline and the agency's time zone.
+
+    [central]   timezone: the zone times are shown and entered in (default Asia/Shanghai)
+    [receiver]  store_dir, client_id, private_key_file, share_group
+    [mqtt]      as on the devices (mqtt/settings.py), with the receiver's own [mqtt.tls]
+    [upload]    deadline_hours, warn_hours: the devices warn by the same numbers
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zoneinfo
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from evidence.deadline import UploadPolicy
+from evidence.errors import ConfigError
+from evidence.settings import NonEmpty, Section, build, read_toml
+from mqtt.settings import MqttConfig
+
+
+@dataclass(frozen=True)
+class AgencyConfig(Section):
+    timezone: str = "Asia/Shanghai"
+    """The agency's time zone: every time central shows or reads is in it, with its offset."""
+
+    def validate(self) -> None:
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:
+            raise ConfigError(f"timezone: {self.timezone!r} is not a known time zone (e.g. Asia/Shanghai)") from err
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True)
+class ReceiverConfig(Section):
+    store_dir: Path = Path("/var/lib/recorder-central")
+    client_id: Annotated[str, NonEmpty()] = "receiver-1"
+    private_key_file: str = ""
+    """Central's X25519 private key (PEM); with it the receiver keeps a decrypted working copy."""
+    share_group: str = ""
+    """MQTT 5 shared-subscription group: receivers sharing one store and one group split the load."""
+
+    def validate(self) -> None:
+        group = self.share_group
+        if group and (any(c in group for c in "/+#") or not group.isprintable()):
+            raise ConfigError(f"share_group: {group!r} must be one topic level: no '/', '+', '#'")
+
+
+@dataclass(frozen=True)
+class CentralConfig(Section):
+    central: AgencyConfig = AgencyConfig()
+    receiver: ReceiverConfig = ReceiverConfig()
+    mqtt: MqttConfig = dataclasses.field(default_factory=MqttConfig)
+    upload: UploadPolicy = dataclasses.field(default_factory=UploadPolicy)
+
+
+DEFAULT_FILE = Path("/etc/recorder/central.toml")
+
+
+def from_dict(data: dict[str, Any]) -> CentralConfig:
+    return build(CentralConfig, data)
+
+
+def load(path: Path | None) -> CentralConfig:
+    """The file at `path`; without one, /etc/recorder/central.toml if it exists, else the defaults."""
+    if path is None:
+        if not DEFAULT_FILE.exists():
+            return CentralConfig()
+        path = DEFAULT_FILE
+    data = read_toml(path)
+    try:
+        return from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def replace(config: CentralConfig, **sections: Any) -> CentralConfig:
+    return dataclasses.replace(config, **sections)

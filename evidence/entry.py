@@ -1,0 +1,327 @@
+"""The ledger entry (FORMAT §3, §4): parsed and checked once, from its bytes, into a typed value.
+
+An entry is canonical JSON (evidence/canonical.py). Its hash is SHA-256(0x00 || canonical bytes without
+"sig") — the RFC 6962 leaf prefix, so an entry hash can never collide with a Merkle node hash — and each
+entry names the hash of the one before in "prev". "sig" is Ed25519 over SIGN_CONTEXT || canonical bytes
+without "sig".
+
+`parse_entry` is the only way bytes become an `Entry`: the device parses what it is about to write, the
+spool what it finds at start, central what it receives, the verifier what it reads. Whatever it accepts
+has every field of its kind with the right type, so no reader checks a field again or meets a surprise.
+What it refuses raises MalformedEntry naming the field; it never raises anything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from evidence.canonical import NotCanonical, canonical, parse_canonical
+from evidence.errors import EvidenceError, MalformedEntry
+from evidence.keys import load_public_key_b64
+from evidence.layout import DEVICE_ID, MAX_INDEX, MAX_SEQ, SESSION_ID, media_name
+
+FORMAT_VERSION = 1
+GENESIS = "0" * 64
+SIGN_CONTEXT = b"room-recorder/ledger/v1\x00"
+LEAF_PREFIX = b"\x00"
+MAX_ENTRY_BYTES = 64 * 1024
+
+OPEN, EVENT, SEGMENT, INTERRUPTION, CLOSE = "open", "event", "segment", "interruption", "close"
+KINDS = (OPEN, EVENT, SEGMENT, INTERRUPTION, CLOSE)
+HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+
+_FIELDS: dict[str, type] = {"v": int, "device": str, "session": str, "seq": int, "kind": str, "prev": str,
+                            "time": str, "mono_ns": int, "clock_synced": bool, "body": dict, "sig": str}
+
+
+class _Body:
+    """Reads one body's fields with the checks the format gives them; a failure names the field."""
+
+    def __init__(self, body: Mapping[str, Any], where: str) -> None:
+        self.body = body
+        self.where = where
+
+    def fail(self, key: str, what: str) -> MalformedEntry:
+        return MalformedEntry(f"{self.where}.{key} {what}")
+
+    def text(self, key: str) -> str:
+        value = self.body.get(key)
+        if not isinstance(value, str):
+            raise self.fail(key, "is missing or not a string")
+        return value
+
+    def integer(self, key: str, low: int = 0, nullable: bool = False) -> int | None:
+        value = self.body.get(key)
+        if value is None and nullable and key in self.body:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise self.fail(key, f"is missing or not an integer of at least {low}"
+                            + (" (or null)" if nullable else ""))
+        return value
+
+    def whole(self, key: str, low: int = 0) -> int:
+        value = self.integer(key, low)
+        assert value is not None
+        return value
+
+    def hex64(self, key: str, nullable: bool = False) -> str | None:
+        value = self.body.get(key)
+        if value is None and nullable and key in self.body:
+            return None
+        if not isinstance(value, str) or not HEX64.match(value):
+            raise self.fail(key, "is missing or not 64 lowercase hex digits" + (" (or null)" if nullable else ""))
+        return value
+
+    def boolean(self, key: str, nullable: bool = False) -> bool | None:
+        value = self.body.get(key)
+        if value is None and nullable and key in self.body:
+            return None
+        if not isinstance(value, bool):
+            raise self.fail(key, "is missing or not true/false" + (" (or null)" if nullable else ""))
+        return value
+
+    def table(self, key: str) -> _Body:
+        value = self.body.get(key)
+        if not isinstance(value, dict):
+            raise self.fail(key, "is missing or not an object")
+        return _Body(value, f"{self.where}.{key}")
+
+    def texts(self, key: str) -> tuple[str, ...]:
+        value = self.body.get(key)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(key, "is missing or not a list of strings")
+        return tuple(value)
+
+
+@dataclass(frozen=True)
+class Officer:
+    name: str
+    certificate: str
+
+
+@dataclass(frozen=True)
+class Opening:
+    """What the `open` entry (seq 0) says about the session and how it was recorded (FORMAT §4.2)."""
+
+    device_key: str
+    """Base64 of the raw Ed25519 public key every entry of the session is signed with."""
+    fps: int
+    sample_rate: int
+    recipient: str | None
+    """Central's X25519 public key (base64) the segments are sealed to; None: recorded in the clear."""
+    unit: str
+    room: str
+    location: str
+    case: str
+    matter: str
+    officers: tuple[Officer, ...]
+    parties: tuple[str, ...]
+
+    @property
+    def frame_ns(self) -> int:
+        return 1_000_000_000 // self.fps
+
+    @property
+    def encrypted(self) -> bool:
+        return self.recipient is not None
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A `segment` entry's record of one committed media file (FORMAT §4.4)."""
+
+    index: int
+    file: str
+    sha256: str
+    bytes: int
+    start_ns: int
+    end_ns: int | None
+    video_frames: int | None
+    audio_samples: int | None
+    keyframe_start: bool | None
+    plain_sha256: str | None
+    plain_bytes: int | None
+    recovered: bool
+    """Committed by crash recovery; only then may the fields the device could not read be null."""
+
+    @property
+    def end(self) -> int:
+        """Where the segment ends on the media timeline, as far as the device knows (a sealed recovered
+        segment it could not read ends, for all it knows, where it starts)."""
+        return self.start_ns if self.end_ns is None else self.end_ns
+
+
+@dataclass(frozen=True)
+class Closing:
+    """The `close` entry's totals (FORMAT §4.6)."""
+
+    reason: str
+    segments: int
+    entries: int
+    media_bytes: int
+    duration_ns: int
+    video_frames: int
+    merkle_root: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One ledger entry, checked against the format; `raw` are its exact (canonical) bytes."""
+
+    raw: bytes
+    device: str
+    session: str
+    seq: int
+    kind: str
+    prev: str
+    time: str
+    mono_ns: int
+    clock_synced: bool
+    body: Mapping[str, Any]
+    sig: str
+    hash: str
+    """entry_hash: SHA-256(0x00 || canonical bytes without "sig"), lowercase hex (FORMAT §3.3)."""
+    signed_message: bytes
+    """What `sig` signs: SIGN_CONTEXT || canonical bytes without "sig" (FORMAT §3.5)."""
+    opening: Opening | None = None
+    segment: Segment | None = None
+    closing: Closing | None = None
+
+    @property
+    def name(self) -> str | None:
+        """An event's name; None for other kinds."""
+        value = self.body.get("name") if self.kind == EVENT else None
+        return value if isinstance(value, str) else None
+
+
+def _opening(body: _Body) -> Opening:
+    key = body.text("device_key")
+    try:
+        load_public_key_b64(key)
+    except EvidenceError as err:
+        raise body.fail("device_key", "is not a usable Ed25519 key") from err
+    video, audio = body.table("video"), body.table("audio")
+    fps = video.whole("fps", 1)
+    encryption = body.body.get("encryption")
+    recipient: str | None = None
+    if encryption is not None:
+        sealed = body.table("encryption")
+        sealed.text("scheme")
+        recipient = sealed.text("recipient")
+    officers = body.body.get("officers")
+    if not isinstance(officers, list):
+        raise body.fail("officers", "is missing or not a list")
+    listed = []
+    for i, officer in enumerate(officers):
+        if not isinstance(officer, dict):
+            raise body.fail(f"officers[{i}]", "is not an object")
+        one = _Body(officer, f"{body.where}.officers[{i}]")
+        listed.append(Officer(one.text("name"), one.text("certificate")))
+    return Opening(key, fps, audio.whole("sample_rate", 1), recipient, body.text("unit"), body.text("room"),
+                   body.text("location"), body.text("case"), body.text("matter"), tuple(listed),
+                   body.texts("parties"))
+
+
+def _segment(body: _Body) -> Segment:
+    recovered = body.body.get("recovered", False) is True
+    if "recovered" in body.body and not recovered:
+        raise body.fail("recovered", "is present but not true")
+    index = body.whole("index", 1)
+    if index > MAX_INDEX:
+        raise body.fail("index", f"is over {MAX_INDEX}")
+    if body.text("file") != media_name(index):
+        raise body.fail("file", f"is not {media_name(index)!r}, the name for segment {index}")
+    start = body.whole("start_ns")
+    end = body.integer("end_ns", nullable=recovered)
+    if end is not None and end < start:
+        raise body.fail("end_ns", "is before start_ns")
+    sha = body.hex64("sha256")
+    assert sha is not None
+    return Segment(index, media_name(index), sha, body.whole("bytes"), start, end,
+                   body.integer("video_frames", nullable=recovered), body.integer("audio_samples", nullable=recovered),
+                   body.boolean("keyframe_start", nullable=recovered), body.hex64("plain_sha256", nullable=recovered),
+                   body.integer("plain_bytes", nullable=recovered), recovered)
+
+
+def _closing(body: _Body) -> Closing:
+    root = body.hex64("merkle_root")
+    assert root is not None
+    return Closing(body.text("reason"), body.whole("segments"), body.whole("entries", 1), body.whole("media_bytes"),
+                   body.whole("duration_ns"), body.whole("video_frames"), root)
+
+
+def parse_entry(data: bytes) -> Entry:
+    """The entry these bytes hold; MalformedEntry (naming what is wrong) if they are not one."""
+    if len(data) > MAX_ENTRY_BYTES:
+        raise MalformedEntry(f"entry is {len(data)} bytes, over the {MAX_ENTRY_BYTES}-byte limit")
+    try:
+        value = parse_canonical(data)
+    except NotCanonical as err:
+        raise MalformedEntry(f"entry is not canonical JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise MalformedEntry("entry is not a JSON object")
+    for key, typ in _FIELDS.items():
+        if not isinstance(value.get(key), typ) or (typ is int and isinstance(value.get(key), bool)):
+            raise MalformedEntry(f"entry field {key!r} is missing or not a {typ.__name__}")
+    extra = set(value) - set(_FIELDS)
+    if extra:
+        raise MalformedEntry(f"entry has unknown fields: {', '.join(sorted(extra))}")
+    kind, seq = value["kind"], value["seq"]
+    if kind not in KINDS:
+        raise MalformedEntry(f"entry kind {kind!r} is not one of {', '.join(KINDS)}")
+    if value["v"] != FORMAT_VERSION:
+        raise MalformedEntry(f"entry format version {value['v']} is not supported (expected {FORMAT_VERSION})")
+    if not 0 <= seq <= MAX_SEQ:
+        raise MalformedEntry(f"entry seq {seq} is outside 0..{MAX_SEQ}")
+    if value["mono_ns"] < 0:
+        raise MalformedEntry("entry mono_ns is negative")
+    if not DEVICE_ID.match(value["device"]) or not SESSION_ID.match(value["session"]):
+        raise MalformedEntry("entry device or session id is malformed")
+    if not HEX64.match(value["prev"]):
+        raise MalformedEntry("entry prev is not 64 lowercase hex digits")
+    if (seq == 0) != (kind == OPEN):
+        raise MalformedEntry("entry 0 must be the 'open' entry, and only entry 0" if seq else
+                             "entry 0 is not an 'open' entry")
+    body = _Body(value["body"], "body")
+    typed: dict[str, Any] = {}
+    if kind == OPEN:
+        typed["opening"] = _opening(body)
+    elif kind == SEGMENT:
+        typed["segment"] = _segment(body)
+    elif kind == CLOSE:
+        typed["closing"] = _closing(body)
+    elif kind == EVENT:
+        body.text("name")
+    unsigned = _unsigned(value)
+    return Entry(data, value["device"], value["session"], seq, kind, value["prev"], value["time"], value["mono_ns"],
+                 value["clock_synced"], value["body"], value["sig"], hashlib.sha256(LEAF_PREFIX + unsigned).hexdigest(),
+                 SIGN_CONTEXT + unsigned, **typed)
+
+
+def _unsigned(fields: Mapping[str, Any]) -> bytes:
+    return canonical({k: v for k, v in fields.items() if k != "sig"})
+
+
+def signed_message(fields: Mapping[str, Any]) -> bytes:
+    """What an entry's `sig` signs, from its fields as JSON values (any `sig` among them is left out)."""
+    return SIGN_CONTEXT + _unsigned(fields)
+
+
+def entry_hash(fields: Mapping[str, Any]) -> str:
+    """An entry's hash from its fields as JSON values (any `sig` among them is left out)."""
+    return hashlib.sha256(LEAF_PREFIX + _unsigned(fields)).hexdigest()
+
+
+def sign_entry(fields: dict[str, Any], sign: Callable[[bytes], str]) -> Entry:
+    """The entry made of `fields` (everything but "sig") signed with `sign`, as bytes a reader accepts.
+
+    Parsed back before it is returned, so the device can never write an entry the format refuses."""
+    try:
+        data = canonical({**fields, "sig": sign(signed_message(fields))})
+    except NotCanonical as err:
+        raise MalformedEntry(f"entry cannot be written: {err}") from err
+    return parse_entry(data)

@@ -1,0 +1,152 @@
+"""A whole recorder system on one machine: a Mosquitto, central's receiver and store, and a device on the
+simulated hardware. `recorder demo`, the tests and the benchmarks all assemble it here (as gpiozero ships
+its own test fixtures), so what they exercise is what ships.
+
+Configurations come in pairs: the device's (firmware_py/config.py) and central's (central/config.py),
+sharing one central key pair made in the work folder, as a deployment would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from central import config as central_config
+from central.build import build_receiver
+from central.receiver import Receiver
+from central.store import FileStore
+from firmware_py import config as config_mod
+from firmware_py.service import Service, wait_for_state
+from firmware_py.state_machine import State
+from hal.buttons.base import ButtonName
+from mqtt.tls import TlsFiles
+from provisioning.ca import CertificateAuthority, Issued
+from provisioning.central_key import create_central_key
+
+FAST: dict[str, dict[str, Any]] = {
+    "session": {"segment_seconds": 1.0, "stop_hold_seconds": 0.5, "max_minutes": 10},
+    "notice": {"en": "", "words_per_minute": 320},
+    "video": {"width": 320, "height": 240, "fps": 10, "bitrate": 300_000},
+    "mqtt": {"retry_max_seconds": 2},
+}
+"""Settings for tests: short notice, short segments, short STOP hold, small video."""
+
+
+def configs(workdir: Path, host: str, port: int, device: dict[str, dict[str, Any]] | None = None,
+            central: dict[str, dict[str, Any]] | None = None) -> tuple[config_mod.Config, central_config.CentralConfig]:
+    """The device's and central's configuration for a system in `workdir`: segments sealed to a central key
+    pair kept there, the device's state in `device/`, central's store in `central/`. `device` and `central`
+    add or override settings, section by section."""
+    key_file = workdir / "central-key.pem"
+    public = create_central_key(key_file)
+    device_data: dict[str, dict[str, Any]] = {
+        "device": {"state_dir": str(workdir / "device"), "central_public_key": public},
+        "hal": {"backend": "sim"},
+        "mqtt": {"host": host, "port": port},
+    }
+    central_data: dict[str, dict[str, Any]] = {
+        "receiver": {"store_dir": str(workdir / "central"), "private_key_file": str(key_file)},
+        "mqtt": {"host": host, "port": port},
+    }
+    for data, extra in ((device_data, device), (central_data, central)):
+        for section, values in (extra or {}).items():
+            data.setdefault(section, {}).update(values)
+    return config_mod.from_dict(device_data), central_config.from_dict(central_data)
+
+
+def fast(extra: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """FAST with `extra` merged in, section by section."""
+    merged = {section: dict(values) for section, values in FAST.items()}
+    for section, values in (extra or {}).items():
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
+def with_pki(directory: Path, device: config_mod.Config, central: central_config.CentralConfig,
+             ) -> tuple[config_mod.Config, central_config.CentralConfig, TlsFiles]:
+    """A CA in `directory` with certificates for the broker, the device and the receiver: both
+    configurations with their own [mqtt.tls], and the broker's files."""
+    ca, _ = CertificateAuthority.load_or_create(directory)
+    broker = ca.issue_broker()
+
+    def tls(issued: Issued) -> TlsFiles:
+        return TlsFiles(ca.ca_file, issued.cert, issued.key)
+
+    device_tls = tls(ca.issue_device(device.device.id))
+    central_tls = tls(ca.issue_receiver(central.receiver.client_id))
+    return (config_mod.replace(device, mqtt=dataclasses.replace(device.mqtt, tls=device_tls)),
+            central_config.replace(central, mqtt=dataclasses.replace(central.mqtt, tls=central_tls)),
+            TlsFiles(ca.ca_file, broker.cert, broker.key))
+
+
+@dataclass
+class Rig:
+    config: config_mod.Config
+    central: central_config.CentralConfig
+    service: Service
+    store: FileStore
+    receiver: Receiver | None
+
+    def pin(self, button: ButtonName) -> int:
+        return int(getattr(self.config.hal.pins, button.value))
+
+    def tap(self, button: ButtonName, seconds: float = 0.05) -> None:
+        assert self.service.hal.sim is not None
+        self.service.hal.sim.pins.tap(self.pin(button), seconds)
+
+    def wait_state(self, state: State, timeout: float = 30.0) -> None:
+        if not wait_for_state(self.service, state, timeout):
+            controller = self.service.controller
+            raise TimeoutError(f"device never reached {state.value}; it is {controller.machine.state.value}, "
+                               f"last fault {controller.last_fault}")
+
+    def record(self, seconds: float, during: Callable[[], None] | None = None) -> str:
+        """One whole session: START, notice, `seconds` of recording (with `during` called), STOP held."""
+        self.tap(ButtonName.START)
+        self.wait_state(State.RECORDING)
+        if during is not None:
+            during()
+        time.sleep(seconds)
+        self.tap(ButtonName.STOP, self.config.session.stop_hold_seconds + 0.3)
+        self.wait_state(State.IDLE)
+        return self.service.controller.timings.sessions_closed[-1]
+
+    def central_dir(self, session: str) -> Path:
+        """Central's copy of the session, once the receiver has done its follow-up work (working copies,
+        index), which comes after the receipts."""
+        if self.receiver is not None and not self.receiver.settle(60):
+            raise TimeoutError("the receiver did not finish its working copies")
+        return self.store.session_dir(self.config.device.id, session)
+
+    def close(self) -> None:
+        self.service.stop()
+        if self.receiver is not None:
+            self.receiver.stop()
+
+
+def start_receiver(central: central_config.CentralConfig, store: FileStore) -> Receiver:
+    receiver = build_receiver(central, store)
+    receiver.start()
+    if not receiver.connected.wait(10):
+        receiver.stop()
+        raise TimeoutError(f"the receiver could not reach the broker at {central.mqtt.host}:{central.mqtt.port}")
+    return receiver
+
+
+def make_rig(device: config_mod.Config, central: central_config.CentralConfig, with_receiver: bool = True) -> Rig:
+    """Central's receiver (if asked for) and the device's service, started, with the device enrolled."""
+    store = FileStore(central.receiver.store_dir)
+    receiver = start_receiver(central, store) if with_receiver else None
+    try:
+        service = Service(device)
+    except BaseException:
+        if receiver is not None:
+            receiver.stop()
+        raise
+    store.enroll(device.device.id, service.identity.public_key_b64)
+    service.start()
+    return Rig(device, central, service, store, receiver)
