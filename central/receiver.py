@@ -128,6 +128,10 @@ class Receiver:
             (self._follow_up, "receiver-follow-up"))]
         self.connected = threading.Event()
         self.stored = 0
+        self.handled = 0
+        """Messages taken off the wire and dealt with (stored, staged, refused or left waiting)."""
+        self.receipted = 0
+        """Receipts sent."""
         self.refused: collections.deque[str] = collections.deque(maxlen=REFUSALS_KEPT)
         """The latest refusal reasons (all of them are logged)."""
         self.refusals = 0
@@ -189,6 +193,7 @@ class Receiver:
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         self._guarded(message.topic, lambda: self._dispatch(message.topic, bytes(message.payload)))
+        self.handled += 1
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         if len(payload) > MAX_MESSAGE:
@@ -480,3 +485,4 @@ class Receiver:
                                           dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
                                           self._client_id)
         self._client.publish(protocol.topic(self._prefix, device, protocol.RECEIPT), payload, qos=1)
+        self.receipted += 1

@@ -284,7 +284,7 @@ def parse_entry(data: bytes) -> Entry:
     if not HEX64.match(value["prev"]):
         raise MalformedEntry("entry prev is not 64 lowercase hex digits")
     if (seq == 0) != (kind == OPEN):
-        raise MalformedEntry("entry 0 must be the 'open' entry, and only entry 0" if seq else
+        raise MalformedEntry("a second 'open' entry (only entry 0 opens a session)" if seq else
                              "entry 0 is not an 'open' entry")
     body = _Body(value["body"], "body")
     typed: dict[str, Any] = {}
