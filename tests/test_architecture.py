@@ -1,0 +1,131 @@
+"""The walls between the packages (docs/ARCHITECTURE.md, "Which package may import which"): every import
+in the tree keeps to the map, no package or module imports in a circle, and central's receiver runs
+without the device's media libraries."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("evidence", "hal", "capture", "provisioning", "mqtt", "central", "firmware_py")
+MAY_IMPORT: dict[str, set[str]] = {
+    "evidence": set(),
+    "hal": {"evidence"},
+    "capture": {"evidence", "hal"},
+    "provisioning": {"evidence"},
+    "mqtt": {"evidence", "capture"},
+    "central": {"evidence", "mqtt", "provisioning"},
+    "firmware_py": {"evidence", "hal", "capture", "mqtt", "provisioning"},
+}
+ALSO_CENTRAL = {"firmware_py.cli", "firmware_py.rig", "firmware_py.demo", "firmware_py.crash_trials"}
+"""The `recorder` command (which offers `recorder central …`), and the rig that runs a device and central
+together on one machine for the demo, the tests and the benchmarks."""
+NO_THIRD_PARTY: dict[str, set[str]] = {
+    # A third party verifies with the standard library and `cryptography` alone.
+    "evidence": {"av", "numpy", "paho", "gpiozero", "sounddevice", "PIL", "picamera2", "tinydb", "lgpio"},
+    # Central runs on a server: no camera, GPIO or sound, and no media decoding on the receipt path.
+    "central": {"av", "numpy", "gpiozero", "sounddevice", "PIL", "picamera2", "lgpio"},
+    "mqtt": {"av", "numpy", "gpiozero", "sounddevice", "PIL", "picamera2", "lgpio"},
+}
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, top_level_only: bool = False) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found = []
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.append((node.module, node.lineno))
+            # `from evidence import layout` imports the module evidence.layout.
+            found += [(f"{node.module}.{alias.name}", node.lineno) for alias in node.names
+                      if (ROOT / Path(*node.module.split("."), f"{alias.name}.py")).exists()]
+    return found
+
+
+def _sources(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def test_every_import_keeps_to_the_map() -> None:
+    broken = []
+    for package in PACKAGES:
+        for path in _sources(package):
+            module = _module(path)
+            allowed = MAY_IMPORT[package] | {package} | ({"central"} if module in ALSO_CENTRAL else set())
+            for name, line in _imports(path):
+                top = name.split(".")[0]
+                if top in PACKAGES and top not in allowed:
+                    broken.append(f"{path.relative_to(ROOT)}:{line}: {package} may not import {name}")
+                if top in NO_THIRD_PARTY.get(package, set()):
+                    broken.append(f"{path.relative_to(ROOT)}:{line}: {package} may not import {name}")
+                if top == "tests":
+                    broken.append(f"{path.relative_to(ROOT)}:{line}: the product may not import {name}")
+    for path in sorted((ROOT / "bench").rglob("*.py")):
+        broken += [f"{path.relative_to(ROOT)}:{line}: bench may not import {name}"
+                   for name, line in _imports(path) if name.split(".")[0] == "tests"]
+    assert not broken, "\n".join(broken)
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle in the graph, as the list of its nodes, or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt):], nxt]
+            if nxt not in state and (found := visit(nxt)) is not None:
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)) is not None:
+            return found
+    return None
+
+
+def test_no_package_and_no_module_imports_in_a_circle() -> None:
+    packages: dict[str, set[str]] = {p: set() for p in PACKAGES}
+    modules: dict[str, set[str]] = {}
+    for package in PACKAGES:
+        for path in _sources(package):
+            module = _module(path)
+            for name, _ in _imports(path):
+                top = name.split(".")[0]
+                if top in PACKAGES and top != package and module not in ALSO_CENTRAL:
+                    packages[package].add(top)
+            modules[module] = {name for name, _ in _imports(path, top_level_only=True)
+                               if name.split(".")[0] in PACKAGES and name != module}
+    modules = {m: {n for n in deps if n in modules} for m, deps in modules.items()}
+    assert _cycle(packages) is None, f"packages import in a circle: {' -> '.join(_cycle(packages) or [])}"
+    assert _cycle(modules) is None, f"modules import in a circle: {' -> '.join(_cycle(modules) or [])}"
+
+
+def test_central_receiver_runs_without_the_media_libraries() -> None:
+    probe = ("import sys, central.receiver, central.cli, evidence.verify; "
+             "print(sorted(m for m in ('av', 'numpy', 'gpiozero', 'sounddevice', 'PIL') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_the_verifier_needs_only_the_evidence_core() -> None:
+    probe = ("import sys, evidence.verify; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'av', 'numpy', 'paho', 'capture', 'hal', "
+             "'mqtt', 'central', 'firmware_py', 'provisioning'}))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
