@@ -34,13 +34,25 @@ def segment_body(closed: ClosedSegment, sha256: str, size: int, extra: dict[str,
     }
 
 
+ATTEMPTS = 3
+"""Times a segment is tried before the sealer gives up on it (an unexpected error may pass; a lasting one not)."""
+
+
 class Sealer:
+    """Seals segments strictly in order: a segment that cannot be sealed is tried again (the supervisor
+    restarts the thread) and, if it still cannot, nothing after it is sealed here either. What is left is
+    sealed in file order when the session closes (or by crash recovery), so a segment index is never
+    skipped and no segment is ever sealed out of its place in the timeline."""
+
     def __init__(self, ledger: Ledger, on_fault: Callable[[StorageFault], None],
                  extra: Callable[[ClosedSegment], dict[str, Any]], spawn: Spawn) -> None:
         self._ledger = ledger
         self._on_fault = on_fault
         self._extra = extra
         self._queue: queue.Queue[ClosedSegment | None] = queue.Queue()
+        self._current: ClosedSegment | None = None
+        self._attempts = 0
+        self._gave_up = False
         self.sealed: list[Entry] = []
         self._thread = spawn("sealer", self._run)
 
@@ -48,24 +60,39 @@ class Sealer:
         self._queue.put(closed)
 
     def seal(self, closed: ClosedSegment) -> Entry:
-        commit_rename(closed.part_path, closed.final_path)
+        if closed.part_path.exists() or not closed.final_path.exists():  # a retry after the rename is done
+            commit_rename(closed.part_path, closed.final_path)
         return self._ledger.append("segment", segment_body(closed, closed.sha256, closed.bytes, self._extra(closed)))
 
     def _run(self, beat: Beat) -> None:
-        # A segment whose sealing failed unexpectedly (the thread is then restarted) stays on disk unsealed
-        # and is sealed with the session's leftovers when it closes.
         while True:
             beat()
+            if self._current is None:
+                try:
+                    closed = self._queue.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                if closed is None:
+                    return
+                if self._gave_up:
+                    continue  # left on disk, for the session's close to seal in order
+                self._current, self._attempts = closed, 0
+            self._attempts += 1
             try:
-                closed = self._queue.get(timeout=1.0)
-            except queue.Empty:
-                continue
-            if closed is None:
-                return
-            try:
-                self.sealed.append(self.seal(closed))
+                self.sealed.append(self.seal(self._current))
             except StorageFault as fault:
-                self._on_fault(fault)
+                self._give_up(fault)
+            except Exception as err:
+                if self._attempts < ATTEMPTS:
+                    raise  # a fault the supervisor reports; the thread runs again and retries this segment
+                self._give_up(StorageFault(f"segment {self._current.index} could not be sealed after "
+                                           f"{ATTEMPTS} attempts: {err}"))
+            else:
+                self._current = None
+
+    def _give_up(self, fault: StorageFault) -> None:
+        self._gave_up, self._current = True, None
+        self._on_fault(fault)
 
     def close(self) -> None:
         """Seal everything submitted so far, then stop."""

@@ -106,6 +106,11 @@ class Supervisor:
         except Exception:
             log.exception("the fault handler failed for thread %s", name)
 
+    def threads(self) -> list[Supervised]:
+        """The threads under supervision (those still running or failed)."""
+        with self._lock:
+            return [t for t in self._threads if not t.ended]
+
     def problems(self) -> list[str]:
         """Threads that died, and threads that have not beaten within their `silence_s` (hung). A hang is
         reported to `on_fault` once, when first seen."""

@@ -167,6 +167,10 @@ class Controller:
 
     def _thread_fault(self, thread: str, reason: str) -> None:
         """A supervised thread failed (it was restarted) or hung: said everywhere, and the session goes on."""
+        if thread == "notice":
+            # The notice was not given in full: as when it cannot be played, the session does not go on.
+            self._fault(f"notice: {reason}")
+            return
         self.last_fault = f"thread {thread}: {reason}"
         log.error("fault: %s", self.last_fault)
         self._log_event("fault", reason=reason, thread=thread)
