@@ -231,7 +231,7 @@ class Receiver:
         swept = time.monotonic()
         while not self._stopping.wait(RETRY_SECONDS):
             now = time.monotonic()
-            if now - swept > SWEEP_SECONDS:
+            if now - swept > min(SWEEP_SECONDS, self._staging_max_age):
                 swept = now
                 self._guarded("staging", self._sweep)
             with self._lock:

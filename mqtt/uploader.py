@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -89,6 +90,8 @@ class Uploader:
         """Message id -> payload bytes of what paho holds until the broker acknowledges it."""
         self._acked_early: set[int] = set()
         self._unacked_bytes = 0
+        self.peak_unacked_bytes = 0
+        """The most paho has held unacknowledged at once: what the bound kept memory to."""
         self._client.on_publish = self._on_publish
         self._threads: list[Supervised] = []
         self._beat: Beat = lambda: None
@@ -150,10 +153,25 @@ class Uploader:
         self._connect_failures += 1
         # Say it at once, then now and then: an outage of hours must not flood the log.
         if self._connect_failures == 1 or self._connect_failures % 50 == 0:
-            tls = (f" over TLS: check that the broker's certificate is signed by {self._tls.ca_file} and that the "
-                   f"broker accepts {self._tls.cert_file}" if self._tls else "")
             log.warning("cannot reach the broker at %s:%d%s (%d attempts); recording goes on into the spool, "
-                        "retrying with back-off", self._host, self._port, tls, self._connect_failures)
+                        "retrying with back-off", self._host, self._port, self._why_unreachable(),
+                        self._connect_failures)
+
+    def _why_unreachable(self) -> str:
+        """What the failure most likely is, told apart by trying the port: nothing listening (a wrong address,
+        or the broker is down) is not a certificate problem."""
+        try:
+            with socket.create_connection((self._host, self._port), timeout=1.0):
+                pass
+        except ConnectionRefusedError:
+            return (": connection refused, nothing listens there (check mqtt.host and mqtt.port, and that the broker "
+                    "runs)")
+        except OSError as err:
+            return f": {err.strerror or err} (check mqtt.host and the network)"
+        if self._tls is None:
+            return ": the broker closed the connection"
+        return (f" over TLS: check that the broker's certificate is signed by {self._tls.ca_file} and that the "
+                f"broker accepts {self._tls.cert_file}")
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         with self._lock:
@@ -246,6 +264,7 @@ class Uploader:
                     or self._unacked_bytes + size <= self._max_unacked, timeout=1.0):
                 self._beat()
             self._unacked_bytes += size
+            self.peak_unacked_bytes = max(self.peak_unacked_bytes, self._unacked_bytes)
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         with self._unacked_lock:
             if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN) or info.mid in self._acked_early:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from central.receiver import Receiver
+from central.receiver import REFUSALS_KEPT, Receiver
 from central.store import FileStore
 from evidence import layout
 from evidence.canonical import canonical
@@ -50,6 +50,13 @@ def send(broker: LocalBroker, messages: list[tuple[str, bytes]]) -> None:
     client.loop_stop()
 
 
+def dealt_with(central: Receiver, messages: int) -> None:
+    """Wait until the receiver has taken `messages` messages off the wire in all and finished storing what
+    it accepted: whatever it will do with them is done (a wait on a condition, not on a clock)."""
+    assert wait_until(lambda: central.handled >= messages), (central.handled, messages)
+    assert central.settle(30)
+
+
 def wait_until(condition: object, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -80,9 +87,9 @@ def test_replayed_session_is_stored_once__UPLOAD_24H(central: Receiver, broker: 
     messages = replay(recorded)
     send(broker, messages + messages)
     total = len(layout.entry_seqs(recorded.spool_dir))
-    assert wait_until(lambda: central.stored == total)
-    time.sleep(0.3)
+    dealt_with(central, 2 * len(messages))
     assert central.stored == total  # duplicates were receipted again, not stored twice
+    assert central.receipted >= total
     stored = stored_dir(central, recorded)
     assert layout.entry_seqs(stored) == list(range(total))
     # Media chunks resent after their segment was stored are not staged again (nothing leaks).
@@ -112,14 +119,24 @@ class Receipts:
 
     def __init__(self, broker: LocalBroker, device: str) -> None:
         self.seqs: set[int] = set()
+        self.count = 0
         self._client = make_client("receipt-listener", 2)
         subscribed = threading.Event()
         self._client.on_connect = lambda client, *_: client.subscribe(protocol.topic("recorders", device, "receipt"), 1)
         self._client.on_subscribe = lambda *_: subscribed.set()
-        self._client.on_message = lambda client, userdata, message: self.seqs.add(json.loads(message.payload)["seq"])
+        self._client.on_message = lambda client, userdata, message: self._got(json.loads(message.payload)["seq"])
         self._client.connect("127.0.0.1", broker.port)
         self._client.loop_start()
         assert subscribed.wait(10)
+
+    def _got(self, seq: int) -> None:
+        self.seqs.add(seq)
+        self.count += 1
+
+    def all_of(self, central: Receiver) -> set[int]:
+        """The receipts seen, once every receipt the receiver has sent has arrived."""
+        assert wait_until(lambda: self.count >= central.receipted)
+        return self.seqs
 
     def close(self) -> None:
         self._client.disconnect()
@@ -143,9 +160,9 @@ def test_an_entry_before_its_predecessor_is_stored_and_receipted_when_the_chain_
         send(broker, rest)
         # Everything after the gap is stored at once (with receivers sharing the load the predecessor is
         # usually on its way through another one), but only the entry before the gap is receipted.
-        assert wait_until(lambda: central.stored == total - 1), central.refused
-        time.sleep(0.3)
-        assert receipts.seqs == {0}
+        dealt_with(central, len(rest))
+        assert central.stored == total - 1, central.refused
+        assert receipts.all_of(central) == {0}
         send(broker, held)
         assert wait_until(lambda: receipts.seqs == set(range(total))), receipts.seqs
     finally:
@@ -166,11 +183,13 @@ def test_a_stored_entry_whose_late_predecessor_does_not_link_is_never_receipted_
     receipts = Receipts(broker, device)
     try:
         send(broker, rest)
-        assert wait_until(lambda: central.stored == len(layout.entry_seqs(recorded.spool_dir)) - 1)
+        dealt_with(central, len(rest))
+        assert central.stored == len(layout.entry_seqs(recorded.spool_dir)) - 1
         send(broker, [(protocol.topic("recorders", device, "entry"), canonical(other_1))])
+        dealt_with(central, len(rest) + 1)
+        # The walk that stops at the break runs every few ms; the receipt of entry 1 shows it has run.
         assert wait_until(lambda: 1 in receipts.seqs), central.refused
-        time.sleep(0.5)
-        assert receipts.seqs == {0, 1}
+        assert receipts.all_of(central) == {0, 1}
     finally:
         receipts.close()
 
@@ -186,9 +205,8 @@ def test_altered_segment_is_never_stored_as_genuine__NO_EDIT(central: Receiver, 
     send(broker, messages[: index + 2])
     stored = stored_dir(central, recorded)
     segment_seq = json.loads(messages[index + 1][1])["seq"]
-    assert wait_until(lambda: central.store.get_entry(recorded.rig.config.device.id, recorded.session,
-                                                      segment_seq - 1) is not None)
-    time.sleep(0.5)
+    dealt_with(central, index + 2)
+    assert central.store.get_entry(recorded.rig.config.device.id, recorded.session, segment_seq - 1) is not None
     assert central.store.get_entry(recorded.rig.config.device.id, recorded.session, segment_seq) is None
     assert not list((stored / "media").glob("*.ts"))
 
@@ -206,3 +224,64 @@ def test_garbage_and_oversized_messages_are_refused_and_the_receiver_keeps_servi
     send(broker, replay(recorded)[:1] + replay(recorded)[1:3])
     assert wait_until(lambda: central.stored >= 1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broker", "central"]
+
+
+def test_refusals_kept_in_memory_are_bounded_and_counted__TAMPER_PROOF_IT(
+        central: Receiver, broker: LocalBroker, recorded: RecordedSession) -> None:
+    junk = [(protocol.topic("recorders", recorded.rig.config.device.id, "entry"), b"junk %d" % n)
+            for n in range(REFUSALS_KEPT + 200)]
+    send(broker, junk)
+    dealt_with(central, len(junk))
+    assert central.refusals == len(junk)
+    assert len(central.refused) == REFUSALS_KEPT  # the newest; the log has every one
+
+
+def test_forged_chunks_do_not_stay_in_staging__TAMPER_PROOF_IT(
+        tmp_path: Path, broker: LocalBroker, recorded: RecordedSession) -> None:
+    store = FileStore(tmp_path / "central")
+    store.enroll(recorded.rig.config.device.id, recorded.rig.service.identity.public_key_b64)
+    receiver = Receiver(store, "127.0.0.1", broker.port, "recorders", "sweeping-receiver", staging_max_age=0.5)
+    receiver.start()
+    try:
+        assert receiver.connected.wait(10)
+        forged = protocol.MediaChunk(recorded.session, "000042.ts", 5_000_000, 5_000_016, "a" * 64, b"x" * 16)
+        send(broker, [(protocol.topic("recorders", recorded.rig.config.device.id, "media"),
+                       protocol.encode_media(forged))])
+        staged = tmp_path / "central" / ".staging" / recorded.rig.config.device.id / recorded.session / "000042.ts"
+        assert wait_until(staged.exists)
+        assert wait_until(lambda: not staged.exists())  # no entry ever seals it: removed once stale
+    finally:
+        receiver.stop()
+
+
+def test_entries_that_break_the_sessions_rules_are_refused__NO_EDIT(
+        central: Receiver, broker: LocalBroker, recorded: RecordedSession) -> None:
+    # Signed with the device's own key, so only the rules can object: a seq far beyond any file name, an
+    # entry after the closing one, and a second `open`.
+    signer = recorded.rig.service.identity
+    last = json.loads(layout.entry_path(recorded.spool_dir, layout.entry_seqs(recorded.spool_dir)[-1]).read_bytes())
+    device = recorded.rig.config.device.id
+
+    def signed(**fields: object) -> bytes:
+        entry = {**last, **fields}
+        entry["sig"] = signer.sign(signed_message(entry))
+        return canonical(entry)
+
+    after_close = signed(seq=last["seq"] + 1, prev=entry_hash(last), kind="event", body={"name": "late"})
+    far = signed(seq=10**12, prev=entry_hash(last), kind="event", body={"name": "far"})
+    second_open = signed(seq=last["seq"] + 1, prev=entry_hash(last), kind="open",
+                         body=json.loads(layout.entry_path(recorded.spool_dir, 0).read_bytes())["body"])
+    messages = replay(recorded)
+    extra = [(protocol.topic("recorders", device, "entry"), data) for data in (after_close, far, second_open)]
+    receipts = Receipts(broker, device)
+    try:
+        send(broker, messages + extra)
+        dealt_with(central, len(messages) + len(extra))
+        assert receipts.all_of(central) == set(range(last["seq"] + 1))
+    finally:
+        receipts.close()
+    assert layout.entry_seqs(stored_dir(central, recorded)) == list(range(last["seq"] + 1))  # none stored
+    refused = list(central.refused)
+    assert any("entry after the closing entry" in r for r in refused), refused
+    assert any("outside 0..99999999" in r for r in refused), refused
+    assert any("a second 'open' entry" in r for r in refused), refused

@@ -341,6 +341,22 @@ def test_uploader_says_when_the_broker_refuses_its_certificate__NO_LEAK(
         uploader.stop()
 
 
+def test_a_wrong_port_is_not_reported_as_a_certificate_problem(tmp_path: Path, pki: Pki,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="mqtt.uploader")
+    uploader = Uploader(Spool(tmp_path / "spool"), A, "127.0.0.1", free_port(), PREFIX, 30, 1, status=dict,
+                        tls=pki.files(pki.a))
+    uploader.start()
+    try:
+        deadline = time.monotonic() + WAIT
+        while not (said := [r.message for r in caplog.records if "cannot reach the broker" in r.message]):
+            assert time.monotonic() < deadline, "the uploader did not report the refused connection"
+            time.sleep(0.05)
+        assert "connection refused, nothing listens there" in said[0] and "certificate" not in said[0]
+    finally:
+        uploader.stop()
+
+
 def write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path

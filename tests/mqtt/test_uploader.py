@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -13,7 +14,9 @@ from central.receiver import Receiver
 from central.store import FileStore
 from evidence import layout
 from evidence.verify import verify_session
+from mqtt import protocol
 from mqtt.broker import LocalBroker, free_port
+from mqtt.client import make_client
 from mqtt.uploader import Uploader
 from tests.conftest import RecordedSession, make_rig
 
@@ -75,6 +78,10 @@ def test_what_paho_holds_unacknowledged_is_bounded_and_the_upload_still_complete
     assert spool.backlog().entries == len(layout.entry_seqs(recorded.spool_dir))
     uploader = Uploader(spool, device, "127.0.0.1", broker.port, "recorders", 30, 2, status=lambda: {},
                         max_unacked_bytes=4096)
+    largest = max(len(protocol.encode_media(protocol.MediaChunk(recorded.session, "000001.ts", 0, size, "0" * 64,
+                                                                bytes(size))))
+                  for size in (min(protocol.DEFAULT_CHUNK, p.stat().st_size)
+                               for p in (spool_root / recorded.session / layout.MEDIA).iterdir()))
     try:
         assert receiver.connected.wait(10)
         uploader.start()
@@ -82,6 +89,31 @@ def test_what_paho_holds_unacknowledged_is_bounded_and_the_upload_still_complete
     finally:
         uploader.stop()
         receiver.stop()
+    # Never more than one message unacknowledged at once: without the bound, paho holds the whole window.
+    assert 0 < uploader.peak_unacked_bytes <= largest
     report = verify_session(store.session_dir(device, recorded.session),
                             trusted_key_b64=recorded.rig.service.identity.public_key_b64)
     assert report.ok, report.findings
+
+
+def test_hostile_receipts_leave_the_uploader_working__TAMPER_PROOF_IT(tmp_path: Path, broker: LocalBroker) -> None:
+    # Once, one receipt of 5,000 nested brackets ended paho's network thread: nothing was receipted after it.
+    rig = make_rig(tmp_path, broker.port)
+    topic = protocol.topic("recorders", rig.config.device.id, protocol.RECEIPT)
+    good = json.loads(protocol.encode_receipt("20261122T080000Z-abcdef", 1, "a" * 64, "t", "x"))
+    hostile = [b"[" * 5000, b'{"seq":' + b"9" * 5000 + b"}", json.dumps({**good, "seq": True}).encode(),
+               json.dumps({**good, "pad": "x" * (1 << 20)}).encode(), b"\xff\xfe"]
+    try:
+        client = make_client("attacker", 2)
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        for payload in hostile:
+            client.publish(topic, payload, qos=1).wait_for_publish(5)
+        client.disconnect()
+        client.loop_stop()
+        session = rig.record(1.0)
+        assert rig.service.spool.wait_drained(60), "the uploader stopped taking receipts"
+        kept = list((rig.config.spool_dir / session / layout.RECEIPTS).iterdir())
+        assert kept and max(p.stat().st_size for p in kept) <= protocol.MAX_RECEIPT
+    finally:
+        rig.close()
