@@ -193,3 +193,32 @@ def test_verify_of_a_folder_without_sessions_says_so(tmp_path: Path) -> None:
     result = recorder("verify", str(tmp_path))
     assert result.returncode == 2
     assert "no session found" in result.stderr
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    ("state_dir is a file", "is a file, not a folder"),
+    ("key is a folder", "cannot read the device key"),
+    ("scenario not UTF-8", "not UTF-8 text"),
+    ("scenario time 1e308", "must be between 0 and 86400 seconds"),
+    ("scenario is a folder", "cannot read the scenario"),
+])
+def test_bad_files_are_named_without_a_traceback(tmp_path: Path, setup: str, message: str) -> None:
+    state = tmp_path / "device"
+    config = write_config(tmp_path, free_port())
+    scenario = tmp_path / "session.txt"
+    scenario.write_text("0.3 press start\n1 end\n")
+    if setup == "state_dir is a file":
+        state.write_text("not a folder")
+    elif setup == "key is a folder":
+        (state / "keys" / "device-ed25519.pem").mkdir(parents=True)
+    elif setup == "scenario not UTF-8":
+        scenario.write_bytes(b"0.3 press start # \xb2\xe2\n")
+    elif setup == "scenario time 1e308":
+        scenario.write_text("1e308 press start\n")
+    else:
+        scenario.unlink()
+        scenario.mkdir()
+    run = recorder("run", "--config", str(config), "--hal", "sim", "--scenario", str(scenario), "--drain-seconds",
+                   "0", timeout=60)
+    assert run.returncode == 2, run.stderr
+    assert message in run.stderr and "Traceback" not in run.stderr, run.stderr

@@ -5,6 +5,9 @@ break recorded, and the whole session verifies."""
 from __future__ import annotations
 
 import errno
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +56,14 @@ def test_full_disk_raises_a_fault_and_loses_nothing_written__FAULT(small_disk: P
         assert rig.service.hal.tally.pattern is TallyPattern.FAULT
         fault = rig.service.controller.last_fault or ""
         assert "No space left on device" in fault or "could not commit" in fault, fault
+        # `recorder status` tells the technician, though the disk has no room for a new status file.
+        config = tmp_path / "recorder.toml"
+        config.write_text(f'[device]\nstate_dir = "{small_disk / "device"}"\n')
+        status = subprocess.run([sys.executable, "-m", "firmware_py.cli", "status", "--config", str(config), "--json"],
+                                capture_output=True, text=True, check=False)
+        assert status.returncode == 1, status.stderr  # in fault: someone must look
+        report = json.loads(status.stdout)
+        assert report["state"] == "fault" and report["last_fault"] == fault
     finally:
         rig.close()
     filler.unlink()

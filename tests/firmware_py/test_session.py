@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import numpy as np
+import pytest
 
 from capture.probe import decodes
 from capture.stamp import Stamper, StampFacts, find_cjk_font, stamp_lines
 from evidence.verify import verify_session
+from firmware_py.cli import main
 from firmware_py.config import NOTICE_ZH
+from firmware_py.rig import Rig
+from hal.clock.sim import SimClock
 from tests.conftest import RecordedSession
 from tests.media import audio_pcm, entries, events, ffprobe, first_frame, segment_files, video_packets
 
@@ -147,3 +152,26 @@ def test_every_segment_carries_the_classification_fields__CLASSIFY(recorded: Rec
     walls = [(b["start_wall"], b["end_wall"]) for b in segments]
     assert all(start < end for start, end in walls)
     assert all(a[1] == b[0] for a, b in itertools.pairwise(walls)), "wall-clock spans leave gaps or overlap"
+
+
+def test_a_clock_step_during_a_session_is_logged_and_flagged_by_verify__CONTINUOUS(
+        rig: Rig, capsys: pytest.CaptureFixture[str]) -> None:
+    clock = rig.service.hal.clock
+    assert isinstance(clock, SimClock)
+
+    def step_back_twice() -> None:
+        time.sleep(1.0)
+        clock.step(-3600)
+        time.sleep(1.5)
+        clock.step(-86400)
+        time.sleep(1.0)
+
+    session = rig.record(0.5, during=step_back_twice)
+    steps = [e["body"]["seconds"] for e in events(rig.config.spool_dir / session, "clock_step")]
+    assert len(steps) == 2 and steps[0] == pytest.approx(-3600, abs=1) and steps[1] == pytest.approx(-86400, abs=1)
+    report = verify_session(rig.config.spool_dir / session)
+    assert report.ok  # not a break of the rules: the media timeline comes from the monotonic clock
+    assert any("stepped by -3600" in w for w in report.warnings), report.warnings
+    assert any("stepped by -86400" in w for w in report.warnings), report.warnings
+    assert main(["verify", str(rig.config.spool_dir / session)]) == 0
+    assert "warning: entry" in capsys.readouterr().out
