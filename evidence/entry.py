@@ -54,9 +54,9 @@ class _Body:
             raise self.fail(key, "is missing or not a string")
         return value
 
-    def integer(self, key: str, low: int = 0, nullable: bool = False) -> int | None:
+    def integer(self, key: str, low: int = 0, nullable: bool = False, optional: bool = False) -> int | None:
         value = self.body.get(key)
-        if value is None and nullable and key in self.body:
+        if (value is None and nullable and key in self.body) or (optional and key not in self.body):
             return None
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise self.fail(key, f"is missing or not an integer of at least {low}"
@@ -68,9 +68,9 @@ class _Body:
         assert value is not None
         return value
 
-    def hex64(self, key: str, nullable: bool = False) -> str | None:
+    def hex64(self, key: str, nullable: bool = False, optional: bool = False) -> str | None:
         value = self.body.get(key)
-        if value is None and nullable and key in self.body:
+        if (value is None and nullable and key in self.body) or (optional and key not in self.body):
             return None
         if not isinstance(value, str) or not HEX64.match(value):
             raise self.fail(key, "is missing or not 64 lowercase hex digits" + (" (or null)" if nullable else ""))
@@ -243,8 +243,10 @@ def _segment(body: _Body) -> Segment:
     assert sha is not None
     return Segment(index, media_name(index), sha, body.whole("bytes"), start, end,
                    body.integer("video_frames", nullable=recovered), body.integer("audio_samples", nullable=recovered),
-                   body.boolean("keyframe_start", nullable=recovered), body.hex64("plain_sha256", nullable=recovered),
-                   body.integer("plain_bytes", nullable=recovered), recovered)
+                   body.boolean("keyframe_start", nullable=recovered),
+                   # Absent in sessions recorded before encryption at rest (FORMAT §10).
+                   body.hex64("plain_sha256", nullable=recovered, optional=True),
+                   body.integer("plain_bytes", nullable=recovered, optional=True), recovered)
 
 
 def _closing(body: _Body) -> Closing:

@@ -345,16 +345,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(verbose: bool) -> None:
+    """Log lines to stderr (with their level for journald, when that is where stderr goes). Like
+    logging.basicConfig, it leaves a logging set-up already in place (a test runner's) as it is."""
     from firmware_py.systemd import JournalFormatter, stderr_is_journal
 
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if root.handlers:
+        return
     handler = logging.StreamHandler(sys.stderr)
     if stderr_is_journal(os.environ):
         handler.setFormatter(JournalFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.addHandler(handler)
 
 
 def main(argv: list[str] | None = None) -> int:

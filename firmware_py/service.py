@@ -99,6 +99,8 @@ class Service:
         self.supervisor.set_fault_handler(self.controller.on_thread_fault)
         self._buttons: Buttons | None = None
         self._watch_interval = 5.0
+        self._announced: float | None = None
+        """The upload-deadline threshold last announced (on the tally and in the log)."""
         self._stopping = False
 
     def _warm_prompts(self) -> None:
@@ -119,19 +121,21 @@ class Service:
 
     def _watch_deadlines(self, beat: Beat) -> None:
         """Every few seconds, online or not: the tally's alert and a log line when a threshold is passed."""
-        announced: float | None = None
         while not self._stopping:
             beat()
-            assessments = self.upload_deadlines()
-            worst = worst_warning(assessments)
-            if worst != announced:
-                if worst is not None:
-                    late = [a.recording.session for a in assessments if a.level is not Level.OK]
-                    log.warning("upload deadline: %d recording(s) not receipted by central %g h after they "
-                                "ended: %s", len(late), worst, ", ".join(late))
-                self.controller.set_upload_alert(worst is not None)
-                announced = worst
+            self._check_deadlines()
             self._sleep(self._watch_interval, beat)
+
+    def _check_deadlines(self) -> None:
+        assessments = self.upload_deadlines()
+        worst = worst_warning(assessments)
+        if worst != self._announced:
+            if worst is not None:
+                late = [a.recording.session for a in assessments if a.level is not Level.OK]
+                log.warning("upload deadline: %d recording(s) not receipted by central %g h after they "
+                            "ended: %s", len(late), worst, ", ".join(late))
+            self.controller.set_upload_alert(worst is not None)
+            self._announced = worst
 
     def _sleep(self, seconds: float, beat: Beat) -> None:
         end = time.monotonic() + seconds

@@ -5,31 +5,30 @@ without the device's media libraries."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("evidence", "hal", "capture", "provisioning", "mqtt", "central", "firmware_py")
-MAY_IMPORT: dict[str, set[str]] = {
-    "evidence": set(),
-    "hal": {"evidence"},
-    "capture": {"evidence", "hal"},
-    "provisioning": {"evidence"},
-    "mqtt": {"evidence", "capture"},
-    "central": {"evidence", "mqtt", "provisioning"},
-    "firmware_py": {"evidence", "hal", "capture", "mqtt", "provisioning"},
-}
-ALSO_CENTRAL = {"firmware_py.cli", "firmware_py.rig", "firmware_py.demo", "firmware_py.crash_trials"}
-"""The `recorder` command (which offers `recorder central …`), and the rig that runs a device and central
-together on one machine for the demo, the tests and the benchmarks."""
-NO_THIRD_PARTY: dict[str, set[str]] = {
-    # A third party verifies with the standard library and `cryptography` alone.
-    "evidence": {"av", "numpy", "paho", "gpiozero", "sounddevice", "PIL", "picamera2", "tinydb", "lgpio"},
-    # Central runs on a server: no camera, GPIO or sound, and no media decoding on the receipt path.
-    "central": {"av", "numpy", "gpiozero", "sounddevice", "PIL", "picamera2", "lgpio"},
-    "mqtt": {"av", "numpy", "gpiozero", "sounddevice", "PIL", "picamera2", "lgpio"},
-}
+DOC = ROOT / "docs" / "ARCHITECTURE.md"
+
+
+def _the_map() -> tuple[dict[str, set[str]], dict[str, set[str]], set[str]]:
+    """The table of ARCHITECTURE.md's "Which package may import which", and the modules of firmware_py its
+    text lets import central: the document is the map, so the two cannot drift apart."""
+    text = DOC.read_text(encoding="utf-8")
+    section = text.split("## Which package may import which", 1)[1].split("\n## ", 1)[0]
+    may, may_not = {}, {}
+    for row in re.finditer(r"^\| `(\w+)` \| ([^|]*)\| ([^|]*)\|$", section, re.MULTILINE):
+        may[row.group(1)] = set(re.findall(r"`(\w+)`", row.group(2)))
+        may_not[row.group(1)] = set(re.findall(r"`(\w+)`", row.group(3)))
+    also = set(re.findall(r"`(firmware_py\.\w+)`", section.split("may also import `central`", 1)[1].split("\n\n")[0]))
+    return may, may_not, also
+
+
+MAY_IMPORT, NO_THIRD_PARTY, ALSO_CENTRAL = _the_map()
+PACKAGES = tuple(MAY_IMPORT)
 
 
 def _module(path: Path) -> str:
@@ -54,6 +53,12 @@ def _imports(path: Path, top_level_only: bool = False) -> list[tuple[str, int]]:
 
 def _sources(package: str) -> list[Path]:
     return sorted((ROOT / package).rglob("*.py"))
+
+
+def test_the_map_covers_every_package_of_the_product() -> None:
+    assert set(PACKAGES) == {"evidence", "hal", "capture", "provisioning", "mqtt", "central", "firmware_py"}
+    assert "av" in NO_THIRD_PARTY["evidence"] and "numpy" in NO_THIRD_PARTY["central"]
+    assert {"firmware_py.cli", "firmware_py.rig", "firmware_py.demo", "firmware_py.crash_trials"} == ALSO_CENTRAL
 
 
 def test_every_import_keeps_to_the_map() -> None:

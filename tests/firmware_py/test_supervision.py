@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from evidence.verify import verify_session
-from firmware_py import service as service_mod
 from firmware_py.rig import Rig
 from firmware_py.service import Service
 from firmware_py.state_machine import State
@@ -59,7 +58,7 @@ INJECT: dict[str, Callable[[Rig, pytest.MonkeyPatch], threading.Event]] = {
     "sealer": lambda rig, mp: _once(mp, _sealer(rig), "seal"),
     "uploader": lambda rig, mp: _once(mp, rig.service.uploader, "_next_batch"),
     "uploader-receipts": lambda rig, mp: _once(mp, rig.service.spool, "receipts"),
-    "deadlines": lambda rig, mp: _once(mp, service_mod, "worst_warning"),
+    "deadlines": lambda rig, mp: _once(mp, rig.service, "_check_deadlines"),
     "watchdog": lambda rig, mp: _once(mp, rig.service.notifier, "watchdog"),
     "sim-camera": lambda rig, mp: _once(mp, rig.service.hal.camera, "_frame"),
     "sim-room": lambda rig, mp: _once(mp, _room(rig), "_speaker_block"),
@@ -121,7 +120,7 @@ def test_an_exception_in_any_thread_is_a_reported_fault_and_the_thread_runs_agai
 
 def _injected_name(thread: str) -> str:
     return {"session": "_tick", "sealer": "seal", "uploader": "_next_batch", "uploader-receipts": "receipts",
-            "deadlines": "worst_warning", "watchdog": "watchdog", "sim-camera": "_frame",
+            "deadlines": "_check_deadlines", "watchdog": "watchdog", "sim-camera": "_frame",
             "sim-room": "_speaker_block"}[thread]
 
 
@@ -175,7 +174,7 @@ def test_the_watchdog_is_fed_only_while_no_thread_hangs__FAULT(notified: tuple[S
     assert _wait(lambda: len(systemd.since(0, "WATCHDOG=1")) >= 3), systemd.messages
     # The deadline watcher hangs: it blocks for good in the middle of its round.
     release = threading.Event()
-    monkeypatch.setattr(service_mod, "worst_warning", lambda assessments: release.wait())
+    monkeypatch.setattr(service, "_check_deadlines", release.wait)
     for thread in service.supervisor.threads():
         if thread.name == "deadlines":
             thread.silence_s = 1.0
