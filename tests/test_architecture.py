@@ -8,6 +8,7 @@ import ast
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,3 +135,17 @@ def test_the_verifier_needs_only_the_evidence_core() -> None:
              "'mqtt', 'central', 'firmware_py', 'provisioning'}))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_each_side_installs_without_the_others_libraries() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = project["optional-dependencies"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[<>=\[ ;]", r, maxsplit=1)[0].lower() for r in requirements}
+
+    base, device, central = names(project["dependencies"]), names(extras["device"]), names(extras["central"])
+    assert base == {"cryptography"}, "the evidence core, and so `recorder verify`, needs nothing else"
+    assert not central & {"av", "numpy", "pillow", "gpiozero", "sounddevice", "picamera2", "lgpio", "tinydb"}
+    assert device.isdisjoint(central - {"paho-mqtt"}), "the device installs none of central's own libraries"
+    assert "room-recorder" in names(extras["pi"]) and "picamera2" in names(extras["pi"])
