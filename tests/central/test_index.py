@@ -311,6 +311,12 @@ def test_cli_central_actions_keep_their_own_options(central: Central, tmp_path: 
     assert "not a base64 Ed25519 public key" in capsys.readouterr().err
 
 
+def test_cli_late_says_when_nothing_is_late__UPLOAD_24H(recorded: RecordedSession,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["central", "late", "--store", str(recorded.rig.store.root)]) == 0
+    assert capsys.readouterr().out.strip() == "nothing is late, at risk or past a warning"
+
+
 def test_cli_reindex_rebuilds_a_deleted_index__CLASSIFY(central: Central, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     shutil.copytree(central.store.root, tmp_path / "c")

@@ -236,3 +236,25 @@ def test_verify_command_exit_status_and_json__NO_EDIT(copy: Path, key: str, caps
     assert report[0]["ok"] is False
     assert report[0]["problems"][0]["kind"] == "changed_segment"
     assert report[0]["problems"][0]["where"].startswith("segment 1")
+
+
+def test_verify_anchors_to_the_stores_enrolled_key_by_default__TAMPER_PROOF_IT(
+        recorded: RecordedSession, capsys: pytest.CaptureFixture[str]) -> None:
+    # Run on central's store, the session is checked against the key central enrolled, not just itself.
+    assert main(["verify", str(recorded.central_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"(signed by the key enrolled for {recorded.rig.config.device.id}" in out
+
+
+def test_verify_takes_the_key_or_a_file_holding_it__TAMPER_PROOF_IT(
+        copy: Path, key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key_file = tmp_path / "device.pub"
+    key_file.write_text(key + "\n")
+    assert main(["verify", str(copy), "--key", str(key_file)]) == 0
+    assert f"(signed by --key {key_file})" in capsys.readouterr().out
+    other = tmp_path / "other.pub"
+    other.write_text(DeviceIdentity(Ed25519PrivateKey.generate()).public_key_b64)
+    assert main(["verify", str(copy), "--key", str(other), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)[0]["problems"][0]["kind"] == "unknown_key"
+    assert main(["verify", str(copy), "--key", str(tmp_path / "missing.pub")]) == 2
+    assert "not a base64 Ed25519 public key" in capsys.readouterr().err
