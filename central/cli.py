@@ -12,9 +12,7 @@ import datetime as dt
 import json
 import logging
 import math
-import signal
 import sqlite3
-import threading
 import unicodedata
 import zoneinfo
 from pathlib import Path
@@ -22,9 +20,11 @@ from typing import Any
 
 from central import config as config_mod
 from central.errors import CentralError
+from central.index import INDEX_FILE, Query, SessionIndex, SessionRow, Standing
 from evidence import layout
 from evidence.deadline import UploadPolicy
 from evidence.errors import ConfigError
+from evidence.supervisor import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +37,6 @@ def _store_root(args: argparse.Namespace, cfg: config_mod.CentralConfig) -> Path
     return args.store or cfg.receiver.store_dir
 
 
-def _wait_for_signal() -> threading.Event:
-    stop = threading.Event()
-
-    def handler(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return stop
-
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from central.build import build_receiver
@@ -57,7 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CentralError(f"--port: must be 1..65535, got {args.port}")
     store = FileStore(_store_root(args, cfg))
     receiver = build_receiver(cfg, store, args.host, args.port)
-    stop = _wait_for_signal()
+    stop = stop_on_signals()
     receiver.start()
     log.info("receiver storing into %s", store.root)
     stop.wait()
@@ -136,15 +126,16 @@ def _local(posix: float, zone: zoneinfo.ZoneInfo) -> str:
     return dt.datetime.fromtimestamp(posix, zone).isoformat(sep=" ", timespec="seconds")
 
 
-def _standing_text(standing: Any) -> str:
+def _standing_text(standing: Standing) -> str:
     if standing.status == "warning":
         return f"warning: {standing.hours:.1f} h, past {standing.threshold_hours:g} h"
     if standing.status in ("late", "at risk"):
         return f"{standing.status}: {standing.hours:.1f} h"
-    return "no" if standing.status == "on time" else str(standing.status)
+    return "no" if standing.status == "on time" else standing.status
 
 
-def _print_sessions(rows: list[Any], now: dt.datetime, policy: UploadPolicy, zone: zoneinfo.ZoneInfo) -> None:
+def _print_sessions(rows: list[SessionRow], now: dt.datetime, policy: UploadPolicy, zone: zoneinfo.ZoneInfo,
+                    ) -> None:
     table = [["session", "device", "unit", "officers", "case", "opened", "closed", "segments", "MB", "late?"]]
     for r in rows:
         opened = _local(r.opened_ts, zone)
@@ -158,7 +149,7 @@ def _print_sessions(rows: list[Any], now: dt.datetime, policy: UploadPolicy, zon
         print(line)
 
 
-def _print_late(found: list[Any], zone: zoneinfo.ZoneInfo) -> None:
+def _print_late(found: list[tuple[SessionRow, Standing]], zone: zoneinfo.ZoneInfo) -> None:
     if not found:
         print("nothing is late, at risk or past a warning")
         return
@@ -177,8 +168,7 @@ def _print_late(found: list[Any], zone: zoneinfo.ZoneInfo) -> None:
         print(f"  {row.session}  {_standing_text(standing)}  opened {_local(row.opened_ts, zone)}; {what}")
 
 
-def _open_index(args: argparse.Namespace, cfg: config_mod.CentralConfig) -> Any:
-    from central.index import INDEX_FILE, SessionIndex
+def _open_index(args: argparse.Namespace, cfg: config_mod.CentralConfig) -> SessionIndex:
     from central.store import FileStore
 
     root = _store_root(args, cfg)
@@ -193,8 +183,6 @@ def _open_index(args: argparse.Namespace, cfg: config_mod.CentralConfig) -> Any:
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
-    from central.index import Query
-
     cfg = _config(args)
     zone = _zone(cfg)
     policy = cfg.upload

@@ -27,7 +27,7 @@ from typing import Any
 
 from central.store import CentralStore
 from evidence.deadline import Level, UploadPolicy
-from evidence.entry import INTERRUPTION, SEGMENT, Entry, parse_entry
+from evidence.entry import INTERRUPTION, SEGMENT, Entry, Officer, parse_entry
 from evidence.errors import MalformedEntry
 
 log = logging.getLogger(__name__)
@@ -92,12 +92,6 @@ CREATE TABLE entries (
 ) WITHOUT ROWID;
 """
 _TABLES = ("entries", "parties", "officers", "sessions")
-
-
-@dataclass(frozen=True)
-class Officer:
-    name: str
-    certificate: str
 
 
 @dataclass(frozen=True)

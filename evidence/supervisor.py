@@ -14,6 +14,7 @@ nothing but the standard library.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -134,3 +135,16 @@ class Supervisor:
     def stop(self) -> None:
         """No more restarts: threads that fail from now on stay down (the service is stopping)."""
         self._stopping.set()
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM (systemd stopping the service) or SIGINT (Ctrl-C): the process's cue to stop
+    its threads in order. Call from the main thread."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop

@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
 import threading
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 from central import cli as central_cli
 from evidence.errors import RecorderError
+from evidence.supervisor import stop_on_signals
 from firmware_py.errors import ServiceError
 
 DEFAULT_CONFIG = Path("/etc/recorder/recorder.toml")
@@ -57,16 +57,6 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _signals() -> threading.Event:
-    stop = threading.Event()
-
-    def handler(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return stop
-
 
 def cmd_run(args: argparse.Namespace) -> int:
     from firmware_py import scenario as scenario_mod
@@ -83,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if steps is not None and backend != "sim":
         raise ServiceError("--scenario drives simulated hardware: use it with --hal sim")
     service = Service(cfg, backend=backend, notifier=Notifier.from_environment(os.environ))
-    stop = _signals()
+    stop = stop_on_signals()
     service.start()
     try:
         if steps is None:

@@ -323,6 +323,15 @@ def test_demo_runs_over_mutual_tls__NO_LEAK(tmp_path: Path) -> None:
     assert "require_certificate true" in conf and "allow_anonymous false" in conf
 
 
+def _reported_unreachable(caplog: pytest.LogCaptureFixture) -> str:
+    """The uploader's first "cannot reach the broker" line."""
+    deadline = time.monotonic() + WAIT
+    while not (said := [r.message for r in caplog.records if "cannot reach the broker" in r.message]):
+        assert time.monotonic() < deadline, "the uploader did not report the refused connection"
+        time.sleep(0.05)
+    return said[0]
+
+
 def test_uploader_says_when_the_broker_refuses_its_certificate__NO_LEAK(
         tmp_path: Path, tls_broker: LocalBroker, pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="mqtt.uploader")
@@ -331,11 +340,8 @@ def test_uploader_says_when_the_broker_refuses_its_certificate__NO_LEAK(
                         status=dict, tls=stranger)
     uploader.start()
     try:
-        deadline = time.monotonic() + WAIT
-        while not (said := [r.message for r in caplog.records if "cannot reach the broker" in r.message]):
-            assert time.monotonic() < deadline, "the uploader did not report the refused connection"
-            time.sleep(0.05)
-        assert "over TLS" in said[0] and str(pki.stranger.cert) in said[0]
+        said = _reported_unreachable(caplog)
+        assert "over TLS" in said and str(pki.stranger.cert) in said
         assert not uploader.connected
     finally:
         uploader.stop()
@@ -348,11 +354,8 @@ def test_a_wrong_port_is_not_reported_as_a_certificate_problem(tmp_path: Path, p
                         tls=pki.files(pki.a))
     uploader.start()
     try:
-        deadline = time.monotonic() + WAIT
-        while not (said := [r.message for r in caplog.records if "cannot reach the broker" in r.message]):
-            assert time.monotonic() < deadline, "the uploader did not report the refused connection"
-            time.sleep(0.05)
-        assert "connection refused, nothing listens there" in said[0] and "certificate" not in said[0]
+        said = _reported_unreachable(caplog)
+        assert "connection refused, nothing listens there" in said and "certificate" not in said
     finally:
         uploader.stop()
 
