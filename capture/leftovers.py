@@ -24,8 +24,9 @@ def _leftovers(session_dir: Path, referenced: set[str]) -> list[Path]:
     media = session_dir / layout.MEDIA
     if not media.is_dir():
         return []
-    candidates = [p for p in media.iterdir()
-                  if (p.suffix == ".ts" and p.name not in referenced) or p.name.endswith(".ts.part")]
+    # Regular files only: a folder named like a segment is not one (and the verifier names it).
+    candidates = [p for p in media.iterdir() if p.is_file() and not p.is_symlink()
+                  and ((p.suffix == ".ts" and p.name not in referenced) or p.name.endswith(".ts.part"))]
     return sorted(candidates, key=lambda p: p.name.removesuffix(".part"))
 
 

@@ -5,6 +5,7 @@ Off the capture threads, so an fsync on a slow card never holds up the camera or
 
 from __future__ import annotations
 
+import logging
 import queue
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,8 @@ def segment_body(closed: ClosedSegment, sha256: str, size: int, extra: dict[str,
     }
 
 
+log = logging.getLogger(__name__)
+
 ATTEMPTS = 3
 """Times a segment is tried before the sealer gives up on it (an unexpected error may pass; a lasting one not)."""
 
@@ -51,6 +54,7 @@ class Sealer:
         self._extra = extra
         self._queue: queue.Queue[ClosedSegment | None] = queue.Queue()
         self._current: ClosedSegment | None = None
+        self._next_index = 1
         self._attempts = 0
         self._gave_up = False
         self.sealed: list[Entry] = []
@@ -76,6 +80,14 @@ class Sealer:
                     return
                 if self._gave_up:
                     continue  # left on disk, for the session's close to seal in order
+                if closed.index != self._next_index:
+                    # The segment before it was never closed (a storage fault in the segmenter, already
+                    # reported): sealing this one would skip an index. It and all after it are sealed, in
+                    # order and after the unclosed one, when the session closes.
+                    log.warning("segment %d was not closed; segments from %d on are sealed when the session closes",
+                                self._next_index, closed.index)
+                    self._gave_up = True
+                    continue
                 self._current, self._attempts = closed, 0
             self._attempts += 1
             try:
@@ -89,6 +101,7 @@ class Sealer:
                                            f"{ATTEMPTS} attempts: {err}"))
             else:
                 self._current = None
+                self._next_index += 1
 
     def _give_up(self, fault: StorageFault) -> None:
         self._gave_up, self._current = True, None

@@ -61,14 +61,34 @@ class PendingRecording:
 
 
 @dataclass(frozen=True)
+class Media:
+    """The segment file an entry commits, as the entry records it."""
+
+    file: str
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
 class _Pending:
+    """What the spool keeps in memory of an entry waiting for its receipt (a few hundred bytes, not the entry:
+    a backlog of days is hundreds of thousands of them)."""
+
     written: float
-    entry: Entry | None
-    """None for an entry file that could not be read or parsed at start: kept, and still pending."""
+    hash: str | None
+    """The entry's hash, which central's receipt must name; None for an entry file that could not be read or
+    parsed at start (kept, and still pending)."""
+    media: Media | None
+
+    @classmethod
+    def of(cls, entry: Entry, written: float) -> _Pending:
+        segment = entry.segment
+        return cls(written, entry.hash, None if segment is None else Media(segment.file, segment.sha256,
+                                                                           segment.bytes))
 
     @property
     def media_bytes(self) -> int:
-        return self.entry.segment.bytes if self.entry is not None and self.entry.segment is not None else 0
+        return self.media.bytes if self.media is not None else 0
 
 
 @dataclass(frozen=True)
@@ -76,8 +96,9 @@ class Outgoing:
     """What the uploader sends for one pending entry: its bytes and, for a segment, the file it commits."""
 
     data: bytes
-    entry: Entry
-    media: Path | None
+    media: Media | None
+    path: Path | None
+    """Where the segment file is."""
 
 
 class Spool:
@@ -108,13 +129,14 @@ class Spool:
                     continue
                 path = layout.entry_path(session_dir, seq)
                 try:
-                    entry: Entry | None = parse_entry(path.read_bytes())
-                    written = path.stat().st_mtime
+                    entry = parse_entry(path.read_bytes())
                 except (MalformedEntry, OSError) as err:
                     # Kept, and still pending: central refuses it and `recorder verify` names it.
                     log.error("spool entry %s is unreadable: %s", path, err)
-                    entry, written = None, time.time()
-                self._add(session_dir.name, seq, _Pending(written, entry))
+                    self._add(session_dir.name, seq, _Pending(time.time(), None, None))
+                    continue
+                self._add(session_dir.name, seq, _Pending.of(entry, path.stat().st_mtime))
+                self._note_finished(session_dir.name, entry)
             if session_dir.name in self._pending and seqs and seqs[-1] in receipted:
                 try:
                     self._note_finished(session_dir.name, parse_entry(
@@ -126,8 +148,6 @@ class Spool:
         self._pending.setdefault(session, {})[seq] = pending
         self._count += 1
         self._bytes += pending.media_bytes
-        if pending.entry is not None:
-            self._note_finished(session, pending.entry)
 
     def _note_finished(self, session: str, entry: Entry) -> None:
         if entry.kind == CLOSE:
@@ -144,7 +164,8 @@ class Spool:
     def added(self, entry: Entry) -> None:
         """Ledger listener: a new entry waits for its receipt."""
         with self._changed:
-            self._add(entry.session, entry.seq, _Pending(time.time(), entry))
+            self._add(entry.session, entry.seq, _Pending.of(entry, time.time()))
+            self._note_finished(entry.session, entry)
             self._changed.notify_all()
 
     def next_pending(self, limit: int, skip: Container[PendingItem], first: str | None = None) -> list[PendingItem]:
@@ -169,17 +190,16 @@ class Spool:
         data = layout.entry_path(session_dir, item.seq).read_bytes()
         with self._lock:
             pending = self._pending.get(item.session, {}).get(item.seq)
-        entry = pending.entry if pending is not None and pending.entry is not None else parse_entry(data)
-        if data != entry.raw:
-            entry = parse_entry(data)
-        media = layout.media_path(session_dir, entry.segment.file) if entry.segment is not None else None
-        return Outgoing(data, entry, media)
+        if pending is None or pending.hash is None:
+            pending = _Pending.of(parse_entry(data), time.time())  # unreadable at start: read it again now
+        media = pending.media
+        return Outgoing(data, media, None if media is None else layout.media_path(session_dir, media.file))
 
     def _entry_hash(self, item: PendingItem) -> str:
         with self._lock:
             pending = self._pending.get(item.session, {}).get(item.seq)
-        if pending is not None and pending.entry is not None:
-            return pending.entry.hash
+        if pending is not None and pending.hash is not None:
+            return pending.hash
         # Not pending (a duplicate receipt), or unreadable at start: read it now.
         return parse_entry(layout.entry_path(self.session_dir(item.session), item.seq).read_bytes()).hash
 

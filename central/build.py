@@ -14,7 +14,8 @@ def build_receiver(cfg: CentralConfig, store: CentralStore | None = None, host: 
                    port: int | None = None) -> Receiver:
     receiver = Receiver(store or FileStore(cfg.receiver.store_dir), host or cfg.mqtt.host, port or cfg.mqtt.port,
                         cfg.mqtt.topic_prefix, cfg.receiver.client_id, cfg.mqtt.tls,
-                        share_group=cfg.receiver.share_group or None)
+                        share_group=cfg.receiver.share_group or None, keepalive=cfg.mqtt.keepalive,
+                        retry_max_seconds=cfg.mqtt.retry_max_seconds)
     if cfg.receiver.private_key_file:
         receiver.central_key = load_central_key(Path(cfg.receiver.private_key_file))
     return receiver

@@ -172,11 +172,11 @@ def _open_index(args: argparse.Namespace, cfg: config_mod.CentralConfig) -> Sess
     from central.store import FileStore
 
     root = _store_root(args, cfg)
-    if not (root / "sessions").is_dir():
+    if not FileStore.holds_a_store(root):
         raise CentralError(f"{root}: not a central store (it has no sessions/ folder); give --store or "
                            "receiver.store_dir")
     try:
-        return SessionIndex(FileStore(root))
+        return SessionIndex(FileStore(root, create=False))
     except (sqlite3.Error, OSError) as err:
         raise CentralError(f"cannot open {root / INDEX_FILE}: {err}; if it is damaged, delete {INDEX_FILE}* there "
                            "and run `recorder central reindex`") from err

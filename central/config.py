@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+from evidence import layout
 from evidence.deadline import UploadPolicy
 from evidence.errors import ConfigError
 from evidence.settings import NonEmpty, Section, build, read_toml
@@ -47,6 +48,9 @@ class ReceiverConfig(Section):
     """MQTT 5 shared-subscription group: receivers sharing one store and one group split the load."""
 
     def validate(self) -> None:
+        if not layout.DEVICE_ID.match(self.client_id):
+            raise ConfigError(f"client_id: {self.client_id!r} must be 1-64 letters, digits, '.', '_' or '-' (it is the "
+                              "receiver's MQTT client id, its certificate's name and part of every receipt)")
         group = self.share_group
         if group and (any(c in group for c in "/+#") or not group.isprintable()):
             raise ConfigError(f"share_group: {group!r} must be one topic level: no '/', '+', '#'")

@@ -148,7 +148,8 @@ class SessionRow:
     segments: int
     media_bytes: int
     entries: int
-    """Entries received (all of them when closed: central stores a session's entries only in order)."""
+    """Entries indexed: the session's entries from seq 0 without a gap (one stored ahead of a missing
+    predecessor is counted once the predecessor is stored)."""
     last_at: str
     """The device time of the last entry received."""
     last_stored: dt.datetime
@@ -218,7 +219,7 @@ _COLUMNS = ("device, session, unit, room, location, case_ref, matter, opened_at,
 
 class SessionIndex:
     """One connection, used from the receiver's network thread and from its owner's, so every use takes a
-    lock; other processes (the `recorder receiver` commands) share the file through SQLite's locking."""
+    lock; other processes (the `recorder central` commands) share the file through SQLite's locking."""
 
     def __init__(self, store: CentralStore, timeout_s: float = 10.0) -> None:
         self.store = store
@@ -380,12 +381,17 @@ class SessionIndex:
         while True:
             where = f"{device}/{session} entry {seq}"
             try:
-                stored = self.store.read_entry(device, session, seq)
-                if stored is None:
-                    return added
                 entry = known.get(seq)
-                if entry is None or entry.raw != stored.data:
-                    entry = parse_entry(stored.data)
+                if entry is not None:
+                    # Just stored by the receiver from these very bytes: only its storage time is read.
+                    stored_ts = self.store.stored_time(device, session, seq)
+                    if stored_ts is None:
+                        return added
+                else:
+                    stored = self.store.read_entry(device, session, seq)
+                    if stored is None:
+                        return added
+                    entry, stored_ts = parse_entry(stored.data), stored.stored_ts
             except (OSError, MalformedEntry) as err:
                 log.warning("index: %s: %s; the session is indexed up to the entry before", where, err)
                 return added
@@ -394,7 +400,7 @@ class SessionIndex:
                 log.warning("index: %s is another entry (%s/%s %d); the session is indexed up to the entry before",
                             where, entry.device, entry.session, entry.seq)
                 return added
-            self._apply(db, entry, stored.stored_ts)
+            self._apply(db, entry, stored_ts)
             seq += 1
             added += 1
 

@@ -32,9 +32,10 @@ from central.index import SessionIndex, open_index
 from central.store import CentralStore, Commit
 from central.working_copy import write_working_copy
 from evidence.entry import Entry, parse_entry
-from evidence.errors import MalformedEntry, RecorderError
+from evidence.errors import RecorderError
 from evidence.layout import media_name
 from evidence.rules import SessionRules, Violation
+from evidence.supervisor import Beat, Supervised, Supervisor
 from mqtt import protocol
 from mqtt.client import make_client
 from mqtt.tls import TlsFiles
@@ -54,6 +55,9 @@ COPY_BACKLOG = 2000
 RETRY_SECONDS = 0.005
 """A receiver of a share group cannot hear the others' commits, so it looks again this often (measured:
 50 ms made two receivers five times slower than one; 5 ms costs nothing while nothing waits)."""
+AHEAD_LIMIT = 128
+"""How far past the entries judged in order an entry may be stored ahead of its predecessors: twice the device's
+window of entries in flight, which is as far as a share group can scatter a session's entries."""
 REFUSALS_KEPT = 1000
 """Refusal reasons kept for inspection (the log has them all): hostile traffic must not grow memory."""
 STAGING_MAX_AGE = 3600.0
@@ -88,11 +92,13 @@ class _Chain:
 class Receiver:
     def __init__(self, store: CentralStore, host: str, port: int, prefix: str, client_id: str,
                  tls: TlsFiles | None = None, share_group: str | None = None,
-                 staging_max_age: float = STAGING_MAX_AGE) -> None:
+                 staging_max_age: float = STAGING_MAX_AGE, keepalive: int = 30, retry_max_seconds: float = 30.0,
+                 ) -> None:
         self.store = store
         self._host, self._port, self._prefix = host, port, prefix
         self._client_id = client_id
-        self._client = make_client(client_id, 30, tls)
+        self._keepalive = keepalive
+        self._client = make_client(client_id, retry_max_seconds, tls)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
@@ -123,9 +129,10 @@ class Receiver:
         self._following = False
         self._stopping = threading.Event()
         self._committed_all = threading.Event()
-        self._threads = [threading.Thread(target=target, name=name, daemon=True) for target, name in (
-            (self._retry_waiting, "receiver-retry"), (self._commit_batches, "receiver-commit"),
-            (self._follow_up, "receiver-follow-up"))]
+        self._supervisor = Supervisor()
+        """Runs the three threads below: an exception one of them does not handle is logged with its traceback
+        and the thread runs again, so no thread of the receiver ends silently."""
+        self._threads: list[Supervised] = []
         self.connected = threading.Event()
         self.stored = 0
         self.handled = 0
@@ -141,28 +148,28 @@ class Receiver:
         """Set to central's private key to keep a decrypted working copy of each sealed segment."""
 
     def start(self) -> None:
-        self._client.connect_async(self._host, self._port, keepalive=30)
+        self._client.connect_async(self._host, self._port, keepalive=self._keepalive)
         self._client.loop_start()
-        for thread in self._threads:
-            thread.start()
+        self._threads = [self._supervisor.spawn(name, body) for body, name in (
+            (self._retry_waiting, "receiver-retry"), (self._commit_batches, "receiver-commit"),
+            (self._follow_up, "receiver-follow-up"))]
 
     def stop(self) -> None:
         """Store and receipt what was accepted, disconnect, and finish the follow-up work. An entry that
         arrives meanwhile is not stored here; the device resends it."""
         self._stopping.set()
+        self._supervisor.stop()
         retry, commit, follow_up = self._threads
         with self._lock:
             self._lock.notify_all()
         for thread in (retry, commit):
-            if thread.is_alive():
-                thread.join()
+            thread.join()
         self._client.disconnect()
         self._client.loop_stop()
         with self._lock:
             self._committed_all.set()
             self._lock.notify_all()
-        if follow_up.is_alive():
-            follow_up.join()
+        follow_up.join()
         if self.index is not None:
             self.index.close()
 
@@ -227,9 +234,10 @@ class Receiver:
             self._refuse(f"unexpected: {err!r}")
             log.exception("refused message on %s: unexpected error", where)
 
-    def _retry_waiting(self) -> None:
+    def _retry_waiting(self, beat: Beat) -> None:
         swept = time.monotonic()
         while not self._stopping.wait(RETRY_SECONDS):
+            beat()
             now = time.monotonic()
             if now - swept > min(SWEEP_SECONDS, self._staging_max_age):
                 swept = now
@@ -334,14 +342,17 @@ class Receiver:
         in_order = seq == chain.admitted.next_seq
         if in_order:
             chain.admitted.check(entry, signature_checked=True)
-        elif seq < chain.admitted.next_seq:
-            # Accepted in order once, then lost with a failed commit: judge it again from what is stored.
-            chain.admitted = chain.stored.copy()
-            raise Refused(f"entry {session}/{seq} came while its session was being recovered from a failed "
-                          "commit; the device's resend stores it")
         else:
             # Its predecessor is not here yet: what needs no predecessor was judged (check_alone); a predecessor
-            # that is here must link. The rest is judged when the chain reaches it.
+            # that is here must link. The rest is judged when the chain reaches it, but nothing is stored after
+            # a close this receiver knows of, nor further ahead than a share group scatters a session.
+            closing = chain.admitted.closing or chain.stored.closing
+            if closing is not None:
+                raise Refused(f"entry {session}/{seq}: entry after the closing entry {closing.entries - 1}")
+            if seq - chain.admitted.next_seq > AHEAD_LIMIT:
+                raise Refused(f"entry {session}/{seq} is more than {AHEAD_LIMIT} entries ahead of entry "
+                              f"{chain.admitted.next_seq}, the next this receiver can judge; the device's resend "
+                              "brings it again in turn")
             before = self._accepted.get((device, session, seq - 1))
             before_hash = before.hash if before is not None else None
             if before_hash is None and (data := self.store.get_entry(device, session, seq - 1)) is not None:
@@ -370,8 +381,8 @@ class Receiver:
             if (device, session) not in frontiers:
                 try:
                     frontiers[(device, session)] = self._chain(device, session).stored.next_seq - 1
-                except (OSError, MalformedEntry) as err:
-                    # An unreadable stored entry: nothing after it is receipted, and the thread goes on.
+                except (OSError, RecorderError) as err:
+                    # An unreadable stored entry (or key): nothing after it is receipted, and the thread goes on.
                     log.error("cannot follow the chain of %s/%s in the store: %s", device, session, err)
                     frontiers[(device, session)] = -1
             if frontiers[(device, session)] >= seq:
@@ -383,12 +394,14 @@ class Receiver:
                 log.info("entry %s/%d stored, but its chain still incomplete after %.0f s; left to the device's "
                          "resend", session, seq, now - since)
 
-    def _commit_batches(self) -> None:
+    def _commit_batches(self, beat: Beat) -> None:
         """Group commit: everything accepted since the last commit is stored in one go, then receipted.
         Under load the batches grow, so the flushes per entry fall as the rate rises."""
         while True:
+            beat()
             with self._lock:
-                self._lock.wait_for(lambda: self._batch or self._stopping.is_set())
+                if not self._lock.wait_for(lambda: self._batch or self._stopping.is_set(), timeout=1.0):
+                    continue
                 if not self._batch:
                     return
                 batch, self._batch = self._batch, []
@@ -419,18 +432,21 @@ class Receiver:
                     self._unlinked[key] = (entry, now)
                     self._follow_ups.append(_FollowUp(commit.device, commit.session, entry, missing_only=False))
                 self.stored += len(batch)
+                self._lock.notify_all()
                 # Receipts for the batch, and for entries stored earlier that it completes the chain of.
                 self._receipt_linked(now)
-                self._lock.notify_all()
 
-    def _follow_up(self) -> None:
+    def _follow_up(self, beat: Beat) -> None:
         """After the receipt, off the receipt path: index each session once per round, and keep the working
         copies."""
         while True:
+            beat()
             with self._lock:
                 self._following = False
                 self._lock.notify_all()
-                self._lock.wait_for(lambda: self._follow_ups or self._may_copy() or self._committed_all.is_set())
+                if not self._lock.wait_for(
+                        lambda: self._follow_ups or self._may_copy() or self._committed_all.is_set(), timeout=1.0):
+                    continue
                 if not self._follow_ups and not self._may_copy():
                     return
                 work, self._follow_ups = self._follow_ups, []

@@ -21,8 +21,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from central.errors import CentralError
 from evidence import layout
 from evidence.durable import atomic_write, group_commit
+from evidence.errors import StorageFault
 from evidence.hashing import EMPTY_SHA256, sha256_file
 from evidence.layout import SessionFiles, SessionFolder
 from mqtt.protocol import MediaChunk
@@ -74,6 +76,10 @@ class CentralStore(abc.ABC):
         """The stored entry with its storage time; None if not stored; OSError if it cannot be read."""
 
     @abc.abstractmethod
+    def stored_time(self, device: str, session: str, seq: int) -> float | None:
+        """When the entry was stored (as `read_entry` says), without reading it; None if it is not stored."""
+
+    @abc.abstractmethod
     def commit(self, batch: Sequence[Commit], writer: str) -> None:
         """Durably store a batch of entries, each with the staged media it seals, if any: every media file
         is durable before any entry that seals it appears. All or part of a batch may be stored when this
@@ -116,11 +122,22 @@ def _holds(path: Path, sha256: str, size: int) -> bool:
 
 
 class FileStore(CentralStore):
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, create: bool = True) -> None:
+        """The store in `root`; with `create` False (for commands that only read it) nothing is made."""
         self.root = root
         self._keys: dict[str, tuple[tuple[int, int, int], str]] = {}
-        for sub in ("devices", "sessions", ".staging"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
+        if create:
+            try:
+                for sub in ("devices", "sessions", ".staging"):
+                    (root / sub).mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise CentralError(f"{root}: cannot make the central store there: {err.strerror or err}; give "
+                                   "receiver.store_dir a folder central's user can write") from err
+
+    @classmethod
+    def holds_a_store(cls, root: Path) -> bool:
+        """Whether `root` is a FileStore's folder (it has its sessions/ folder)."""
+        return (root / "sessions").is_dir()
 
     @classmethod
     def locate(cls, session_path: Path) -> tuple[FileStore, str, str] | None:
@@ -130,7 +147,7 @@ class FileStore(CentralStore):
         if (path.parent.parent.name != "sessions" or not layout.SESSION_ID.match(path.name)
                 or not (root / "devices").is_dir()):
             return None
-        return cls(root), path.parent.name, path.name
+        return cls(root, create=False), path.parent.name, path.name
 
     def enroll(self, device: str, key_b64: str) -> None:
         atomic_write(self.root / "devices" / f"{device}.pub", key_b64.encode() + b"\n")
@@ -145,7 +162,11 @@ class FileStore(CentralStore):
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         cached = self._keys.get(device)
         if cached is None or cached[0] != stamp:
-            cached = (stamp, path.read_text().strip())
+            try:
+                cached = (stamp, path.read_text(encoding="ascii").strip())
+            except (OSError, UnicodeDecodeError) as err:
+                raise CentralError(f"{path}: cannot read {device}'s enrolled key: {err}; enroll it again "
+                                   "(recorder central enroll)") from err
             self._keys[device] = cached
         return cached[1]
 
@@ -175,6 +196,13 @@ class FileStore(CentralStore):
 
     def staged_matches(self, device: str, session: str, file: str, sha256: str, size: int) -> bool:
         path = self._staging(device, session, file)
+        try:
+            if path.stat().st_size > size:
+                # Chunks beyond the segment's end (forged, or from another segment of that name): it can never
+                # match. Start again, so the device's resend completes the segment.
+                path.unlink()
+        except FileNotFoundError:
+            pass
         if size == 0 and sha256 == EMPTY_SHA256 and not path.exists():
             # An empty segment (recovered after a crash) has no chunk to send; stage it as it is. If a
             # staging file exists, chunks came for it: it is judged like any other below.
@@ -209,6 +237,12 @@ class FileStore(CentralStore):
         except FileNotFoundError:
             return None
 
+    def stored_time(self, device: str, session: str, seq: int) -> float | None:
+        try:
+            return layout.entry_path(self.session_dir(device, session), seq).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
     def commit(self, batch: Sequence[Commit], writer: str) -> None:
         writes: list[tuple[Path, bytes]] = []
         moves: list[tuple[Path, Path]] = []
@@ -223,6 +257,10 @@ class FileStore(CentralStore):
                 # a later staging copy, perhaps partial, must not replace it.
                 if staged.exists() and not final.exists():
                     moves.append((staged, final))
+                elif not final.exists():
+                    # Judged staged, then gone (swept): never store an entry without its media.
+                    raise StorageFault(f"{staged}: the staged segment of entry {item.seq} disappeared before it "
+                                       "was stored; the device's resend stores it")
             writes.append((layout.entry_path(session_dir, item.seq), item.data))
         # One group commit for the batch: a few filesystem flushes instead of several fsyncs per entry.
         group_commit(self.root, writes, moves, writer)

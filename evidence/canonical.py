@@ -86,6 +86,12 @@ def parse_strict(data: bytes) -> Any:
     return value
 
 
+def parse_made(data: bytes) -> Any:
+    """Read back bytes this program has just made with `canonical` (canonical by construction), with the
+    strict reader's limits but without comparing them with their canonical form again."""
+    return _parse(data)
+
+
 def parse_canonical(data: bytes) -> Any:
     """`parse_strict`, and `data` must be exactly the canonical form of what it holds."""
     value = _parse(data)

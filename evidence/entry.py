@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from evidence.canonical import NotCanonical, canonical, parse_canonical
+from evidence.canonical import NotCanonical, canonical, parse_canonical, parse_made
 from evidence.errors import EvidenceError, MalformedEntry
 from evidence.keys import load_public_key_b64
 from evidence.layout import DEVICE_ID, MAX_INDEX, MAX_SEQ, SESSION_ID, media_name
@@ -191,12 +191,6 @@ class Entry:
     segment: Segment | None = None
     closing: Closing | None = None
 
-    @property
-    def name(self) -> str | None:
-        """An event's name; None for other kinds."""
-        value = self.body.get("name") if self.kind == EVENT else None
-        return value if isinstance(value, str) else None
-
 
 def _opening(body: _Body) -> Opening:
     key = body.text("device_key")
@@ -264,6 +258,12 @@ def parse_entry(data: bytes) -> Entry:
         value = parse_canonical(data)
     except NotCanonical as err:
         raise MalformedEntry(f"entry is not canonical JSON: {err}") from err
+    return _checked(value, data, None)
+
+
+def _checked(value: Any, data: bytes, unsigned: bytes | None) -> Entry:
+    """The entry `value` (parsed from `data`) is, after every check of the format; `unsigned` are its canonical
+    bytes without "sig" when the caller has them already."""
     if not isinstance(value, dict):
         raise MalformedEntry("entry is not a JSON object")
     for key, typ in _FIELDS.items():
@@ -298,7 +298,7 @@ def parse_entry(data: bytes) -> Entry:
         typed["closing"] = _closing(body)
     elif kind == EVENT:
         body.text("name")
-    unsigned = _unsigned(value)
+    unsigned = _unsigned(value) if unsigned is None else unsigned
     return Entry(data, value["device"], value["session"], seq, kind, value["prev"], value["time"], value["mono_ns"],
                  value["clock_synced"], value["body"], value["sig"], hashlib.sha256(LEAF_PREFIX + unsigned).hexdigest(),
                  SIGN_CONTEXT + unsigned, **typed)
@@ -321,9 +321,13 @@ def entry_hash(fields: Mapping[str, Any]) -> str:
 def sign_entry(fields: dict[str, Any], sign: Callable[[bytes], str]) -> Entry:
     """The entry made of `fields` (everything but "sig") signed with `sign`, as bytes a reader accepts.
 
-    Parsed back before it is returned, so the device can never write an entry the format refuses."""
+    Read back and checked before it is returned, so the device can never write an entry the format refuses."""
     try:
-        data = canonical({**fields, "sig": sign(signed_message(fields))})
+        unsigned = _unsigned(fields)
+        data = canonical({**fields, "sig": sign(SIGN_CONTEXT + unsigned)})
+        value = parse_made(data)
     except NotCanonical as err:
         raise MalformedEntry(f"entry cannot be written: {err}") from err
-    return parse_entry(data)
+    if len(data) > MAX_ENTRY_BYTES:
+        raise MalformedEntry(f"entry would be {len(data)} bytes, over the {MAX_ENTRY_BYTES}-byte limit")
+    return _checked(value, data, unsigned)

@@ -33,10 +33,6 @@ def tree_hash(leaves: list[bytes]) -> bytes:
     return node(tree_hash(leaves[:k]), tree_hash(leaves[k:]))
 
 
-def root_hex(entry_hashes: list[str]) -> str:
-    return tree_hash([bytes.fromhex(h) for h in entry_hashes]).hex()
-
-
 @dataclass
 class CompactTree:
     """The root of a growing tree from O(log n) state: the roots of the perfect subtrees its leaves fill,

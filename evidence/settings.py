@@ -52,12 +52,7 @@ class NonEmpty:
 
 
 Positive = Range(0, open_low=True)
-NonNegative = Range(0)
 Port = Range(1, 65535)
-
-
-def between(low: float, high: float) -> Range:
-    return Range(low, high)
 
 
 def check(value: Any, field: str, *rules: Any) -> None:

@@ -92,7 +92,11 @@ class Supervisor:
                           exc_info=True)
                 self._report(supervised.name, reason)
                 if not supervised.restart or self._stopping.wait(RESTART_PAUSE):
+                    # Reported, and its failure handled by whoever was told; it is no longer watched, so it
+                    # does not hold back the watchdog for good.
                     supervised.dead = True
+                    with self._lock:
+                        self._threads = [t for t in self._threads if t is not supervised]
                     return
                 log.warning("thread %s restarted", supervised.name)
                 continue
@@ -122,7 +126,7 @@ class Supervisor:
         for t in threads:
             if t.ended:
                 continue
-            if t.dead or not t.is_alive():
+            if not t.is_alive():
                 found.append(f"thread {t.name} is not running")
             elif now - t.last_beat > t.silence_s:
                 found.append(f"thread {t.name} has not reported for {now - t.last_beat:.0f} s (hung)")

@@ -33,7 +33,7 @@ Decoder = Callable[[bytes], str | None]
 """Decodes an MPEG-TS segment: None if at least one video frame decodes, else why not."""
 CLOCK_STEP_S = 1.0
 """A change of more than this between wall clock and monotonic clock, from one entry to the next of one run
-of the device, is reported as a clock step."""
+of the device, is reported as a clock step (and the device logs a `clock_step` event for it)."""
 
 
 @dataclass

@@ -134,27 +134,33 @@ def _trusted_key(args: argparse.Namespace, session_dir: Path) -> tuple[str | Non
     """The key to anchor a session to, and where it came from: --key (a base64 key, or a file holding one),
     or else the enrolled key of the central store the session is in."""
     from central.store import FileStore
+    from evidence.errors import EvidenceError
+    from evidence.keys import load_public_key_b64
 
     if args.key is not None:
         candidate = Path(args.key)
         if candidate.is_file():
             try:
-                return candidate.read_text(encoding="ascii").strip(), f"--key {candidate}"
+                key, source = candidate.read_text(encoding="ascii").strip(), f"--key {candidate}"
             except (OSError, UnicodeDecodeError) as err:
                 raise ServiceError(f"--key {candidate}: cannot read a base64 key from it: {err}") from err
-        return args.key, "--key"
+        else:
+            key, source = args.key, "--key"
+        try:
+            load_public_key_b64(key)
+        except EvidenceError as err:
+            raise ServiceError(f"{source}: {err}; give the device's base64 public key or a file holding it") from err
+        return key, source
     located = FileStore.locate(session_dir)
     if located is not None:
         store, device, _ = located
-        key = store.device_key(device)
-        if key is not None:
-            return key, f"the key enrolled for {device} at {store.root}"
+        enrolled = store.device_key(device)
+        if enrolled is not None:
+            return enrolled, f"the key enrolled for {device} at {store.root}"
     return None, ""
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from evidence.errors import EvidenceError
-    from evidence.keys import load_public_key_b64
     from evidence.layout import session_folders
     from evidence.verify import Decoder, Report, prove_entry, verify_session
     from provisioning.central_key import load_central_key
@@ -174,19 +180,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.prove is not None:
         if len(folders) != 1:
             raise ServiceError("--prove needs PATH to be one session folder")
-        proof = prove_entry(folders[0], args.prove)
+        proof = prove_entry(folders[0], args.prove, _trusted_key(args, folders[0])[0])
         print(proof.text())
         return 0 if proof.ok else 1
     reports: list[Report] = []
     anchors: list[str] = []
     for folder in folders:
         key, source = _trusted_key(args, folder)
-        if key is not None:
-            try:
-                load_public_key_b64(key)
-            except EvidenceError as err:
-                raise ServiceError(f"{source}: {err}; give the device's base64 public key or a file holding it") \
-                    from err
         reports.append(verify_session(folder, key, decoder, central))
         anchors.append(source)
     if args.json:

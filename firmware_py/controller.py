@@ -23,6 +23,7 @@ from evidence.entry import Entry
 from evidence.errors import RecorderError, StorageFault
 from evidence.layout import new_session_id
 from evidence.supervisor import Beat, Spawn, Supervised
+from evidence.verify import CLOCK_STEP_S
 from firmware_py.config import Config
 from firmware_py.preflight import CheckResult, Preflight
 from firmware_py.prompts import Prompt, PromptCache, PromptError, failure_prompt, notice_prompts
@@ -56,9 +57,6 @@ class Timings:
 FAULT_FLASH_S = 5.0
 """How long the tally shows the fault pattern for a fault that did not stop the session (a thread that
 failed and was restarted), before it shows the state again."""
-CLOCK_STEP_S = 1.0
-"""A jump of the wall clock against the monotonic clock larger than this, during a session, is logged in the
-ledger as a `clock_step` event."""
 
 
 class Controller:
@@ -86,6 +84,7 @@ class Controller:
         self._notice_thread: Supervised | None = None
         self._thread: Supervised | None = None
         self._fault_flash_until: float | None = None
+        self._beat: Beat = lambda: None
         self._clock_offset: float | None = None
         self.timings = Timings()
         self._upload_alert = False
@@ -120,6 +119,7 @@ class Controller:
             self._thread.join(timeout)
 
     def _run(self, beat: Beat) -> None:
+        self._beat = beat
         while True:
             beat()
             self._tick()
@@ -174,14 +174,10 @@ class Controller:
         self.last_fault = f"thread {thread}: {reason}"
         log.error("fault: %s", self.last_fault)
         self._log_event("fault", reason=reason, thread=thread)
-        if thread == "session" and self.machine.state is State.PREFLIGHT and self._recording is None:
-            # The session thread failed while starting a session: nothing was recorded; say so and let START
-            # try again, rather than stay in pre-flight.
-            if self._inputs is not None:
-                self._inputs.stop()
-                self._inputs = None
-            self._early.clear()
-            self.machine.fire(Event.PREFLIGHT_FAILED)
+        if thread == "session" and self.machine.state in (State.PREFLIGHT, State.CLOSING):
+            # The session thread failed half-way through starting or closing a session: finish the job as a
+            # fault does (what was recorded is closed; START tries again) rather than stay half-way.
+            self._enter_fault(f"thread session: {reason}")
         self._fault_flash_until = time.monotonic() + FAULT_FLASH_S
         self._hal.tally.show(TallyPattern.FAULT)
         for listener in self.state_listeners:
@@ -206,8 +202,8 @@ class Controller:
             return
         elif name is ButtonName.STOP:
             if self.machine.fire(Event.STOP):
-                self._close_session("stop button held")
-                self.machine.fire(Event.CLOSED)
+                closed = self._close_session("stop button held")
+                self.machine.fire(Event.CLOSED if closed else Event.FAULT)
         elif name is ButtonName.MARK and state in (State.NOTICE, State.RECORDING):
             self._log_event("mark", label=self._config.session.mark_label)
 
@@ -215,6 +211,10 @@ class Controller:
         self.last_fault = reason
         log.error("fault: %s", reason)
         self._log_event("fault", reason=reason)
+        self._enter_fault(reason)
+
+    def _enter_fault(self, reason: str) -> None:
+        """To the fault state, closing what was being recorded on the way."""
         if self.machine.fire(Event.FAULT):
             self._close_session(f"fault: {reason}")
             self.machine.fire(Event.FAULT)
@@ -333,27 +333,37 @@ class Controller:
         except StorageFault as err:
             self.on_fault(err)
 
-    def _close_session(self, reason: str) -> None:
-        if self._notice_thread is not None:
+    def _close_session(self, reason: str) -> bool:
+        """Stop the inputs and close the session's record; False if its closing entry could not be written
+        (the session is then closed by crash recovery at the next start)."""
+        notice = self._notice_thread
+        while notice is not None and notice.is_alive():
             # Never cut the notice short: the recording must show it was given in full.
-            self._notice_thread.join()
-            self._notice_thread = None
+            notice.join(0.5)
+            self._beat()
+        self._notice_thread = None
         if self._inputs is not None:
             self._inputs.stop()
             self._inputs = None
         recording = self._recording
         if recording is None:
-            return
+            return True
+        closed = True
         try:
             # Still the live session while its last segment and closing entry are written, so they
             # are uploaded ahead of any backlog.
             recording.close(reason)
-        except StorageFault as err:
-            log.error("closing session %s: %s", recording.session_id, err)
+        except Exception as err:
+            # Whatever failed (a storage fault, a failing card), the session ends here; what it wrote stays,
+            # and the next start seals and closes it.
+            log.error("closing session %s: %s", recording.session_id, err, exc_info=not isinstance(err, StorageFault))
+            self.last_fault = f"closing session {recording.session_id}: {err}"
+            closed = False
         finally:
             self._recording = None
         self.timings.sessions_closed.append(recording.session_id)
         log.info("session %s closed: %s", recording.session_id, reason)
+        return closed
 
     @property
     def session_id(self) -> str | None:

@@ -23,7 +23,7 @@ from central.receiver import Receiver
 from central.store import FileStore
 from evidence import layout
 from evidence.encryption import open_sealed
-from evidence.entry import Segment
+from evidence.entry import Segment, parse_entry
 from evidence.verify import verify_session
 from provisioning.central_key import create_central_key, load_central_key
 from provisioning.identity import DeviceIdentity
@@ -122,7 +122,7 @@ def run_kill9(workdir: Path, port: int, trials: int, seed: int = 20261122) -> Ki
         else:
             media_end_ns = log[0].body["media_t0_mono_ns"] + _recorded_until(session_dir, segments, central)
             worst = max(worst, (kill_ns - media_end_ns) / 1e9)
-    matches = _holdings(spool) == _holdings(workdir / "central" / "sessions" / "SIM-0001")
+    matches = _holdings(spool) == _held_by(store)
     return Kill9Outcome(len(killed_at), worst, problems, matches)
 
 
@@ -138,6 +138,18 @@ def _recorded_until(session_dir: Path, segments: list[Segment], central: X25519P
         opened = open_sealed(layout.media_path(session_dir, segment.file).read_bytes(), central)
         end_ns = int(probe_media(io.BytesIO(opened.plaintext), end_ns, 100_000_000, 16000)["end_ns"])
     return end_ns
+
+
+def _held_by(store: FileStore) -> set[tuple[str, int, str]]:
+    """Central's entries, as the store gives them."""
+    held = set()
+    for device, session in store.sessions():
+        for seq in store.session_files(device, session).entry_seqs():
+            data = store.get_entry(device, session, seq)
+            if data is not None:
+                entry = parse_entry(data)
+                held.add((entry.session, entry.seq, entry.hash))
+    return held
 
 
 def _holdings(root: Path) -> set[tuple[str, int, str]]:

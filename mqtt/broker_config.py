@@ -1,6 +1,6 @@
 """The broker's configuration for recorders: one mutual-TLS listener and the ACL that makes receipts mean
 something. The same text runs under the tests and the demo (mqtt/broker.py) and is what
-`recorder broker-config` writes for a real Mosquitto (2.0).
+`recorder central broker-config` writes for a real Mosquitto (2.0).
 
 Identity: the broker requires a client certificate from the agency CA and takes its CN as the username
 (`use_identity_as_username`); no passwords, no anonymous clients. Rights, by username:
@@ -44,7 +44,7 @@ class BrokerSettings:
 
 
 def render_conf(settings: BrokerSettings) -> str:
-    lines = ["# Written by `recorder broker-config` (mqtt/broker_config.py); run with: mosquitto -c <this file>",
+    lines = ["# Written by `recorder central broker-config` (mqtt/broker_config.py): mosquitto -c <this file>",
              "per_listener_settings false"]
     if settings.tls is None:
         lines.append("allow_anonymous true")

@@ -239,10 +239,10 @@ class Uploader:
 
     def _send(self, item: PendingItem) -> None:
         out = self._spool.outgoing(item)
-        segment = out.entry.segment
-        if segment is not None and out.media is not None:
+        segment = out.media
+        if segment is not None and out.path is not None:
             # The seal's own hash and size: the file was hashed as it was written.
-            with out.media.open("rb") as media:
+            with out.path.open("rb") as media:
                 offset = 0
                 while chunk := media.read(self._chunk):
                     piece = protocol.MediaChunk(item.session, segment.file, offset, segment.bytes, segment.sha256,
@@ -256,6 +256,7 @@ class Uploader:
         wait until that is few enough bytes (MAX_UNACKED_BYTES; one message at a time always goes). Never
         called under the uploader's lock, and never waiting on paho's own thread (status from on_connect)."""
         size = len(payload)
+        self._beat()  # a long backlog on a slow link is work, not a hang
         with self._unacked_lock:
             # In steps, with a beat each: a broker that stops acknowledging (the link died mid-segment) must
             # not make this thread look hung; reconnecting drops paho's copies and frees the room.

@@ -1,6 +1,6 @@
 """The agency's test certificate authority for mutual TLS between devices, receivers and the broker.
 
-Until real provisioning exists, `recorder certs` keeps one CA in a folder and issues from it:
+Until real provisioning exists, `recorder central certs` keeps one CA in a folder and issues from it:
 
     ca.crt, ca.key                      the CA (P-256); the key never needs to leave this folder
     broker.crt, broker.key              the broker's server certificate (SAN 127.0.0.1, localhost, extras)
@@ -132,7 +132,7 @@ class CertificateAuthority:
     def load(cls, directory: Path) -> CertificateAuthority:
         cert_path, key_path = directory / "ca.crt", directory / "ca.key"
         if not cert_path.exists() and not key_path.exists():
-            raise ProvisioningError(f"no CA in {directory}: create one with `recorder certs --out {directory}`")
+            raise ProvisioningError(f"no CA in {directory}: create one with `recorder central certs --out {directory}`")
         for path in (cert_path, key_path):
             if not path.exists():
                 raise ProvisioningError(f"{path} is missing: the CA in {directory} is incomplete; restore it, or "

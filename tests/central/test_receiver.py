@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from central.receiver import REFUSALS_KEPT, Receiver
+from central.receiver import AHEAD_LIMIT, REFUSALS_KEPT, Receiver
 from central.store import FileStore
 from evidence import layout
 from evidence.canonical import canonical
@@ -285,3 +285,50 @@ def test_entries_that_break_the_sessions_rules_are_refused__NO_EDIT(
     assert any("entry after the closing entry" in r for r in refused), refused
     assert any("outside 0..99999999" in r for r in refused), refused
     assert any("a second 'open' entry" in r for r in refused), refused
+
+
+def test_a_forged_frame_does_not_block_the_session__TAMPER_PROOF_IT(
+        central: Receiver, broker: LocalBroker, recorded: RecordedSession) -> None:
+    # One 16-byte frame far past the segment's end once left a staging file that could never match: that
+    # segment and every later entry of the session were never stored, and the device resent them for ever.
+    device = recorded.rig.config.device.id
+    messages = replay(recorded)
+    segment = next(json.loads(data) for t, data in messages if t.endswith("/entry") and json.loads(data)["kind"] ==
+                   "segment")
+    forged = protocol.MediaChunk(recorded.session, segment["body"]["file"], 5_000_000, 5_000_016, "a" * 64, b"x" * 16)
+    receipts = Receipts(broker, device)
+    try:
+        send(broker, [(protocol.topic("recorders", device, "media"), protocol.encode_media(forged)), *messages])
+        dealt_with(central, len(messages) + 1)
+        send(broker, messages)  # the device's resend of whatever has no receipt
+        dealt_with(central, 2 * len(messages) + 1)
+        assert wait_until(lambda: receipts.seqs == set(range(len(layout.entry_seqs(recorded.spool_dir))))), \
+            receipts.seqs
+    finally:
+        receipts.close()
+
+
+def test_nothing_is_stored_after_a_known_close_or_far_ahead__NO_EDIT(
+        central: Receiver, broker: LocalBroker, recorded: RecordedSession) -> None:
+    # Entries that come before their predecessors are stored at once (receivers sharing the load), but not
+    # after a close this receiver knows of, nor further ahead than a share group scatters a session.
+    signer = recorded.rig.service.identity
+    device = recorded.rig.config.device.id
+    seqs = layout.entry_seqs(recorded.spool_dir)
+    last = json.loads(layout.entry_path(recorded.spool_dir, seqs[-1]).read_bytes())
+    opening = json.loads(layout.entry_path(recorded.spool_dir, 0).read_bytes())
+
+    def signed(**fields: object) -> tuple[str, bytes]:
+        entry = {**last, "kind": "event", "body": {"name": "x"}, "prev": "0" * 64, **fields}
+        entry["sig"] = signer.sign(signed_message(entry))
+        return protocol.topic("recorders", device, "entry"), canonical(entry)
+
+    send(broker, [(protocol.topic("recorders", device, "entry"), canonical(opening)),
+                  signed(seq=1 + 1 + AHEAD_LIMIT)])
+    dealt_with(central, 2)
+    assert any(f"more than {AHEAD_LIMIT} entries ahead" in r for r in central.refused), list(central.refused)
+    send(broker, replay(recorded)[1:])
+    send(broker, [signed(seq=last["seq"] + 2)])
+    dealt_with(central, len(replay(recorded)) + 2)
+    assert any("entry after the closing entry" in r for r in central.refused), list(central.refused)
+    assert layout.entry_seqs(stored_dir(central, recorded)) == seqs

@@ -258,17 +258,30 @@ def _through_a_receiver(broker: LocalBroker, store_root: Path, device: str, key:
         listener.loop_stop()
 
 
+def _backwards(messages: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The entries last first (each still after its media): every entry but the last arrives ahead of its
+    predecessor, as with receivers sharing the load, and is judged when the chain reaches it."""
+    groups: list[list[tuple[str, bytes]]] = [[]]
+    for message in messages:
+        groups[-1].append(message)
+        if message[0].endswith("/entry"):
+            groups.append([])
+    return [m for group in reversed(groups) for m in group]
+
+
+@pytest.mark.parametrize("order", ["in order", "backwards"])
 @pytest.mark.parametrize("case", list(CORPUS))
-def test_receiver_and_verifier_agree_case_by_case__NO_EDIT(case: str, recorded: RecordedSession, broker: LocalBroker,
-                                                            tmp_path: Path) -> None:
+def test_receiver_and_verifier_agree_case_by_case__NO_EDIT(case: str, order: str, recorded: RecordedSession,
+                                                            broker: LocalBroker, tmp_path: Path) -> None:
     device = recorded.rig.service.identity
     session = tmp_path / recorded.session
     shutil.copytree(recorded.central_dir, session, ignore=shutil.ignore_patterns("plain"))
     CORPUS[case](session, device)
     entries = len(layout.entry_seqs(session))
     report = verify_session(session, device.public_key_b64)
+    messages = _messages(session, recorded.rig.config.device.id)
     receipted = _through_a_receiver(broker, tmp_path / "central", recorded.rig.config.device.id,
-                                    device.public_key_b64, _messages(session, recorded.rig.config.device.id))
+                                    device.public_key_b64, messages if order == "in order" else _backwards(messages))
     if report.ok:
         assert case == "intact"
         assert receipted == set(range(entries))

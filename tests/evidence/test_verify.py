@@ -18,7 +18,7 @@ from evidence import layout
 from evidence.canonical import canonical
 from evidence.encryption import seal_bytes
 from evidence.entry import GENESIS, entry_hash, signed_message
-from evidence.merkle import root_hex
+from evidence.merkle import tree_hash
 from evidence.rules import Problem
 from evidence.verify import Decoder, verify_session
 from firmware_py.cli import main
@@ -63,7 +63,7 @@ def rewrite(session: Path, signer: DeviceIdentity, mutate: Callable[[dict[str, A
         if entry["kind"] == "open":
             entry["body"]["device_key"] = signer.public_key_b64
         if entry["kind"] == "close":
-            entry["body"]["merkle_root"] = root_hex(hashes)
+            entry["body"]["merkle_root"] = tree_hash([bytes.fromhex(h) for h in hashes]).hex()
         entry["sig"] = signer.sign(signed_message(entry))
         path.write_bytes(canonical(entry))
         prev = entry_hash(entry)

@@ -153,11 +153,10 @@ def test_a_scenario_that_ends_in_fault_fails_at_once(tmp_path: Path) -> None:
     config.write_text(text)
     scenario = tmp_path / "fault.txt"
     scenario.write_text("0.5 press start\n0.6 wait fault\n3 end\n")
-    started = time.monotonic()
+    # Within a minute (the timeout): a `wait` or `end` that cannot be met gives up only after two.
     run = recorder("run", "--config", str(config), "--hal", "sim", "--scenario", str(scenario), timeout=60)
     assert run.returncode == 1
     assert "the device ended in fault: storage" in run.stderr
-    assert time.monotonic() - started < 30
 
 
 def test_an_interrupted_scenario_exits_nonzero(tmp_path: Path) -> None:
