@@ -153,7 +153,7 @@ def _synthesise(spool: Path, identity: DeviceIdentity, central_pem: Path, source
             assert segment is not None
             sealed.append(segment)
             total += segment.bytes
-        close_session(ledger, "bench", sealed)
+        close_session(ledger, "bench", "stop_button", sealed)
         made += count
     return total
 

@@ -31,9 +31,12 @@ def _leftovers(session_dir: Path, referenced: set[str]) -> list[Path]:
 
 
 def seal_leftovers(session_dir: Path, ledger: Ledger, segments: list[Segment], opening: Opening,
-                   clock: WallClock) -> list[str]:
-    """Seal every leftover of the session in file order; `segments` (those sealed so far) is extended."""
+                   clock: WallClock, covered_to: int) -> list[str]:
+    """Seal every leftover of the session in file order; `segments` (those sealed so far) is extended.
+    `covered_to`: where the session's timeline stands (FORMAT §4.5), where a leftover the device cannot
+    read starts."""
     sealed: list[str] = []
+    previous_end = covered_to
     for path in _leftovers(session_dir, {s.file for s in segments}):
         index = len(segments) + 1
         target = layout.media_path(session_dir, layout.media_name(index))
@@ -43,7 +46,6 @@ def seal_leftovers(session_dir: Path, ledger: Ledger, segments: list[Segment], o
             continue
         if target != path:
             commit_rename(path, target)
-        previous_end = segments[-1].end if segments else 0
         sha, size = sha256_file(target)
         if opening.encrypted:
             # Sealed to central: the device cannot read it back, so what it holds is for central to say.
@@ -59,4 +61,5 @@ def seal_leftovers(session_dir: Path, ledger: Ledger, segments: list[Segment], o
         assert segment is not None
         segments.append(segment)
         sealed.append(target.name)
+        previous_end = segment.end
     return sealed

@@ -14,6 +14,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from capture.errors import CaptureError
 from capture.ledger import Ledger, Signer
 from capture.leftovers import seal_leftovers
 from capture.sealer import Sealer
@@ -81,7 +82,29 @@ class RecordingParts:
     """Starts the recording's own threads (the sealer) under the service's supervisor."""
 
 
+@dataclass
+class Break:
+    """A break in the recording that no `interruption` entry records yet (FORMAT §4.5). It is written when the
+    next run of segments begins, or just before the close if recording does not resume."""
+
+    cause: str
+    """A code of `evidence.reasons.INTERRUPTION_REASONS`."""
+    detail: str
+
+
+class _Run:
+    """One stretch of continuous recording: a segmenter and the sealer behind it."""
+
+    def __init__(self, segmenter: Segmenter, sealer: Sealer) -> None:
+        self.segmenter = segmenter
+        self.sealer = sealer
+
+
 class Recording:
+    """A session's record. Recording happens in runs of segments; between two runs is a break, which an
+    `interruption` entry accounts for, so every instant of the session's timeline lies in a segment or in
+    an interruption (FORMAT §7.1)."""
+
     def __init__(self, parts: RecordingParts, spool_dir: Path, session_id: str, meta: SessionMeta,
                  open_extra: dict[str, Any], on_fault: Callable[[StorageFault], None],
                  on_entry: Callable[[Entry], None]) -> None:
@@ -90,21 +113,106 @@ class Recording:
         self.session_dir = spool_dir / session_id
         self.ledger = Ledger(self.session_dir, meta.device_id, session_id, parts.signer, parts.clock)
         self.ledger.subscribe(on_entry)
-        t0_ns = parts.clock.monotonic_ns()
+        self._on_fault = on_fault
+        self._t0_ns = parts.clock.monotonic_ns()
         self._wall0 = parts.clock.now()
         self._classify = {"unit": meta.unit, "room": meta.room, "device_id": meta.device_id,
                           "officers": [{"name": n, "certificate": c} for n, c in meta.officers],
                           "case": meta.case, "parties": list(meta.parties)}
         opening = self.ledger.append("open", opening_body(
             meta, parts.signer.public_key_b64, parts.segment_seconds, parts.video, parts.sample_rate, parts.recipient,
-            t0_ns, open_extra)).opening
+            self._t0_ns, open_extra)).opening
         assert opening is not None
         self._opening: Opening = opening
-        self.sealer = Sealer(self.ledger, on_fault, self._segment_extra, parts.spawn)
-        self.segmenter = Segmenter(
-            self.session_dir, parts.video, parts.sample_rate, parts.segment_seconds,
-            t0_ns, parts.request_keyframe, self.sealer.submit, on_fault, parts.recipient,
+        self.segments: list[Segment] = []
+        """Every segment sealed so far, in index order."""
+        self._resumed_at: int | None = None
+        """`resumed_ns` of the last interruption written, while no segment has followed it."""
+        self._accounted = 0
+        """Segments before this index were accounted for by an interruption (or were not recovered)."""
+        self.pending: Break | None = None
+        self._run: _Run | None = None
+        self.start_run()
+
+    @property
+    def segmenter(self) -> Segmenter:
+        """The segmenter of the current run (the live inputs feed it)."""
+        if self._run is None:
+            raise CaptureError(f"session {self.session_id} is not recording: its last run has ended")
+        return self._run.segmenter
+
+    @property
+    def covered_to(self) -> int:
+        """Media time the session's timeline is accounted for up to (FORMAT §4.5, §7.1)."""
+        if self._resumed_at is not None:
+            return self._resumed_at
+        return self.segments[-1].end if self.segments else 0
+
+    def start_run(self) -> None:
+        """Begin a run of segments; after a break, its first frame writes the break's `interruption` entry."""
+        if self._run is not None:
+            return
+        p = self.parts
+        first = len(self.segments) + 1
+        sealer = Sealer(self.ledger, self._on_fault, self._segment_extra, p.spawn, first)
+        segmenter = Segmenter(
+            self.session_dir, p.video, p.sample_rate, p.segment_seconds, self._t0_ns, p.request_keyframe,
+            sealer.submit, self._on_fault, p.recipient, first,
+            self._resumed if self.pending is not None else None,
         )
+        self._run = _Run(segmenter, sealer)
+
+    def end_run(self, cause: str | None, detail: str = "") -> None:
+        """Finish the current run: close its last segment, seal what it left; call after the inputs stopped.
+        With a `cause`, recording is breaking off: the break is kept for its `interruption` entry. Leftover
+        files the run's sealer did not commit are committed as recovered segments (which the break then
+        accounts for). A storage fault here leaves the files for the next try."""
+        run, self._run = self._run, None
+        if cause is not None and self.pending is None:
+            self.pending = Break(cause, detail)
+        if run is not None:
+            try:
+                run.segmenter.close()
+            finally:
+                run.sealer.close()
+                self._take([s.segment for s in run.sealer.sealed if s.segment is not None])
+        # A segment a fault kept from being sealed is sealed now, so the record accounts for every file.
+        before = len(self.segments)
+        try:
+            seal_leftovers(self.session_dir, self.ledger, self.segments, self._opening, self.parts.clock,
+                           self.covered_to)
+        finally:
+            if len(self.segments) > before:
+                self._resumed_at = None
+                if self.pending is None:
+                    self.pending = Break(cause or "device_fault", detail or "segments were left unsealed by a fault")
+
+    def _take(self, sealed: list[Segment]) -> None:
+        if sealed:
+            self.segments.extend(sealed)
+            self._resumed_at = None
+
+    def _unaccounted(self) -> list[str]:
+        return [s.file for s in self.segments[self._accounted:] if s.recovered]
+
+    def _interruption(self, pending: Break, resumed_ns: int | None) -> Entry:
+        began = self.covered_to
+        body: dict[str, Any] = {"cause": pending.cause, "detail": pending.detail, "began_ns": began,
+                                "began_wall": self._wall_at(began), "resumed_ns": resumed_ns}
+        if resumed_ns is not None:
+            body["resumed_wall"] = self._wall_at(resumed_ns)
+        body["recovered_segments"] = self._unaccounted()
+        entry = self.ledger.append("interruption", body)
+        self._accounted = len(self.segments)
+        self.pending = None
+        if resumed_ns is not None:
+            self._resumed_at = resumed_ns
+        return entry
+
+    def _resumed(self, start_ns: int) -> None:
+        """The run after a break has its first frame (on the camera's thread, before its file is opened)."""
+        assert self.pending is not None
+        self._interruption(self.pending, start_ns)
 
     def _wall_at(self, media_ns: int) -> str:
         # Added in UTC and shown in the local zone, so a daylight-saving change mid-session shifts the
@@ -126,21 +234,21 @@ class Recording:
     def event(self, name: str, **details: Any) -> Entry:
         return self.ledger.append("event", {"name": name, **details})
 
-    def close(self, reason: str) -> Entry:
-        """Seal the last segment and write the closing entry; call after the inputs have stopped."""
-        self.segmenter.close()
-        self.sealer.close()
-        segments = [s.segment for s in self.sealer.sealed if s.segment is not None]
-        # A segment a storage fault kept from being sealed is sealed now, so the session's record
-        # accounts for every file it wrote.
-        seal_leftovers(self.session_dir, self.ledger, segments, self._opening, self.parts.clock)
-        return close_session(self.ledger, reason, segments)
+    def close(self, reason: str, code: str, cause: str | None = None) -> Entry:
+        """End the last run and write the closing entry (with `code`, FORMAT §4.6); call after the inputs
+        have stopped. `cause`: recording is ending on a break (a fault that did not clear); a break not
+        resumed is written as an interruption that did not resume."""
+        self.end_run(cause, reason if cause is not None else "")
+        if self.pending is not None:
+            self._interruption(self.pending, None)
+        return close_session(self.ledger, reason, code, self.segments)
 
 
-def close_session(ledger: Ledger, reason: str, segments: list[Segment]) -> Entry:
+def close_session(ledger: Ledger, reason: str, code: str, segments: list[Segment]) -> Entry:
     """The closing entry: totals over every segment of the session, so a cut tail is provable."""
     return ledger.append("close", {
         "reason": reason,
+        "reason_code": code,
         "segments": len(segments),
         "entries": ledger.next_seq + 1,
         "media_bytes": sum(s.bytes for s in segments),

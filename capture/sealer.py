@@ -48,13 +48,13 @@ class Sealer:
     skipped and no segment is ever sealed out of its place in the timeline."""
 
     def __init__(self, ledger: Ledger, on_fault: Callable[[StorageFault], None],
-                 extra: Callable[[ClosedSegment], dict[str, Any]], spawn: Spawn) -> None:
+                 extra: Callable[[ClosedSegment], dict[str, Any]], spawn: Spawn, first_index: int = 1) -> None:
         self._ledger = ledger
         self._on_fault = on_fault
         self._extra = extra
         self._queue: queue.Queue[ClosedSegment | None] = queue.Queue()
         self._current: ClosedSegment | None = None
-        self._next_index = 1
+        self._next_index = first_index
         self._attempts = 0
         self._gave_up = False
         self.sealed: list[Entry] = []

@@ -125,6 +125,8 @@ class Segmenter:
         on_closed: Callable[[ClosedSegment], None],
         on_fault: Callable[[StorageFault], None],
         recipient: X25519PublicKey | None = None,
+        first_index: int = 1,
+        on_first_frame: Callable[[int], None] | None = None,
     ) -> None:
         self._dir = session_dir
         self._segment_ns = int(segment_seconds * 1e9)
@@ -139,7 +141,10 @@ class Segmenter:
         self._audio_t0_samples: int | None = None
         self._held_audio: list[AudioPacket] = []
         self._open: _OpenSegment | None = None
-        self._next_index = 1
+        self._next_index = first_index
+        self._on_first_frame = on_first_frame
+        """Told the media time of the run's first video frame before its file is opened (a run after a break
+        writes its `interruption` entry there, so the entry precedes every file of the run)."""
         self._keyframe_asked = False
         self._lock = threading.Lock()
 
@@ -151,6 +156,9 @@ class Segmenter:
         return ns_since_t0 * TS_HZ // 1_000_000_000 + PTS_OFFSET
 
     def _start_segment(self, start_ns: int, keyframe: bool) -> None:
+        if self._on_first_frame is not None:
+            self._on_first_frame(start_ns)
+            self._on_first_frame = None
         self._open = _OpenSegment(self._next_index, self._dir, self._streams, start_ns, keyframe)
         self._next_index += 1
         self._keyframe_asked = False

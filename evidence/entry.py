@@ -23,6 +23,7 @@ from evidence.canonical import NotCanonical, canonical, parse_canonical, parse_m
 from evidence.errors import EvidenceError, MalformedEntry
 from evidence.keys import load_public_key_b64
 from evidence.layout import DEVICE_ID, MAX_INDEX, MAX_SEQ, SESSION_ID, media_name
+from evidence.reasons import CLOSE_REASONS, INTERRUPTION_REASONS
 
 FORMAT_VERSION = 1
 GENESIS = "0" * 64
@@ -156,6 +157,22 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Interruption:
+    """A break in the recording (FORMAT §4.5): where on the session's media timeline it began and where it
+    resumed, and why. Written when recording resumes, or when it cannot continue (then `resumed_ns` is
+    None and the session's `close` follows)."""
+
+    cause: str
+    """A code of `evidence.reasons.INTERRUPTION_REASONS`: what the device detected."""
+    began_ns: int | None
+    """Media time up to which the session is known to have been recorded; None in sessions recorded before
+    interruptions carried it (their `close` followed at once)."""
+    resumed_ns: int | None
+    """Media time of the first frame recorded after the break; None when recording did not resume."""
+    recovered_segments: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Closing:
     """The `close` entry's totals (FORMAT §4.6)."""
 
@@ -166,6 +183,8 @@ class Closing:
     duration_ns: int
     video_frames: int
     merkle_root: str
+    reason_code: str | None
+    """A code of `evidence.reasons.CLOSE_REASONS`; None in sessions recorded before closes carried one."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +208,7 @@ class Entry:
     """What `sig` signs: SIGN_CONTEXT || canonical bytes without "sig" (FORMAT §3.5)."""
     opening: Opening | None = None
     segment: Segment | None = None
+    interruption: Interruption | None = None
     closing: Closing | None = None
 
 
@@ -243,11 +263,33 @@ def _segment(body: _Body) -> Segment:
                    body.integer("plain_bytes", nullable=recovered, optional=True), recovered)
 
 
+def _interruption(body: _Body) -> Interruption:
+    if "cause" not in body.body:
+        # As crash recovery wrote it before sessions resumed: the session's close follows at once.
+        listed = body.body.get("recovered_segments")
+        return Interruption("abrupt_stop", None, None,
+                            tuple(v for v in listed if isinstance(v, str)) if isinstance(listed, list) else ())
+    cause = body.text("cause")
+    if cause not in INTERRUPTION_REASONS:
+        raise body.fail("cause", f"{cause!r} is not a reason code ({', '.join(INTERRUPTION_REASONS)})")
+    began = body.whole("began_ns")
+    body.text("began_wall")
+    resumed = body.integer("resumed_ns", nullable=True)
+    if resumed is not None:
+        if resumed < began:
+            raise body.fail("resumed_ns", "is before began_ns")
+        body.text("resumed_wall")
+    return Interruption(cause, began, resumed, body.texts("recovered_segments"))
+
+
 def _closing(body: _Body) -> Closing:
     root = body.hex64("merkle_root")
     assert root is not None
+    code = body.body.get("reason_code")
+    if code is not None and code not in CLOSE_REASONS:
+        raise body.fail("reason_code", f"{code!r} is not a close reason code ({', '.join(CLOSE_REASONS)})")
     return Closing(body.text("reason"), body.whole("segments"), body.whole("entries", 1), body.whole("media_bytes"),
-                   body.whole("duration_ns"), body.whole("video_frames"), root)
+                   body.whole("duration_ns"), body.whole("video_frames"), root, code)
 
 
 def parse_entry(data: bytes) -> Entry:
@@ -296,6 +338,8 @@ def _checked(value: Any, data: bytes, unsigned: bytes | None) -> Entry:
         typed["segment"] = _segment(body)
     elif kind == CLOSE:
         typed["closing"] = _closing(body)
+    elif kind == INTERRUPTION:
+        typed["interruption"] = _interruption(body)
     elif kind == EVENT:
         body.text("name")
     unsigned = _unsigned(value) if unsigned is None else unsigned

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from evidence.entry import CLOSE, GENESIS, SEGMENT, Closing, Entry, Opening, Segment
+from evidence.entry import CLOSE, GENESIS, INTERRUPTION, SEGMENT, Closing, Entry, Interruption, Opening, Segment
 from evidence.errors import EvidenceError
 from evidence.keys import load_public_key_b64, verify_signature
 from evidence.merkle import CompactTree
@@ -32,6 +32,8 @@ class Problem(enum.Enum):
     INSERTED_SEGMENT = "inserted segment"
     REORDERED = "segments out of order"
     TIMESTAMP_GAP = "timestamp gap"
+    UNEXPLAINED_GAP = "unexplained gap (a stretch of the timeline in no segment and no interruption)"
+    UNEXPLAINED_RECOVERY = "recovered segment not followed by an interruption"
     TRUNCATED = "truncated session (no closing entry or totals do not match)"
     AFTER_CLOSE = "entry after the closing entry"
     UNDECRYPTABLE = "sealed segment does not decrypt"
@@ -84,12 +86,20 @@ class SessionRules:
         self.timeline_end: int | None = None
         """Where the last segment ends, as far as the device knows (FORMAT §4.6 `duration_ns`)."""
         self.last_end: int | None = None
-        """The last segment's `end_ns`, which the next segment must start at; None when it could not be read."""
+        """Where the timeline is covered up to: the last segment's `end_ns`, or the last interruption's
+        `resumed_ns` when no segment followed it yet; None when it could not be read."""
+        self.resumed = False
+        """An interruption came after the last segment: the next segment starts where it says recording resumed."""
+        self.halted = False
+        """An interruption says recording did not resume: no segment may follow."""
+        self.recovered: list[str] = []
+        """Files of the recovered segments since the last interruption: an interruption must account for them."""
         self.closing: Closing | None = None
 
     def copy(self) -> SessionRules:
         twin = copy.copy(self)
         twin.tree = self.tree.copy()
+        twin.recovered = list(self.recovered)
         return twin
 
     @staticmethod
@@ -129,6 +139,8 @@ class SessionRules:
             raise Violation(Problem.BAD_SIGNATURE, where, "signature does not verify under the device key")
         if entry.segment is not None:
             self._check_segment(entry.segment, entry.seq, media)
+        elif entry.interruption is not None:
+            self._check_interruption(entry.interruption, where)
         elif entry.closing is not None:
             self._check_closing(entry.closing, where)
 
@@ -138,15 +150,43 @@ class SessionRules:
         if segment.index != expected:
             problem = Problem.MISSING_SEGMENT if segment.index > expected else Problem.REORDERED
             raise Violation(problem, where, f"expected segment {expected}")
-        assert self.opening is not None
-        if self.last_end is not None and abs(segment.start_ns - self.last_end) > self.opening.frame_ns:
-            gap_ms = (segment.start_ns - self.last_end) / 1e6
-            relation = f"starts {gap_ms:.1f} ms after" if gap_ms > 0 else f"overlaps by {-gap_ms:.1f} ms"
-            raise Violation(Problem.TIMESTAMP_GAP, where, f"{relation} the end of the previous one")
+        if self.halted:
+            raise Violation(Problem.UNEXPLAINED_GAP, where,
+                            "follows an interruption that says recording did not resume (resumed_ns null)")
+        if self.recovered and not segment.recovered:
+            raise Violation(Problem.UNEXPLAINED_RECOVERY, where,
+                            f"recovered {', '.join(self.recovered)} precede it with no interruption between")
+        self._check_continues(segment.start_ns, where, "starts")
         if media is not None:
             media(segment, where)
 
+    def _check_continues(self, start_ns: int, where: str, what: str) -> None:
+        """`start_ns` must be within a frame of where the timeline is covered up to: later leaves a stretch
+        nothing explains, earlier overlaps it."""
+        assert self.opening is not None
+        if self.last_end is None or abs(start_ns - self.last_end) <= self.opening.frame_ns:
+            return
+        reference = ("where the interruption before says recording resumed" if self.resumed
+                     else "the end of the previous segment")
+        gap_ms = (start_ns - self.last_end) / 1e6
+        if gap_ms > 0:
+            raise Violation(Problem.UNEXPLAINED_GAP, where, f"{what} {gap_ms:.1f} ms after {reference}")
+        raise Violation(Problem.TIMESTAMP_GAP, where, f"{what} {-gap_ms:.1f} ms before {reference}")
+
+    def _check_interruption(self, interruption: Interruption, where: str) -> None:
+        if interruption.began_ns is None or self.halted:
+            return  # as written before interruptions carried their times, or after one that halted: only the
+            # close may follow (FORMAT §4.5)
+        if list(interruption.recovered_segments) != self.recovered:
+            raise Violation(Problem.UNEXPLAINED_RECOVERY, where,
+                            f"recovered_segments says {list(interruption.recovered_segments)}, but the recovered "
+                            f"segments since the last interruption are {self.recovered}")
+        self._check_continues(interruption.began_ns, where, "begins")
+
     def _check_closing(self, closing: Closing, where: str) -> None:
+        if self.recovered:
+            raise Violation(Problem.UNEXPLAINED_RECOVERY, where,
+                            f"recovered {', '.join(self.recovered)} precede it with no interruption between")
         if closing.merkle_root != self.tree.root().hex():
             raise Violation(Problem.BROKEN_CHAIN, where, "the closing entry's Merkle root does not match the entries")
         duration = 0 if self.first_start is None or self.timeline_end is None else self.timeline_end - self.first_start
@@ -175,6 +215,17 @@ class SessionRules:
             # start is not compared with it (FORMAT §4.5).
             self.last_end = s.end_ns
             self.timeline_end = s.end
+            self.resumed = False
+            if s.recovered:
+                self.recovered.append(s.file)
+        elif entry.kind == INTERRUPTION:
+            assert entry.interruption is not None
+            i = entry.interruption
+            self.recovered = []
+            if i.began_ns is None or i.resumed_ns is None:
+                self.halted = True
+            else:
+                self.last_end, self.resumed = i.resumed_ns, True
         elif entry.kind == CLOSE:
             self.closing = entry.closing
         self.tree.append(bytes.fromhex(entry.hash))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from capture.errors import CaptureError
+from capture.errors import CaptureError, InputFault, fault_cause
 from capture.ledger import Signer
 from capture.live import LiveInputs
 from capture.recording import Recording, RecordingParts, SessionMeta
@@ -130,7 +130,7 @@ class Controller:
             if kind == "shutdown":
                 if self._recording is not None:
                     self._log_event("service_stopping")
-                    self._close_session("service stopped")
+                    self._close_session("service stopped", "service_stopped")
                     self.machine.fire(Event.CLOSED)
                 return
             try:
@@ -139,7 +139,7 @@ class Controller:
                 elif kind == "notice_done":
                     self.machine.fire(Event.NOTICE_DONE)
                 elif kind == "fault":
-                    self._fault(str(value))
+                    self._fault(str(value), fault_cause(value))
                 elif kind == "thread_fault":
                     self._thread_fault(*value)
                 elif kind == "alert":
@@ -147,7 +147,7 @@ class Controller:
                     self._show_tally(self.machine.state)
             except RecorderError as err:
                 log.exception("session thread: %s", err)
-                self._fault(str(err))
+                self._fault(str(err), fault_cause(err))
 
     def _tick(self) -> None:
         """Between events, about twice a second: end a fault flash, and watch the clock while recording."""
@@ -202,21 +202,21 @@ class Controller:
             return
         elif name is ButtonName.STOP:
             if self.machine.fire(Event.STOP):
-                closed = self._close_session("stop button held")
+                closed = self._close_session("stop button held", "stop_button")
                 self.machine.fire(Event.CLOSED if closed else Event.FAULT)
         elif name is ButtonName.MARK and state in (State.NOTICE, State.RECORDING):
             self._log_event("mark", label=self._config.session.mark_label)
 
-    def _fault(self, reason: str) -> None:
+    def _fault(self, reason: str, cause: str = "device_fault") -> None:
         self.last_fault = reason
         log.error("fault: %s", reason)
         self._log_event("fault", reason=reason)
-        self._enter_fault(reason)
+        self._enter_fault(reason, cause)
 
-    def _enter_fault(self, reason: str) -> None:
+    def _enter_fault(self, reason: str, cause: str = "device_fault") -> None:
         """To the fault state, closing what was being recorded on the way."""
         if self.machine.fire(Event.FAULT):
-            self._close_session(f"fault: {reason}")
+            self._close_session(f"fault: {reason}", "fault_not_cleared", cause)
             self.machine.fire(Event.FAULT)
 
     def _on_transition(self, source: State, event: Event, target: State) -> None:
@@ -290,7 +290,7 @@ class Controller:
         inputs.attach(self._recording.segmenter.push_video, self._recording.segmenter.push_audio)
         # The notice must be inside the recording: wait for its first frame (at most a frame or two).
         if not inputs.recording_started.wait(self._preflight.device_timeout):
-            raise CaptureError("the camera stopped delivering frames as the recording began")
+            raise InputFault("camera", "the camera stopped delivering frames as the recording began")
         self.machine.fire(Event.PREFLIGHT_OK)
         self._speak_failures(failed)
         self._notice_thread = self._spawn("notice", self._play_notices, restart=False, silence_s=3600.0)
@@ -333,7 +333,7 @@ class Controller:
         except StorageFault as err:
             self.on_fault(err)
 
-    def _close_session(self, reason: str) -> bool:
+    def _close_session(self, reason: str, code: str, cause: str | None = None) -> bool:
         """Stop the inputs and close the session's record; False if its closing entry could not be written
         (the session is then closed by crash recovery at the next start)."""
         notice = self._notice_thread
@@ -352,7 +352,7 @@ class Controller:
         try:
             # Still the live session while its last segment and closing entry are written, so they
             # are uploaded ahead of any backlog.
-            recording.close(reason)
+            recording.close(reason, code, cause)
         except Exception as err:
             # Whatever failed (a storage fault, a failing card), the session ends here; what it wrote stays,
             # and the next start seals and closes it.

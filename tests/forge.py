@@ -76,7 +76,9 @@ def forge(session_dir: Path, device: str, signer: Signer, clock: WallClock, meta
         assert entry.segment is not None
         sealed.append(entry.segment)
     if interrupted:
-        ledger.append("interruption", {"reason": "abrupt stop", "last_entry_time": "", "recovered_segments": []})
+        ledger.append("interruption", {"cause": "abrupt_stop", "began_ns": segments * SEGMENT_NS,
+                                       "began_wall": "2026-01-01T00:00:00.000+08:00", "resumed_ns": None,
+                                       "recovered_segments": []})
     if closed:
-        close_session(ledger, "stop button held", sealed)
+        close_session(ledger, "stop button held", "not_resumed" if interrupted else "stop_button", sealed)
     return ledger

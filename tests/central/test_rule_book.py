@@ -130,6 +130,14 @@ def _shift_start(entry: dict[str, Any]) -> None:
     entry["body"]["end_ns"] += 500_000_000
 
 
+def _shift_back(entry: dict[str, Any]) -> None:
+    entry["body"]["start_ns"] -= 500_000_000
+
+
+def _mark_recovered(entry: dict[str, Any]) -> None:
+    entry["body"]["recovered"] = True
+
+
 def _escape_media(entry: dict[str, Any]) -> None:
     entry["body"]["file"] = "../entries/00000000.json"
 
@@ -160,7 +168,9 @@ CORPUS: dict[str, Tamper] = {
     "edited metadata, not re-signed": edit_metadata,
     "one entry signed by another key": sign_one_with_another_key,
     "whole session re-signed by another key": resign_everything_with_another_key,
-    "timestamp gap, re-signed by the device": _at_second_segment(_shift_start),
+    "unexplained gap, re-signed by the device": _at_second_segment(_shift_start),
+    "overlapping segments, re-signed by the device": _at_second_segment(_shift_back),
+    "recovered segment with no interruption after it, re-signed": _at_second_segment(_mark_recovered),
     "segment out of order, re-signed by the device": _at_second_segment(_reindex),
     "segment naming a file outside media, re-signed": _at_second_segment(_escape_media),
     "entry after close, signed by the device": entry_after_close,

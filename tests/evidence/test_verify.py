@@ -160,15 +160,18 @@ def test_whole_session_resigned_by_another_key_needs_the_anchor__TAMPER_PROOF_IT
     assert unanchored.ok and not unanchored.anchored
 
 
-def test_timestamp_gap_is_found__CONTINUOUS(recorded: RecordedSession, copy: Path, key: str) -> None:
+@pytest.mark.parametrize(("shift_ns", "problem"), [(500_000_000, Problem.UNEXPLAINED_GAP),
+                                                    (-500_000_000, Problem.TIMESTAMP_GAP)])
+def test_gap_or_overlap_between_segments_is_found__CONTINUOUS(recorded: RecordedSession, copy: Path, key: str,
+                                                               shift_ns: int, problem: Problem) -> None:
     victim = segments(copy)[2]["seq"]
 
     def shift(entry: dict[str, Any]) -> None:
         if entry["seq"] == victim:
-            entry["body"]["start_ns"] += 500_000_000
+            entry["body"]["start_ns"] += shift_ns
 
     rewrite(copy, recorded.rig.service.identity, shift)
-    assert first_problem(copy, key) is Problem.TIMESTAMP_GAP
+    assert first_problem(copy, key) is problem
 
 
 def central_key(recorded: RecordedSession) -> X25519PrivateKey:

@@ -50,7 +50,9 @@ def _room(rig: Rig) -> object:
 def _sealer(rig: Rig) -> object:
     recording = rig.service.controller._recording
     assert recording is not None
-    return recording.sealer
+    run = recording._run
+    assert run is not None
+    return run.sealer
 
 
 INJECT: dict[str, Callable[[Rig, pytest.MonkeyPatch], threading.Event]] = {
