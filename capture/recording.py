@@ -82,6 +82,14 @@ class RecordingParts:
     """Starts the recording's own threads (the sealer) under the service's supervisor."""
 
 
+@dataclass(frozen=True)
+class MediaTime:
+    """A moment of the session's timeline: media time (ns, FORMAT §5.3) and its wall-clock time."""
+
+    ns: int
+    wall: str
+
+
 @dataclass
 class Break:
     """A break in the recording that no `interruption` entry records yet (FORMAT §4.5). It is written when the
@@ -131,6 +139,7 @@ class Recording:
         self._accounted = 0
         """Segments before this index were accounted for by an interruption (or were not recovered)."""
         self.pending: Break | None = None
+        self.last_interruption: Entry | None = None
         self._run: _Run | None = None
         self.start_run()
 
@@ -140,6 +149,16 @@ class Recording:
         if self._run is None:
             raise CaptureError(f"session {self.session_id} is not recording: its last run has ended")
         return self._run.segmenter
+
+    @property
+    def current_index(self) -> int:
+        """The index of the segment being written, or of the next one between runs (for the stamp)."""
+        return self._run.segmenter.current_index if self._run is not None else len(self.segments) + 1
+
+    def media_time(self, mono_ns: int) -> MediaTime:
+        """Where a moment of the monotonic clock lies on the session's timeline."""
+        media_ns = mono_ns - self._t0_ns
+        return MediaTime(media_ns, self._wall_at(media_ns))
 
     @property
     def covered_to(self) -> int:
@@ -203,6 +222,7 @@ class Recording:
             body["resumed_wall"] = self._wall_at(resumed_ns)
         body["recovered_segments"] = self._unaccounted()
         entry = self.ledger.append("interruption", body)
+        self.last_interruption = entry
         self._accounted = len(self.segments)
         self.pending = None
         if resumed_ns is not None:

@@ -128,6 +128,10 @@ def _convert(value: Any, hint: Any, field: str) -> Any:
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{field}: expected a path")
         return Path(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{field}: expected true or false, got {value!r}")
+        return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{field}: expected a number, got {value!r}")

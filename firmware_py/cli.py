@@ -92,7 +92,7 @@ def _run_scenario(service: Any, steps: list[Any], stop: threading.Event, drain_s
     assert service.hal.sim is not None
     pins = service.config.hal.pins
     runner = scenario_mod.ScenarioRunner(
-        steps, service.hal.sim.pins, {ButtonName.START: pins.start, ButtonName.STOP: pins.stop,
+        steps, service.hal.sim, {ButtonName.START: pins.start, ButtonName.STOP: pins.stop,
                                       ButtonName.MARK: pins.mark},
         lambda st, t: wait_for_state(service, st, t), stop=stop, settled=lambda: service.controller.session_id is None,
         last_fault=lambda: service.controller.last_fault,

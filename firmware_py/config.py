@@ -74,6 +74,18 @@ class SessionConfig(Section):
     parties: tuple[str, ...] = ()
     mark_label: str = "出示执法证件 certificate shown"
     """What a MARK press records; officers press it when they show their enforcement certificates."""
+    input_timeout_seconds: Annotated[float, Range(0.2, 30)] = 1.0
+    """An input silent this long while recording (no frame; no sound, or only digital silence) is a fault."""
+    resume_retry_seconds: Annotated[float, Range(0.1, 60)] = 0.5
+    """After a break, how often the device tries to start recording again."""
+    cannot_continue_after_seconds: Annotated[float, Range(1, 24 * 3600)] = 120.0
+    """After a break that has not cleared for this long, recording cannot continue: said, alerted, closed."""
+    explanation_seconds: Annotated[float, Range(1, 600)] = 45.0
+    """After resuming, how long the officer has to state the reason aloud (START ends it sooner)."""
+    menu_seconds: Annotated[float, Range(1, 120)] = 8.0
+    """How long the reason menu waits for a button after speaking before it keeps the detected cause."""
+    notice_again: bool = True
+    """Give the recording notice again after the explanation (always when the break cut it short)."""
     officers: tuple[Officer, ...] = (
         Officer("张三", "44000000001"),
         Officer("李四", "44000000002"),

@@ -1,10 +1,17 @@
 """The session controller: reacts to buttons and faults by moving the state machine and doing what each
-state needs. One thread (the session thread) owns all of it; button callbacks and capture faults only
-post to its queue, so no two things ever change a session at once.
+state needs. One thread (the session thread) owns all of it; button callbacks, capture faults and the voice
+only post to its queue, so no two things ever change a session at once.
+
+A fault while recording does not end the session (INTERRUPT, CONTINUOUS): the run of segments is ended,
+the fault is spoken and shown, and the controller keeps trying to start the inputs again. When they deliver,
+recording resumes in the same session (the break's `interruption` entry is written with the run's first
+frame), the device asks for the reason, and the notice is given again. If the cause persists for
+`session.cannot_continue_after_seconds`, the device says recording cannot continue and closes the session.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import queue
 import time
@@ -16,7 +23,7 @@ from typing import Any
 from capture.errors import CaptureError, InputFault, fault_cause
 from capture.ledger import Signer
 from capture.live import LiveInputs
-from capture.recording import Recording, RecordingParts, SessionMeta
+from capture.recording import MediaTime, Recording, RecordingParts, SessionMeta
 from capture.stamp import Stamper, StampFacts
 from evidence.encryption import public_key_from_b64
 from evidence.entry import Entry
@@ -25,9 +32,12 @@ from evidence.layout import new_session_id
 from evidence.supervisor import Beat, Spawn, Supervised
 from evidence.verify import CLOCK_STEP_S
 from firmware_py.config import Config
-from firmware_py.preflight import CheckResult, Preflight
-from firmware_py.prompts import Prompt, PromptCache, PromptError, failure_prompt, notice_prompts
+from firmware_py.explaining import Explanation, reason_options
+from firmware_py.preflight import CheckResult, Preflight, bytes_needed
+from firmware_py.prompts import Prompt, PromptCache, failure_prompt, notice_prompts
 from firmware_py.state_machine import Event, State, StateMachine
+from firmware_py.voice import Utterance, Voice
+from firmware_py.words import Words
 from hal.buttons.base import ButtonName
 from hal.errors import HalError
 from hal.factory import Hal
@@ -42,7 +52,11 @@ TALLY = {
     State.RECORDING: TallyPattern.RECORDING,
     State.CLOSING: TallyPattern.RECORDING,
     State.FAULT: TallyPattern.FAULT,
+    State.INTERRUPTED: TallyPattern.FAULT,
+    State.EXPLAINING: TallyPattern.NOTICE,
 }
+RECORDING_STATES = (State.NOTICE, State.RECORDING, State.EXPLAINING)
+"""States in which the inputs feed a run of segments."""
 
 
 @dataclass
@@ -52,11 +66,32 @@ class Timings:
     tally_on: int | None = None
     notice_first_sample: int | None = None
     sessions_closed: list[str] = field(default_factory=list)
+    resumed: list[int] = field(default_factory=list)
+    """When each resumed run's first frame was recorded."""
 
 
 FAULT_FLASH_S = 5.0
 """How long the tally shows the fault pattern for a fault that did not stop the session (a thread that
 failed and was restarted), before it shows the state again."""
+RESUME_WAIT_S = 2.0
+"""How long one attempt to resume waits for a frame and for sound before it stops the inputs and retries."""
+
+
+@dataclass
+class Break:
+    """The session's recording is broken off; the controller is trying to resume it."""
+
+    cause: str
+    reason: str
+    since: float
+    """time.monotonic() when it broke."""
+    notice_owed: bool
+    """The notice was not given in full before the break: it is given again whatever the configuration."""
+    next_attempt: float
+    attempt_started: float | None = None
+    attempts: int = 0
+    said: list[Utterance] = field(default_factory=list)
+    """The fault as spoken; what is not said yet when recording resumes is dropped (the question says it)."""
 
 
 class Controller:
@@ -64,6 +99,8 @@ class Controller:
                  on_entry: Callable[[Entry], None], spawn: Spawn) -> None:
         self._config = config
         self._spawn = spawn
+        self.voice = Voice(hal.speaker, prompts, hal.clock, spawn)
+        self._words = Words(config.notice)
         self._hal = hal
         self._signer = signer
         self._prompts = prompts
@@ -71,17 +108,24 @@ class Controller:
         self._on_entry = on_entry
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.machine = StateMachine(self._on_transition)
-        self._notices = notice_prompts(config.notice)
+        self._notice_prompts = notice_prompts(config.notice)
         self._preflight = Preflight(
-            hal, prompts, self._notices + [failure_prompt(c, config.notice.voice_zh) for c in
+            hal, prompts, self._notice_prompts + [failure_prompt(c, config.notice.voice_zh) for c in
                                            ("storage", "camera", "microphone", "clock")],
             config.video.bitrate, config.session.max_minutes,
         )
         self._inputs: LiveInputs | None = None
+        self._stamper: Stamper | None = None
         self._recording: Recording | None = None
         self._early: list[tuple[str, dict[str, Any]]] = []
         """Ledger events that happened before the session's ledger existed (the START press, pre-flight)."""
-        self._notice_thread: Supervised | None = None
+        self._notices: list[Utterance] = []
+        """The notice prompts being given, until each has been said."""
+        self._break: Break | None = None
+        self._explanation: Explanation | None = None
+        self._reserve = bytes_needed(config.video.bitrate, 1)
+        """Free space below which recording breaks off as storage full: a minute of recording, so the
+        ledger's interruption and close entries always find room."""
         self._thread: Supervised | None = None
         self._fault_flash_until: float | None = None
         self._beat: Beat = lambda: None
@@ -112,19 +156,23 @@ class Controller:
 
     # ---- the session thread --------------------------------------------------------------------
     def start(self) -> None:
+        self.voice.start()
         self._thread = self._spawn("session", self._run)
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
+        self.voice.stop()
 
     def _run(self, beat: Beat) -> None:
         self._beat = beat
         while True:
             beat()
             self._tick()
+            # Quick turns while a break is being mended or explained: resuming is measured in frames.
+            wait = 0.05 if self.machine.state in (State.INTERRUPTED, State.EXPLAINING) else 0.5
             try:
-                kind, value = self._queue.get(timeout=0.5)
+                kind, value = self._queue.get(timeout=wait)
             except queue.Empty:
                 continue
             if kind == "shutdown":
@@ -136,8 +184,8 @@ class Controller:
             try:
                 if kind == "button":
                     self._button(value)
-                elif kind == "notice_done":
-                    self.machine.fire(Event.NOTICE_DONE)
+                elif kind == "spoken":
+                    self._spoken(value)
                 elif kind == "fault":
                     self._fault(str(value), fault_cause(value))
                 elif kind == "thread_fault":
@@ -150,10 +198,37 @@ class Controller:
                 self._fault(str(err), fault_cause(err))
 
     def _tick(self) -> None:
-        """Between events, about twice a second: end a fault flash, and watch the clock while recording."""
+        """Between events: end a fault flash, watch the inputs, the disk, the power and the clock while
+        recording, mend a break, and move an explanation along."""
         if self._fault_flash_until is not None and time.monotonic() >= self._fault_flash_until:
             self._fault_flash_until = None
             self._show_tally(self.machine.state)
+        state = self.machine.state
+        if state in RECORDING_STATES:
+            problem = self._recording_problem()
+            if problem is not None:
+                self._fault(str(problem), problem.cause)
+                return
+        if state is State.INTERRUPTED:
+            self._mend()
+        elif state is State.EXPLAINING and self._explanation is not None:
+            self._explanation.tick()
+            self._explained()
+        self._watch_clock()
+
+    def _recording_problem(self) -> InputFault | None:
+        """What stops the recording from being whole: an input gone quiet, the disk nearly full, the power."""
+        s = self._config.session
+        stalled = self._inputs.stalled(s.input_timeout_seconds) if self._inputs is not None else None
+        if stalled is not None:
+            return stalled
+        if self._hal.storage.free_bytes() < self._reserve:
+            return InputFault("storage_full", f"storage is nearly full: less than {self._reserve / 1e6:.0f} MB left")
+        if self._hal.power.state().under_voltage:
+            return InputFault("undervoltage", "the power supply is under-voltage")
+        return None
+
+    def _watch_clock(self) -> None:
         if self._recording is not None:
             clock = self._hal.clock
             offset = clock.now().timestamp() - clock.monotonic_ns() / 1e9
@@ -167,10 +242,6 @@ class Controller:
 
     def _thread_fault(self, thread: str, reason: str) -> None:
         """A supervised thread failed (it was restarted) or hung: said everywhere, and the session goes on."""
-        if thread == "notice":
-            # The notice was not given in full: as when it cannot be played, the session does not go on.
-            self._fault(f"notice: {reason}")
-            return
         self.last_fault = f"thread {thread}: {reason}"
         log.error("fault: %s", self.last_fault)
         self._log_event("fault", reason=reason, thread=thread)
@@ -178,6 +249,8 @@ class Controller:
             # The session thread failed half-way through starting or closing a session: finish the job as a
             # fault does (what was recorded is closed; START tries again) rather than stay half-way.
             self._enter_fault(f"thread session: {reason}")
+        elif self._recording is not None:
+            self._say(self._words.recovered())
         self._fault_flash_until = time.monotonic() + FAULT_FLASH_S
         self._hal.tally.show(TallyPattern.FAULT)
         for listener in self.state_listeners:
@@ -194,29 +267,222 @@ class Controller:
         state = self.machine.state
         if name is ButtonName.START and state in (State.IDLE, State.FAULT):
             self._early = [("button", {"button": name.value})]
+            self.voice.tone("start")
             self.machine.fire(Event.START)
             self._begin_session()
             return
         self._log_event("button", button=name.value)
-        if name is ButtonName.START:
-            return
+        if self._explanation is not None and state is State.EXPLAINING and self._explanation.button(name):
+            self.voice.tone("mark" if name is ButtonName.MARK else "start")
+            self._explained()
         elif name is ButtonName.STOP:
             if self.machine.fire(Event.STOP):
+                self.voice.tone("stop")
                 closed = self._close_session("stop button held", "stop_button")
                 self.machine.fire(Event.CLOSED if closed else Event.FAULT)
         elif name is ButtonName.MARK and state in (State.NOTICE, State.RECORDING):
+            self.voice.tone("mark")
             self._log_event("mark", label=self._config.session.mark_label)
+        elif self._recording is not None:
+            self.voice.tone("refused")  # heard, but it does nothing now (START while recording)
 
     def _fault(self, reason: str, cause: str = "device_fault") -> None:
+        state = self.machine.state
+        if state is State.INTERRUPTED:
+            self._attempt_failed(reason)
+            return
         self.last_fault = reason
         log.error("fault: %s", reason)
         self._log_event("fault", reason=reason)
-        self._enter_fault(reason, cause)
+        if state in RECORDING_STATES:
+            self._interrupt(cause, reason)
+        else:
+            self._enter_fault(reason, cause)
 
     def _enter_fault(self, reason: str, cause: str = "device_fault") -> None:
         """To the fault state, closing what was being recorded on the way."""
         if self.machine.fire(Event.FAULT):
             self._close_session(f"fault: {reason}", "fault_not_cleared", cause)
+            self.machine.fire(Event.FAULT)
+
+    # ---- breaks ----------------------------------------------------------------------------------
+    def _interrupt(self, cause: str, reason: str) -> None:
+        """Recording broke off while a session was open: end the run, say so, and start mending."""
+        recording = self._recording
+        assert recording is not None
+        notice_owed = self.machine.state is State.NOTICE or (self._break is not None and self._break.notice_owed)
+        self._explanation = None
+        self.machine.fire(Event.FAULT)
+        self._stop_inputs()
+        try:
+            recording.end_run(cause, reason)
+        except RecorderError as err:
+            # The disk took no more: what the run wrote stays on disk and is sealed at the next attempt.
+            log.error("session %s: ending the run: %s", recording.session_id, err)
+        now = time.monotonic()
+        self._break = Break(cause, reason, now, notice_owed, now + self._config.session.resume_retry_seconds)
+        log.warning("session %s interrupted (%s): %s; trying to resume", recording.session_id, cause, reason)
+        self._break.said = self._say(self._words.fault(cause))
+
+    def _mend(self) -> None:
+        """One step towards resuming: start an attempt when it is time, and see how the current one does."""
+        b, recording, s = self._break, self._recording, self._config.session
+        if b is None or recording is None:
+            return
+        now = time.monotonic()
+        if now - b.since >= s.cannot_continue_after_seconds:
+            self._cannot_continue(b)
+            return
+        if b.attempt_started is None:
+            if now >= b.next_attempt:
+                self._attempt(b, recording)
+            return
+        inputs = self._inputs
+        assert inputs is not None
+        if inputs.recording_started.is_set():
+            if recording.pending is None:
+                self._resumed(b, recording)
+            else:
+                self._attempt_failed("the break could not be written to the ledger")
+        elif not inputs.attached and inputs.live_since(int(b.attempt_started * 1e9)):
+            inputs.attach(recording.segmenter.push_video, recording.segmenter.push_audio)
+        elif now - b.attempt_started > RESUME_WAIT_S:
+            self._attempt_failed(f"no frame and sound within {RESUME_WAIT_S:g} s")
+
+    def _can_resume(self, cause: str) -> str | None:
+        """Why the cause of the break still holds; None once it may have cleared."""
+        if cause == "storage_full" and self._hal.storage.free_bytes() < 2 * self._reserve:
+            return f"storage is still nearly full ({self._hal.storage.free_bytes() / 1e6:.0f} MB free)"
+        if self._hal.power.state().under_voltage:
+            return "the power supply is still under-voltage"
+        return None
+
+    def _attempt(self, b: Break, recording: Recording) -> None:
+        b.attempts += 1
+        held = self._can_resume(b.cause)
+        if held is not None:
+            b.next_attempt = time.monotonic() + self._config.session.resume_retry_seconds
+            log.debug("not resuming yet: %s", held)
+            return
+        try:
+            recording.end_run(None)  # seal what an earlier attempt could not (a disk that was full)
+            recording.start_run()
+            inputs = self._inputs or LiveInputs(self._hal.camera, self._hal.microphone)
+            self._inputs = inputs
+            assert self._stamper is not None
+            b.attempt_started = time.monotonic()
+            inputs.start(self._stamper)
+        except (RecorderError, HalError) as err:
+            self._attempt_failed(str(err))
+
+    def _attempt_failed(self, reason: str) -> None:
+        b, recording = self._break, self._recording
+        if b is None or recording is None:
+            return
+        log.info("resume attempt %d failed: %s", b.attempts, reason)
+        self._stop_inputs()
+        try:
+            recording.end_run(b.cause, b.reason)
+        except RecorderError as err:
+            log.error("session %s: ending the attempt: %s", recording.session_id, err)
+        b.attempt_started = None
+        b.next_attempt = time.monotonic() + self._config.session.resume_retry_seconds
+
+    def _resumed(self, b: Break, recording: Recording) -> None:
+        entry = recording.last_interruption
+        assert entry is not None and entry.interruption is not None
+        self.timings.resumed.append(time.monotonic_ns())
+        self.voice.cancel(b.said)
+        self.machine.fire(Event.RESUMED)
+        began = dt.datetime.fromisoformat(str(entry.body["began_wall"]))
+        s, words = self._config.session, self._words
+        self._explanation = Explanation(
+            self.voice, words.interrupted(began, self._hal.clock.now(), b.cause), words.choose(b.cause),
+            reason_options(b.cause, words.option), words.chosen, s.explanation_seconds, s.menu_seconds,
+            self._media_now, self._log_event, self._on_spoken, entry.seq)
+        log.info("session %s resumed after %.1f s (%s)", recording.session_id, time.monotonic() - b.since, b.cause)
+
+    def _media_now(self) -> MediaTime:
+        assert self._recording is not None
+        return self._recording.media_time(time.monotonic_ns())
+
+    def _explained(self) -> None:
+        explanation, b = self._explanation, self._break
+        if explanation is None or explanation.step.value != "done":
+            return
+        self._explanation = None
+        self._break = None
+        if (b is not None and b.notice_owed) or self._config.session.notice_again:
+            self.machine.fire(Event.NOTICE_AGAIN)
+            self._give_notice()
+        else:
+            self.machine.fire(Event.EXPLAINED)
+
+    def _cannot_continue(self, b: Break) -> None:
+        reason = f"recording cannot continue: {b.reason} (for {time.monotonic() - b.since:.0f} s)"
+        self.last_fault = reason
+        log.error("%s", reason)
+        self._stop_inputs()
+        self._log_event("cannot_continue", cause=b.cause, reason=b.reason, attempts=b.attempts)
+        self._say(self._words.cannot_continue(b.cause))
+        self.machine.fire(Event.CANNOT_CONTINUE)
+        if not self._close_session(f"fault: {reason}", "fault_not_cleared", b.cause):
+            # Said first, as the officers must act on it; the closing failure (a full disk) after it.
+            reason = f"{reason}; {self.last_fault}"
+        self.last_fault = reason
+        self.machine.fire(Event.FAULT)
+
+    # ---- speech ----------------------------------------------------------------------------------
+    def _say(self, prompts: list[Prompt]) -> list[Utterance]:
+        return [self.voice.say(p, self._on_spoken) for p in prompts]
+
+    def _on_spoken(self, utterance: Utterance) -> None:
+        """From the voice's thread: an utterance was said (or could not be)."""
+        self._queue.put(("spoken", utterance))
+
+    def _spoken(self, utterance: Utterance) -> None:
+        if utterance in self._notices:
+            self._notice_spoken(utterance)
+            return
+        if self._recording is not None:
+            details: dict[str, Any] = {"prompt": utterance.key, "text": utterance.text, "voice": utterance.voice,
+                                       "started": utterance.started, "seconds": utterance.seconds}
+            if utterance.started_mono_ns is not None:
+                details["started_ns"] = self._recording.media_time(utterance.started_mono_ns).ns
+            if utterance.error is not None:
+                details["error"] = utterance.error
+            self._log_event("spoken", **details)
+        if self._explanation is not None:
+            self._explanation.spoken(utterance)
+            self._explained()
+
+    def _give_notice(self) -> None:
+        """The notice prompts, said into the recording; the `notice` events follow as each is said."""
+        self._notices = [self.voice.say(p, self._on_spoken) for p in self._notice_prompts]
+
+    def _notice_spoken(self, utterance: Utterance) -> None:
+        recording = self._recording
+        if utterance.started_mono_ns is not None and self.timings.notice_first_sample is None:
+            self.timings.notice_first_sample = utterance.started_mono_ns
+        if recording is not None:
+            if utterance.error is not None:
+                self._notice_failed(f"notice {utterance.key} could not be played: {utterance.error}")
+                return
+            self._log_event("notice", prompt=utterance.key, text=utterance.text, voice=utterance.voice,
+                            started=utterance.started, started_mono_ns=utterance.started_mono_ns,
+                            seconds=utterance.seconds)
+        if all(u.done.is_set() for u in self._notices):
+            self._notices = []
+            if self.machine.state is State.NOTICE:
+                self.machine.fire(Event.NOTICE_DONE)
+
+    def _notice_failed(self, reason: str) -> None:
+        """The notice cannot be given, so the session cannot lawfully go on; what was recorded is closed."""
+        self.last_fault = reason
+        log.error("fault: %s", reason)
+        self._log_event("fault", reason=reason)
+        if self.machine.fire(Event.CANNOT_CONTINUE):
+            self._close_session(f"fault: {reason}", "fault_not_cleared", "device_fault")
             self.machine.fire(Event.FAULT)
 
     def _on_transition(self, source: State, event: Event, target: State) -> None:
@@ -233,7 +499,7 @@ class Controller:
         if self._recording is not None:
             try:
                 self._recording.event(name, **details)
-            except StorageFault as err:
+            except (StorageFault, CaptureError) as err:
                 # The disk took no more (the fault this often reports): the service's log keeps the
                 # event, and the session thread goes on to show the fault and close what it can.
                 log.error("ledger refused event %s %s: %s", name, details, err)
@@ -253,11 +519,11 @@ class Controller:
         meta = self._meta()
         session_id = new_session_id(self._hal.clock.now())
         facts = StampFacts(meta.room, meta.location, meta.device_id, meta.officers, session_id)
-        stamper = Stamper(facts, self._hal.clock, cfg.video.width, cfg.video.height, self._font,
-                          lambda: self._recording.segmenter.current_index if self._recording else 0)
+        self._stamper = Stamper(facts, self._hal.clock, cfg.video.width, cfg.video.height, self._font,
+                                lambda: self._recording.current_index if self._recording else 0)
         inputs = LiveInputs(self._hal.camera, self._hal.microphone)
         self._inputs = inputs
-        inputs.start(stamper)
+        inputs.start(self._stamper)
         results = self._preflight.run(inputs)
         self.last_preflight = results
         failed = [r for r in results if not r.ok]
@@ -293,58 +559,29 @@ class Controller:
             raise InputFault("camera", "the camera stopped delivering frames as the recording began")
         self.machine.fire(Event.PREFLIGHT_OK)
         self._speak_failures(failed)
-        self._notice_thread = self._spawn("notice", self._play_notices, restart=False, silence_s=3600.0)
+        self._give_notice()
 
     def _speak_failures(self, failed: list[CheckResult]) -> None:
         for result in failed:
             if result.name == "prompts":
                 continue  # the very thing that would speak is broken; the tally shows the fault
-            try:
-                self._hal.speaker.play(self._prompts.load(failure_prompt(result.name, self._config.notice.voice_zh)))
-            except (PromptError, HalError, KeyError) as err:
-                log.error("cannot speak the pre-flight failure %s: %s", result.name, err)
+            self.voice.say(failure_prompt(result.name, self._config.notice.voice_zh))
 
-    def _play_notices(self, beat: Beat) -> None:
-        recording = self._recording
-        assert recording is not None
-        for prompt in self._notices:
-            self._play_notice(recording, prompt)
-        self._queue.put(("notice_done", None))
-
-    def _play_notice(self, recording: Recording, prompt: Prompt) -> None:
-        started: dict[str, Any] = {}
-
-        def first_sample() -> None:
-            started["mono_ns"] = time.monotonic_ns()
-            started["time"] = self._hal.clock.now().isoformat(timespec="milliseconds")
-            if self.timings.notice_first_sample is None:
-                self.timings.notice_first_sample = started["mono_ns"]
-
-        try:
-            pcm = self._prompts.load(prompt)
-            self._hal.speaker.play(pcm, on_first_sample=first_sample)
-        except (PromptError, HalError) as err:
-            self.on_fault(CaptureError(f"notice {prompt.key} could not be played: {err}"))
-            return
-        try:
-            recording.event("notice", prompt=prompt.key, text=prompt.text, voice=prompt.voice,
-                            started=started.get("time"), started_mono_ns=started.get("mono_ns"),
-                            seconds=round(len(pcm) / self._hal.speaker.sample_rate, 3))
-        except StorageFault as err:
-            self.on_fault(err)
+    def _stop_inputs(self) -> None:
+        if self._inputs is not None:
+            self._inputs.stop()
 
     def _close_session(self, reason: str, code: str, cause: str | None = None) -> bool:
         """Stop the inputs and close the session's record; False if its closing entry could not be written
         (the session is then closed by crash recovery at the next start)."""
-        notice = self._notice_thread
-        while notice is not None and notice.is_alive():
+        while any(not u.done.is_set() for u in self._notices):
             # Never cut the notice short: the recording must show it was given in full.
-            notice.join(0.5)
+            self._notices[0].done.wait(0.5) if self._notices else None
             self._beat()
-        self._notice_thread = None
-        if self._inputs is not None:
-            self._inputs.stop()
-            self._inputs = None
+        self._stop_inputs()
+        self._inputs = None
+        self._break = None
+        self._explanation = None
         recording = self._recording
         if recording is None:
             return True

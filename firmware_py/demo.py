@@ -61,7 +61,7 @@ def run_demo(seconds: float, workdir: Path | None, broker_addr: tuple[str, int] 
         print(f"central    {central.receiver.store_dir}")
         assert service.hal.sim is not None
         pins = cfg.hal.pins
-        runner = ScenarioRunner(demo_steps(seconds, cfg.session.stop_hold_seconds), service.hal.sim.pins,
+        runner = ScenarioRunner(demo_steps(seconds, cfg.session.stop_hold_seconds), service.hal.sim,
                                 {ButtonName.START: pins.start, ButtonName.STOP: pins.stop, ButtonName.MARK: pins.mark},
                                 lambda st, t: wait_for_state(service, st, t))
         print(f"session    START pressed; recording {seconds:g} s with a MARK; then STOP held")

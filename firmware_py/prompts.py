@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import shutil
 import subprocess
 import wave
@@ -16,9 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from evidence.durable import atomic_write
+from evidence.errors import StorageFault
 from firmware_py.config import NoticeConfig
 from firmware_py.errors import ServiceError
 from hal.audio.base import Pcm
+
+log = logging.getLogger(__name__)
 
 
 class PromptError(ServiceError):
@@ -91,6 +95,13 @@ class PromptCache:
             raw: Pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.int16)
         return _resample(raw, rate, self._rate)
 
+    def render(self, prompt: Prompt) -> Pcm:
+        """The prompt's samples, rendered now and kept nowhere: for words that change each time."""
+        pcm = self._render(prompt)
+        if len(pcm) == 0:
+            raise PromptError(f"prompt {prompt.key!r} rendered to no sound")
+        return pcm
+
     def load(self, prompt: Prompt) -> Pcm:
         """The prompt's samples, rendering and caching them on first use."""
         if prompt.key in self._loaded:
@@ -100,8 +111,12 @@ class PromptCache:
             pcm = np.frombuffer(path.read_bytes(), dtype="<i2").astype(np.int16)
         else:
             pcm = self._render(prompt)
-            self._dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, pcm.astype("<i2").tobytes())
+            try:
+                self._dir.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, pcm.astype("<i2").tobytes())
+            except (OSError, StorageFault) as err:
+                # A full disk must not silence the device: it says the prompt now and renders it again later.
+                log.warning("prompt %s not cached: %s", prompt.key, err)
         if len(pcm) == 0:
             raise PromptError(f"prompt {prompt.key!r} rendered to no sound")
         self._loaded[prompt.key] = pcm

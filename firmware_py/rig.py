@@ -28,12 +28,14 @@ from provisioning.ca import CertificateAuthority, Issued
 from provisioning.central_key import create_central_key
 
 FAST: dict[str, dict[str, Any]] = {
-    "session": {"segment_seconds": 1.0, "stop_hold_seconds": 0.5, "max_minutes": 10},
+    "session": {"segment_seconds": 1.0, "stop_hold_seconds": 0.5, "max_minutes": 10, "explanation_seconds": 2.0,
+                "menu_seconds": 1.5},
     "notice": {"en": "", "words_per_minute": 320},
     "video": {"width": 320, "height": 240, "fps": 10, "bitrate": 300_000},
     "mqtt": {"retry_max_seconds": 2},
 }
-"""Settings for tests: short notice, short segments, short STOP hold, small video."""
+"""Settings for tests: short notice, short segments, short STOP hold, short explanation and menu after a
+break, small video."""
 
 
 def configs(workdir: Path, host: str, port: int, device: dict[str, dict[str, Any]] | None = None,

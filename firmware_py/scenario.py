@@ -5,9 +5,17 @@ of the scenario. Actions:
     press BUTTON            press and release after 0.1 s   (BUTTON: start, stop, mark)
     hold BUTTON SECONDS     press and release after SECONDS
     wait STATE              wait until the device is in STATE (idle, preflight, notice, recording,
-                            closing, fault); the times of the steps after it count from that moment
+                            interrupted, explaining, closing, fault); the times of the steps after it count
+                            from that moment
+    fault DEVICE [SECONDS]  break a simulated device, for SECONDS or until `clear DEVICE`: camera (runs but
+                            delivers no frame), microphone (hears only digital silence), storage (full:
+                            nothing more fits), power (under-voltage)
+    clear DEVICE            mend it
     end                     wait until no session is open (the device is idle, or in fault), then stop
                             the service; ending in fault fails the scenario
+
+After a break the device asks for the reason and offers a spoken menu: `press mark` hears the next reason,
+`press start` takes the one last heard (and, before the menu, ends the spoken explanation).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from pathlib import Path
 from firmware_py.errors import ScenarioError
 from firmware_py.state_machine import State
 from hal.buttons.base import ButtonName
-from hal.gpio.sim import SimPins
+from hal.factory import SIM_FAULTS, SimControls
 
 _TAP_SECONDS = 0.1
 MAX_SECONDS = 24 * 3600.0
@@ -37,6 +45,8 @@ class Step:
     button: ButtonName | None
     seconds: float
     state: State | None = None
+    device: str | None = None
+    """For `fault` and `clear`: one of hal.factory.SIM_FAULTS."""
 
 
 def _button(word: str, where: str) -> ButtonName:
@@ -81,11 +91,19 @@ def parse(text: str, source: str = "scenario") -> list[Step]:
                 states = ", ".join(s.value for s in State)
                 raise ScenarioError(f"{where}: unknown state {args[0]!r} (one of {states})") from err
             steps.append(Step(at, action, None, 0.0, state))
+        elif action in ("fault", "clear") and args and args[0] not in SIM_FAULTS:
+            raise ScenarioError(f"{where}: unknown device {args[0]!r} (one of {', '.join(SIM_FAULTS)})")
+        elif action == "fault" and len(args) in (1, 2):
+            seconds = _number(args[1], where, "the fault's duration") if len(args) == 2 else 0.0
+            steps.append(Step(at, action, None, seconds, device=args[0]))
+        elif action == "clear" and len(args) == 1:
+            steps.append(Step(at, action, None, 0.0, device=args[0]))
         elif action == "end" and not args:
             steps.append(Step(at, action, None, 0.0))
         else:
             raise ScenarioError(f"{where}: cannot read {raw.strip()!r}: expected 'press BUTTON', "
-                                "'hold BUTTON SECONDS', 'wait STATE' or 'end'")
+                                "'hold BUTTON SECONDS', 'wait STATE', 'fault DEVICE [SECONDS]', 'clear DEVICE' "
+                                "or 'end'")
     if not steps:
         raise ScenarioError(f"{source}: the scenario has no steps")
     return steps
@@ -113,12 +131,13 @@ def demo_steps(seconds: float, stop_hold: float) -> list[Step]:
 
 
 class ScenarioRunner:
-    def __init__(self, steps: list[Step], pins: SimPins, pin_numbers: dict[ButtonName, int],
+    def __init__(self, steps: list[Step], sim: SimControls, pin_numbers: dict[ButtonName, int],
                  wait_state: Callable[[State, float], bool], stop: threading.Event | None = None,
                  settled: Callable[[], bool] = lambda: True, last_fault: Callable[[], str | None] = lambda: None,
                  ) -> None:
         self._steps = steps
-        self._pins = pins
+        self._sim = sim
+        self._mends: list[threading.Timer] = []
         self._numbers = pin_numbers
         self._wait_state = wait_state
         self._stop = stop or threading.Event()
@@ -135,6 +154,8 @@ class ScenarioRunner:
         try:
             self.failure = self._play()
         finally:
+            for timer in self._mends:
+                timer.cancel()
             self.finished.set()
 
     def _play(self) -> str | None:
@@ -149,12 +170,20 @@ class ScenarioRunner:
                 t0 = time.monotonic()
             elif step.action == "end":
                 return self._end()
+            elif step.action in ("fault", "clear"):
+                assert step.device is not None
+                self._sim.fault(step.device, step.action == "fault")
+                if step.action == "fault" and step.seconds > 0:
+                    timer = threading.Timer(step.seconds, self._sim.fault, (step.device, False))
+                    timer.daemon = True
+                    timer.start()
+                    self._mends.append(timer)
             else:
                 assert step.button is not None
                 pin = self._numbers[step.button]
-                self._pins.press(pin)
+                self._sim.pins.press(pin)
                 self._stop.wait(step.seconds)
-                self._pins.release(pin)
+                self._sim.pins.release(pin)
         return None
 
     def _end(self) -> str | None:

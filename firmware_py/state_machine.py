@@ -16,6 +16,10 @@ class State(enum.Enum):
     PREFLIGHT = "preflight"
     NOTICE = "notice"
     RECORDING = "recording"
+    INTERRUPTED = "interrupted"
+    """Recording broke off (a fault, or a restart of the service); the session stays open and resumes."""
+    EXPLAINING = "explaining"
+    """Recording again after a break: the device asks for the reason, the officer explains and picks it."""
     CLOSING = "closing"
     FAULT = "fault"
 
@@ -29,6 +33,13 @@ class Event(enum.Enum):
     FAULT = "fault"
     CLOSED = "closed"
     CLEARED = "cleared"
+    RESUME = "resume"
+    """After a restart: a recent session was left open, and the device takes it up again."""
+    RESUMED = "resumed"
+    """The first frame after a break was recorded."""
+    EXPLAINED = "explained"
+    NOTICE_AGAIN = "notice_again"
+    CANNOT_CONTINUE = "cannot_continue"
 
 
 TRANSITIONS: dict[tuple[State, Event], State] = {
@@ -38,9 +49,18 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.PREFLIGHT, Event.FAULT): State.CLOSING,
     (State.NOTICE, Event.NOTICE_DONE): State.RECORDING,
     (State.NOTICE, Event.STOP): State.CLOSING,
-    (State.NOTICE, Event.FAULT): State.CLOSING,
+    (State.NOTICE, Event.FAULT): State.INTERRUPTED,
+    (State.NOTICE, Event.CANNOT_CONTINUE): State.CLOSING,
     (State.RECORDING, Event.STOP): State.CLOSING,
-    (State.RECORDING, Event.FAULT): State.CLOSING,
+    (State.RECORDING, Event.FAULT): State.INTERRUPTED,
+    (State.IDLE, Event.RESUME): State.INTERRUPTED,
+    (State.INTERRUPTED, Event.RESUMED): State.EXPLAINING,
+    (State.INTERRUPTED, Event.STOP): State.CLOSING,
+    (State.INTERRUPTED, Event.CANNOT_CONTINUE): State.CLOSING,
+    (State.EXPLAINING, Event.EXPLAINED): State.RECORDING,
+    (State.EXPLAINING, Event.NOTICE_AGAIN): State.NOTICE,
+    (State.EXPLAINING, Event.STOP): State.CLOSING,
+    (State.EXPLAINING, Event.FAULT): State.INTERRUPTED,
     (State.CLOSING, Event.CLOSED): State.IDLE,
     (State.CLOSING, Event.FAULT): State.FAULT,
     (State.FAULT, Event.START): State.PREFLIGHT,

@@ -40,6 +40,11 @@ class HalSettings:
     stop_hold_seconds: float
 
 
+SIM_FAULTS = ("camera", "microphone", "storage", "power")
+"""What a scenario can break on the simulator: the camera delivers no frames, the microphone only digital
+silence, the storage is full, the power supply is under-voltage."""
+
+
 @dataclass
 class SimControls:
     """The simulator's hands: what a scenario or a test uses to press buttons and cause faults."""
@@ -49,6 +54,21 @@ class SimControls:
     power: Any
     clock: Any
     storage: Any
+    camera: Any
+
+    def fault(self, device: str, on: bool) -> None:
+        """Break (or mend) one of SIM_FAULTS."""
+        if device == "camera":
+            self.camera.broken = on
+        elif device == "microphone":
+            self.room.dead_microphone = on
+        elif device == "storage":
+            # Full: nothing more than what is there now fits.
+            self.storage.capacity_bytes = self.storage.used_bytes() if on else None
+        elif device == "power":
+            self.power.under_voltage = on
+        else:
+            raise BackendError(f"no simulated fault {device!r} (one of {', '.join(SIM_FAULTS)})")
 
 
 @dataclass
@@ -117,8 +137,9 @@ def _build_sim(s: HalSettings, spawn: Spawn) -> Hal:
     clock = SimClock(s.timezone)
     power = SimPower()
     storage = SimStorage(s.storage_root)
-    controls = SimControls(pins, room, power, clock, storage)
-    return Hal("sim", SimCamera(s.video, spawn), SimMicrophone(room), SimSpeaker(room), clock, storage, power,
+    camera = SimCamera(s.video, spawn)
+    controls = SimControls(pins, room, power, clock, storage, camera)
+    return Hal("sim", camera, SimMicrophone(room), SimSpeaker(room), clock, storage, power,
                Tally(s.pins["tally"], pins.factory), pins.factory, s, controls)
 
 

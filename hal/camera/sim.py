@@ -34,6 +34,8 @@ class SimCamera(Camera):
         self._stop = threading.Event()
         self._encoder: X264Encoder | None = None
         self._frames = 0
+        self.broken = False
+        """A simulated fault: while set, the camera runs but delivers no frame (a cable pulled, a sensor hung)."""
 
     def start(self, stamper: FrameStamper, sink: VideoSink) -> None:
         self._encoder = X264Encoder(self.format)
@@ -53,6 +55,8 @@ class SimCamera(Camera):
     def _run(self, stamper: FrameStamper, sink: VideoSink, encoder: X264Encoder, beat: Beat) -> None:
         for tick_ns in ticks(1_000_000_000 // self.format.fps, self._stop):
             beat()
+            if self.broken:
+                continue
             frame = self._frame(self._frames)
             stamper(frame, tick_ns)
             for packet in encoder.encode(frame, tick_ns):

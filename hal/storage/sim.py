@@ -16,8 +16,11 @@ class SimStorage(DiskStorage):
         super().__init__(root)
         self.capacity_bytes = capacity_bytes
 
+    def used_bytes(self) -> int:
+        return _tree_size(self.root) if self.root.exists() else 0
+
     def free_bytes(self) -> int:
         real = super().free_bytes()
         if self.capacity_bytes is None:
             return real
-        return max(0, min(real, self.capacity_bytes - _tree_size(self.root)))
+        return max(0, min(real, self.capacity_bytes - self.used_bytes()))

@@ -53,6 +53,10 @@ def test_empty_config_is_valid_for_the_simulator() -> None:
         ({"hal": {"pins": {"tally": 17}}}, "hal.pins.tally: GPIO 17 is already the start pin"),
         ({"device": {"state_dir": ""}}, "device.state_dir: expected a path"),
         ({"notice": {"words_per_minute": 0}}, "notice.words_per_minute: must be at least 80"),
+        ({"session": {"notice_again": "yes"}}, "session.notice_again: expected true or false"),
+        ({"session": {"cannot_continue_after_seconds": float("nan")}},
+         "session.cannot_continue_after_seconds: must be a finite number"),
+        ({"session": {"input_timeout_seconds": -1}}, "session.input_timeout_seconds: must be at least 0.2"),
     ],
 )
 def test_bad_config_names_the_field(data: dict[str, object], field: str) -> None:

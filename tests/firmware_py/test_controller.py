@@ -7,7 +7,6 @@ from pathlib import Path
 
 from gpiozero.pins.mock import MockPin
 
-from evidence.errors import StorageFault
 from firmware_py.rig import Rig
 from firmware_py.state_machine import State
 from hal.buttons.base import ButtonName
@@ -108,17 +107,3 @@ def test_unsynchronised_clock_is_allowed_but_marked__DEVICE_CHECK(tmp_path: Path
         assert all(not e["clock_synced"] for e in log)
     finally:
         rig.close()
-
-
-def test_storage_fault_while_recording_closes_the_session_and_shows_the_fault(rig: Rig) -> None:
-    rig.tap(ButtonName.START)
-    rig.wait_state(State.RECORDING)
-    rig.service.controller.on_fault(StorageFault("write to 000003.ts.part failed: No space left on device"))
-    rig.wait_state(State.FAULT)
-    assert pattern(rig) is TallyPattern.FAULT
-    session = rig.service.controller.timings.sessions_closed[-1]
-    from tests.media import entries
-
-    log = entries(rig.config.spool_dir / session)
-    assert log[-1]["kind"] == "close" and log[-1]["body"]["reason"].startswith("fault: write to")
-    assert events(rig.config.spool_dir / session, "fault")

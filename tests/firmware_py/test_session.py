@@ -30,7 +30,8 @@ def test_notice_played_while_recording_and_heard_in_it__NOTICE(recorded: Recorde
     assert notices[0]["body"]["started_mono_ns"] > log[0]["mono_ns"] + first_segment["start_ns"]
     # ... and the recording itself carries it: the notice's speech is loud against the quiet room tone.
     pcm = audio_pcm(segment_files(recorded.central_dir), cfg.audio.sample_rate)
-    prompt = recorded.rig.service.prompts.load(recorded.rig.service.controller._notices[0]).astype(np.float32) / 32768
+    notice = recorded.rig.service.controller._notice_prompts[0]
+    prompt = recorded.rig.service.prompts.load(notice).astype(np.float32) / 32768
     window = cfg.audio.sample_rate // 10
     levels = [float(np.sqrt(np.mean(pcm[i : i + window] ** 2))) for i in range(0, len(pcm) - window, window)]
     speech_rms = float(np.sqrt(np.mean(prompt**2)))

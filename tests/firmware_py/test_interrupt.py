@@ -1,0 +1,169 @@
+"""A session survives a fault while recording (INTERRUPT, CONTINUOUS): the break is spoken and shown, recording
+resumes in the same session once the cause clears, the device asks for the reason and the explanation is
+recorded and bracketed, the officer confirms or changes the reason through the spoken menu, the notice is
+given again, and the whole session verifies with the gap explained."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evidence.verify import verify_session
+from firmware_py.rig import Rig
+from firmware_py.state_machine import State
+from hal.buttons.base import ButtonName
+from hal.factory import SimControls
+from hal.tally.base import TallyPattern
+from mqtt.broker import LocalBroker
+from tests.conftest import make_rig
+from tests.media import audio_pcm, entries
+
+
+def sim(rig: Rig) -> SimControls:
+    assert rig.service.hal.sim is not None
+    return rig.service.hal.sim
+
+
+def stop_and_upload(rig: Rig) -> Path:
+    """STOP held; the session's central copy once every entry is receipted."""
+    rig.tap(ButtonName.STOP, rig.config.session.stop_hold_seconds + 0.3)
+    rig.wait_state(State.IDLE, 60)
+    session = rig.service.controller.timings.sessions_closed[-1]
+    assert rig.service.spool.wait_drained(60), "central did not receipt the session"
+    return rig.central_dir(session)
+
+
+def wait_said(rig: Rig, key: str, timeout: float = 30.0) -> list[str]:
+    """The keys of what the device has said, once it has said `key`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        said = [u.key for u in rig.service.controller.voice.said]
+        if key in said or time.monotonic() > deadline:
+            assert key in said, said
+            return said
+        time.sleep(0.05)
+
+
+def body(log: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [e["body"] for e in log if e["kind"] == kind and (name is None or e["body"].get("name") == name)]
+
+
+def loud_fraction(session: Path, log: list[dict[str, Any]], start_ns: int, seconds: float, rate: int) -> float:
+    """The share of 0.1 s windows of the recording between `start_ns` and `seconds` later that are louder than
+    the quiet room: how much of what the device said there is in the recording itself."""
+    run = [b for b in body(log, "segment") if b["end_ns"] > start_ns]
+    first = run[0]
+    pcm = audio_pcm([session / "plain" / b["file"] for b in run], rate)
+    offset = (start_ns - first["start_ns"]) * rate // 1_000_000_000
+    window = rate // 10
+    span = pcm[offset : offset + int(seconds * rate)]
+    levels = [float(np.sqrt(np.mean(span[i : i + window] ** 2))) for i in range(0, len(span) - window, window)]
+    return sum(1 for level in levels if level > 0.01) / max(1, len(levels))
+
+
+def test_camera_fault_that_clears_resumes_the_same_session__INTERRUPT(rig: Rig) -> None:
+    rig.tap(ButtonName.START)
+    rig.wait_state(State.RECORDING)
+    session = rig.service.controller.session_id
+    time.sleep(1.0)
+    sim(rig).fault("camera", True)
+    rig.wait_state(State.INTERRUPTED, 10)
+    assert rig.service.hal.tally.pattern is TallyPattern.FAULT
+    assert rig.service.controller.session_id == session, "the fault ended the session"
+    time.sleep(1.5)
+    sim(rig).fault("camera", False)
+    rig.wait_state(State.EXPLAINING, 10)
+    rig.wait_state(State.NOTICE, 60)  # the question, the explanation's time, the menu's timeout: notice again
+    rig.wait_state(State.RECORDING, 60)
+    time.sleep(0.5)
+    central = stop_and_upload(rig)
+    assert central.name == session
+
+    log = entries(central)
+    [gap] = body(log, "interruption")
+    assert gap["cause"] == "camera" and gap["recovered_segments"] == []
+    # The break took at least as long as the camera was broken, and is on the timeline where it happened.
+    assert gap["resumed_ns"] - gap["began_ns"] >= 1.5e9
+    segments = body(log, "segment")
+    assert any(s["end_ns"] == gap["began_ns"] for s in segments)
+    assert any(s["start_ns"] == gap["resumed_ns"] for s in segments)
+    # The device asked, and its question is in the recording itself.
+    [asked] = [b for b in body(log, "event", "spoken") if b["prompt"] == "interrupted_zh"]
+    assert "中断" in asked["text"] and "摄像头故障" in asked["text"]
+    assert asked["started_ns"] >= gap["resumed_ns"]
+    rate = rig.config.audio.sample_rate
+    assert loud_fraction(central, log, asked["started_ns"], asked["seconds"], rate) > 0.5
+    # The officer's explanation is bracketed after the question, on the same timeline.
+    [explained] = body(log, "event", "explanation")
+    assert explained["interruption"] == next(e["seq"] for e in log if e["kind"] == "interruption")
+    assert asked["started_ns"] + asked["seconds"] * 1e9 <= explained["began_ns"] + 0.2e9
+    assert explained["ended_ns"] - explained["began_ns"] >= rig.config.session.explanation_seconds * 1e9 * 0.9
+    # Nobody pressed anything: the detected cause stands.
+    [reason] = body(log, "event", "reason")
+    assert (reason["code"], reason["chosen"]) == ("camera", "timeout")
+    # The notice was given again, after the explanation.
+    notices = body(log, "event", "notice")
+    assert len(notices) == 2 and notices[1]["started_mono_ns"] > notices[0]["started_mono_ns"]
+    assert [s["target"] for s in body(log, "event", "state")][-5:] == [
+        "interrupted", "explaining", "notice", "recording", "closing"]
+    assert log[-1]["body"]["reason_code"] == "stop_button"
+    report = verify_session(central, trusted_key_b64=rig.service.identity.public_key_b64)
+    assert report.ok, report.findings
+
+
+def test_reason_changed_through_the_spoken_menu__INTERRUPT(rig: Rig) -> None:
+    rig.tap(ButtonName.START)
+    rig.wait_state(State.RECORDING)
+    sim(rig).fault("microphone", True)
+    rig.wait_state(State.INTERRUPTED, 10)
+    sim(rig).fault("microphone", False)
+    rig.wait_state(State.EXPLAINING, 10)
+    wait_said(rig, "interrupted_zh")
+    rig.tap(ButtonName.START)  # done explaining: the menu starts with the detected cause
+    time.sleep(0.3)
+    rig.tap(ButtonName.MARK)  # the first of the law's causes after it
+    time.sleep(0.3)
+    rig.tap(ButtonName.MARK)  # and the next
+    time.sleep(0.3)
+    rig.tap(ButtonName.START)
+    rig.wait_state(State.RECORDING, 60)
+    central = stop_and_upload(rig)
+    log = entries(central)
+    [reason] = body(log, "event", "reason")
+    assert reason == {"name": "reason", "interruption": reason["interruption"], "code": "power", "chosen": "changed",
+                      "detected": "microphone"}
+    said = [u.key for u in rig.service.controller.voice.said]
+    assert "option_device_fault_zh" in said and "option_power_zh" in said and "chosen_power_zh" in said
+    [gap] = body(log, "interruption")
+    assert gap["cause"] == "microphone"
+    assert verify_session(central, trusted_key_b64=rig.service.identity.public_key_b64).ok
+
+
+def test_a_full_disk_that_does_not_clear_ends_in_cannot_continue__INTERRUPT(tmp_path: Path,
+                                                                            broker: LocalBroker) -> None:
+    rig = make_rig(tmp_path, broker.port, session={"cannot_continue_after_seconds": 3.0})
+    try:
+        rig.tap(ButtonName.START)
+        rig.wait_state(State.RECORDING)
+        session = rig.service.controller.session_id
+        sim(rig).fault("storage", True)
+        rig.wait_state(State.INTERRUPTED, 10)
+        rig.wait_state(State.FAULT, 30)
+        assert rig.service.hal.tally.pattern is TallyPattern.FAULT
+        assert "cannot continue" in (rig.service.controller.last_fault or "")
+        said = wait_said(rig, "cannot_continue_storage_full_zh")
+        assert said.index("fault_storage_full_zh") < said.index("cannot_continue_storage_full_zh")
+        sim(rig).fault("storage", False)
+        assert rig.service.spool.wait_drained(60)
+        central = rig.central_dir(str(session))
+        log = entries(central)
+        [gap] = body(log, "interruption")
+        assert gap["cause"] == "storage_full" and gap["resumed_ns"] is None
+        assert body(log, "event", "cannot_continue")[0]["cause"] == "storage_full"
+        assert log[-1]["body"]["reason_code"] == "fault_not_cleared"
+        assert verify_session(central, trusted_key_b64=rig.service.identity.public_key_b64).ok
+    finally:
+        rig.close()
