@@ -22,6 +22,7 @@ from capture.segmenter import ClosedSegment, Segmenter
 from evidence.encryption import SCHEME, public_key_b64
 from evidence.entry import Entry, Opening, Segment
 from evidence.errors import StorageFault
+from evidence.rules import SessionRules
 from evidence.supervisor import Spawn
 from hal.camera.base import VideoFormat
 from hal.clock.base import Clock
@@ -113,25 +114,21 @@ class Recording:
     `interruption` entry accounts for, so every instant of the session's timeline lies in a segment or in
     an interruption (FORMAT §7.1)."""
 
-    def __init__(self, parts: RecordingParts, spool_dir: Path, session_id: str, meta: SessionMeta,
-                 open_extra: dict[str, Any], on_fault: Callable[[StorageFault], None],
-                 on_entry: Callable[[Entry], None]) -> None:
+    def __init__(self, parts: RecordingParts, ledger: Ledger, opening: Opening,
+                 on_fault: Callable[[StorageFault], None], t0_ns: int, wall0: dt.datetime) -> None:
+        """Use `Recording.open` for a new session and `Recording.resume` to take one up after a restart."""
         self.parts = parts
-        self.session_id = session_id
-        self.session_dir = spool_dir / session_id
-        self.ledger = Ledger(self.session_dir, meta.device_id, session_id, parts.signer, parts.clock)
-        self.ledger.subscribe(on_entry)
+        self.ledger = ledger
+        self.session_id = ledger.session_id
+        self.session_dir = ledger.session_dir
         self._on_fault = on_fault
-        self._t0_ns = parts.clock.monotonic_ns()
-        self._wall0 = parts.clock.now()
-        self._classify = {"unit": meta.unit, "room": meta.room, "device_id": meta.device_id,
-                          "officers": [{"name": n, "certificate": c} for n, c in meta.officers],
-                          "case": meta.case, "parties": list(meta.parties)}
-        opening = self.ledger.append("open", opening_body(
-            meta, parts.signer.public_key_b64, parts.segment_seconds, parts.video, parts.sample_rate, parts.recipient,
-            self._t0_ns, open_extra)).opening
-        assert opening is not None
-        self._opening: Opening = opening
+        self._t0_ns = t0_ns
+        """Monotonic time of media time 0 (FORMAT §5.3) in this run of the service."""
+        self._wall0 = wall0
+        self._opening = opening
+        self._classify = {"unit": opening.unit, "room": opening.room, "device_id": ledger.device_id,
+                          "officers": [{"name": o.name, "certificate": o.certificate} for o in opening.officers],
+                          "case": opening.case, "parties": list(opening.parties)}
         self.segments: list[Segment] = []
         """Every segment sealed so far, in index order."""
         self._resumed_at: int | None = None
@@ -141,7 +138,48 @@ class Recording:
         self.pending: Break | None = None
         self.last_interruption: Entry | None = None
         self._run: _Run | None = None
-        self.start_run()
+
+    @classmethod
+    def open(cls, parts: RecordingParts, spool_dir: Path, session_id: str, meta: SessionMeta,
+             open_extra: dict[str, Any], on_fault: Callable[[StorageFault], None],
+             on_entry: Callable[[Entry], None]) -> Recording:
+        """A new session: its `open` entry written, and its first run begun."""
+        ledger = Ledger(spool_dir / session_id, meta.device_id, session_id, parts.signer, parts.clock)
+        ledger.subscribe(on_entry)
+        t0_ns = parts.clock.monotonic_ns()
+        wall0 = parts.clock.now()
+        opening = ledger.append("open", opening_body(
+            meta, parts.signer.public_key_b64, parts.segment_seconds, parts.video, parts.sample_rate, parts.recipient,
+            t0_ns, open_extra)).opening
+        assert opening is not None
+        recording = cls(parts, ledger, opening, on_fault, t0_ns, wall0)
+        recording.start_run()
+        return recording
+
+    @classmethod
+    def resume(cls, parts: RecordingParts, session_dir: Path, entries: list[Entry], cause: str, detail: str,
+               on_fault: Callable[[StorageFault], None], on_entry: Callable[[Entry], None]) -> Recording:
+        """A session left open by the service's last run (`entries` as read back), taken up again: its ledger
+        continued, its break pending (`cause`), no run begun yet. Its timeline goes on from where it is
+        covered to, by the wall-clock time since then: the monotonic clock of the last run is gone."""
+        opening = entries[0].opening
+        assert opening is not None
+        timeline = SessionRules()
+        for entry in entries:
+            timeline.apply(entry)
+        ledger = Ledger.resume(session_dir, entries, parts.signer, parts.clock)
+        ledger.subscribe(on_entry)
+        covered = timeline.covered_to
+        now, mono = parts.clock.now(), parts.clock.monotonic_ns()
+        began = dt.datetime.fromisoformat(wall_at(entries, covered))
+        media_now = covered + max(0, (now - began) // dt.timedelta(microseconds=1)) * 1000
+        recording = cls(parts, ledger, opening, on_fault, mono - media_now,
+                        now - dt.timedelta(microseconds=media_now // 1000))
+        recording.segments = [e.segment for e in entries if e.segment is not None]
+        recording._resumed_at = timeline.last_end if timeline.resumed else None
+        recording._accounted = len(recording.segments) - len(timeline.recovered)
+        recording.pending = Break(cause, detail)
+        return recording
 
     @property
     def segmenter(self) -> Segmenter:
@@ -262,6 +300,23 @@ class Recording:
         if self.pending is not None:
             self._interruption(self.pending, None)
         return close_session(self.ledger, reason, code, self.segments)
+
+
+def wall_at(entries: list[Entry], media_ns: int) -> str:
+    """The wall-clock time of a media time, as a session's own entries map one onto the other: from the last
+    segment that says (`end_wall`), else from the session's opening (FORMAT §4.5 `began_wall`)."""
+    base: dt.datetime | None = None
+    for entry in reversed(entries):
+        segment, end_wall = entry.segment, entry.body.get("end_wall")
+        if segment is not None and segment.end_ns is not None and isinstance(end_wall, str):
+            try:
+                base = dt.datetime.fromisoformat(end_wall) - dt.timedelta(microseconds=segment.end_ns // 1000)
+            except ValueError:
+                continue
+            break
+    if base is None:
+        base = dt.datetime.fromisoformat(entries[0].time)
+    return (base + dt.timedelta(microseconds=media_ns // 1000)).isoformat(timespec="milliseconds")
 
 
 def close_session(ledger: Ledger, reason: str, code: str, segments: list[Segment]) -> Entry:

@@ -8,7 +8,6 @@ as an "interruption" entry (FORMAT §4.5) and closes the session with its totals
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,9 +15,9 @@ from pathlib import Path
 
 from capture.ledger import Ledger, Signer, WallClock, read_entries
 from capture.leftovers import seal_leftovers
-from capture.recording import close_session
+from capture.recording import close_session, wall_at
 from evidence import layout
-from evidence.entry import CLOSE, EVENT, Entry
+from evidence.entry import CLOSE, EVENT, INTERRUPTION, Entry
 from evidence.errors import MalformedEntry
 from evidence.rules import SessionRules
 
@@ -27,42 +26,52 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Recovered:
+    """An open session recovery closed."""
+
     session: str
     segments: list[str]
+    """The leftover files it sealed."""
     last_entry_time: str
+    why: str
+    """Why it was closed rather than resumed."""
 
 
-def break_cause(entries: list[Entry]) -> tuple[str, str]:
-    """Why the service stopped recording a session it left open: the reason code and a sentence."""
-    last = entries[-1]
-    if last.kind == EVENT and last.body.get("name") == "service_stopping":
-        return "service_restart", "the recording service was stopped or restarted while the session was open"
+@dataclass(frozen=True)
+class Resumable:
+    """The open session the device takes up again (FORMAT §4.5): read back, nothing written to it yet."""
+
+    session_dir: Path
+    entries: list[Entry]
+    cause: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Recovery:
+    closed: list[Recovered]
+    resumable: Resumable | None
+
+
+def break_cause(entries: list[Entry], hung: str | None = None) -> tuple[str, str]:
+    """Why the service stopped recording a session it left open: the reason code and a sentence. `hung`: the
+    service's watchdog had found a thread hung and stopped answering systemd, which restarted it."""
+    if hung is not None:
+        return "watchdog", f"the device stopped responding and was restarted by its watchdog ({hung})"
+    for entry in reversed(entries):
+        if entry.kind == INTERRUPTION:
+            break
+        if entry.kind == EVENT and entry.body.get("name") == "service_stopping":
+            return "service_restart", "the recording service was stopped or restarted while the session was open"
     return "abrupt_stop", "the device stopped abruptly (power cut, crash or kill) while the session was open"
 
 
-def wall_at(entries: list[Entry], media_ns: int) -> str:
-    """The wall-clock time of a media time, as the session's own segments map one onto the other: from the
-    last segment that says (`end_wall`), else from the session's opening."""
-    base: dt.datetime | None = None
-    for entry in reversed(entries):
-        segment, end_wall = entry.segment, entry.body.get("end_wall")
-        if segment is not None and segment.end_ns is not None and isinstance(end_wall, str):
-            try:
-                base = dt.datetime.fromisoformat(end_wall) - dt.timedelta(microseconds=segment.end_ns // 1000)
-            except ValueError:
-                continue
-            break
-    if base is None:
-        base = dt.datetime.fromisoformat(entries[0].time)
-    return (base + dt.timedelta(microseconds=media_ns // 1000)).isoformat(timespec="milliseconds")
-
-
-def recover_session(session_dir: Path, signer: Signer, clock: WallClock,
-                    on_entry: Callable[[Entry], None]) -> Recovered | None:
+def open_entries(session_dir: Path) -> list[Entry] | None:
+    """The entries of a session left open, or None if it is closed, empty or cannot be taken up (an unreadable
+    or missing entry, left exactly as it is for `recorder verify` to name)."""
     try:
         entries = read_entries(session_dir)
     except (MalformedEntry, OSError) as err:
-        # Leave it exactly as it is for `recorder verify` to name; one bad file must not stop the device.
+        # One bad file must not stop the device.
         log.error("recovery: session %s has an unreadable entry, left untouched: %s", session_dir.name, err)
         return None
     if not entries or entries[-1].kind == CLOSE:
@@ -71,32 +80,56 @@ def recover_session(session_dir: Path, signer: Signer, clock: WallClock,
         log.error("recovery: session %s lacks an entry (or its opening), left untouched for `recorder verify` to "
                   "name", session_dir.name)
         return None
+    return entries
+
+
+def close_open(session_dir: Path, entries: list[Entry], signer: Signer, clock: WallClock,
+               on_entry: Callable[[Entry], None], hung: str | None = None) -> list[str]:
+    """Seal what the session left, record the break as not resumed, and close it; the leftovers sealed."""
     timeline = SessionRules()
     for entry in entries:
         timeline.apply(entry)
     ledger = Ledger.resume(session_dir, entries, signer, clock)
     ledger.subscribe(on_entry)
     segments = [e.segment for e in entries if e.segment is not None]
-    covered = timeline.last_end if timeline.last_end is not None else (timeline.timeline_end or 0)
-    recovered = seal_leftovers(session_dir, ledger, segments, entries[0].opening, clock, covered)
+    covered = timeline.covered_to
+    opening = entries[0].opening
+    assert opening is not None
+    recovered = seal_leftovers(session_dir, ledger, segments, opening, clock, covered)
     if not timeline.halted:
         began = segments[-1].end if recovered else covered
-        cause, detail = break_cause(entries)
+        cause, detail = break_cause(entries, hung)
         ledger.append("interruption", {
             "cause": cause, "detail": detail, "began_ns": began, "began_wall": wall_at(entries, began),
             "resumed_ns": None, "recovered_segments": timeline.recovered + recovered,
         })
     close_session(ledger, "interrupted (recovered after restart)", "not_resumed", segments)
-    return Recovered(session_dir.name, recovered, entries[-1].time)
+    return recovered
 
 
-def recover_spool(spool_root: Path, signer: Signer, clock: WallClock,
-                  on_entry: Callable[[Entry], None]) -> list[Recovered]:
-    done = []
+def recover_spool(spool_root: Path, signer: Signer, clock: WallClock, on_entry: Callable[[Entry], None],
+                  may_resume: Callable[[list[Entry]], str | None] | None = None, hung: str | None = None,
+                  ) -> Recovery:
+    """Every session the last run of the service left open: the newest is offered to `may_resume` (None: take
+    it up again; else why not), every other one is closed (FORMAT §4.5 crash recovery)."""
+    found = []
     for session_dir in sorted(p for p in spool_root.iterdir() if p.is_dir() and layout.SESSION_ID.match(p.name)):
-        result = recover_session(session_dir, signer, clock, on_entry)
-        if result is not None:
-            log.warning("session %s was interrupted (last entry %s); sealed %d leftover segment(s) and closed it",
-                        result.session, result.last_entry_time, len(result.segments))
-            done.append(result)
-    return done
+        entries = open_entries(session_dir)
+        if entries is not None:
+            found.append((session_dir, entries))
+    resumable = None
+    closed = []
+    for i, (session_dir, entries) in enumerate(found):
+        why = "a later session was left open too" if i < len(found) - 1 else \
+            (may_resume(entries) if may_resume is not None else "resuming is off")
+        if why is None:
+            cause, detail = break_cause(entries, hung)
+            resumable = Resumable(session_dir, entries, cause, detail)
+            log.warning("session %s was interrupted (last entry %s, %s); taking it up again",
+                        session_dir.name, entries[-1].time, cause)
+            continue
+        sealed = close_open(session_dir, entries, signer, clock, on_entry, hung)
+        log.warning("session %s was interrupted (last entry %s); not resumed: %s; sealed %d leftover segment(s) "
+                    "and closed it", session_dir.name, entries[-1].time, why, len(sealed))
+        closed.append(Recovered(session_dir.name, sealed, entries[-1].time, why))
+    return Recovery(closed, resumable)

@@ -96,6 +96,12 @@ class SessionRules:
         """Files of the recovered segments since the last interruption: an interruption must account for them."""
         self.closing: Closing | None = None
 
+    @property
+    def covered_to(self) -> int:
+        """Media time the timeline is accounted for up to (FORMAT §4.5 *covered to*); where a segment of unknown
+        end (recovered, encrypted) starts when the end is unknown; 0 before any segment."""
+        return self.last_end if self.last_end is not None else (self.timeline_end or 0)
+
     def copy(self) -> SessionRules:
         twin = copy.copy(self)
         twin.tree = self.tree.copy()

@@ -84,6 +84,9 @@ class SessionConfig(Section):
     """After resuming, how long the officer has to state the reason aloud (START ends it sooner)."""
     menu_seconds: Annotated[float, Range(1, 120)] = 8.0
     """How long the reason menu waits for a button after speaking before it keeps the detected cause."""
+    resume_within_minutes: Annotated[int, Range(0, 24 * 60)] = 30
+    """After a restart (a crash, a power cut, an update), a session left open no longer ago than this is taken
+    up again; an older one is closed. 0: never; a stopped service then closes its session."""
     notice_again: bool = True
     """Give the recording notice again after the explanation (always when the break cut it short)."""
     officers: tuple[Officer, ...] = (

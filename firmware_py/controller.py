@@ -24,6 +24,7 @@ from capture.errors import CaptureError, InputFault, fault_cause
 from capture.ledger import Signer
 from capture.live import LiveInputs
 from capture.recording import MediaTime, Recording, RecordingParts, SessionMeta
+from capture.recovery import Resumable
 from capture.stamp import Stamper, StampFacts
 from evidence.encryption import public_key_from_b64
 from evidence.entry import Entry
@@ -150,6 +151,10 @@ class Controller:
     def request_stop(self) -> None:
         self._queue.put(("shutdown", None))
 
+    def take_up(self, resumable: Resumable) -> None:
+        """After a restart: resume the session the last run left open (recovery found it recent enough)."""
+        self._queue.put(("resume", resumable))
+
     def set_upload_alert(self, on: bool) -> None:
         """A recording is near or past its upload deadline: shown on the tally while the room is idle."""
         self._queue.put(("alert", on))
@@ -176,16 +181,15 @@ class Controller:
             except queue.Empty:
                 continue
             if kind == "shutdown":
-                if self._recording is not None:
-                    self._log_event("service_stopping")
-                    self._close_session("service stopped", "service_stopped")
-                    self.machine.fire(Event.CLOSED)
+                self._shut_down()
                 return
             try:
                 if kind == "button":
                     self._button(value)
                 elif kind == "spoken":
                     self._spoken(value)
+                elif kind == "resume":
+                    self._take_up(value)
                 elif kind == "fault":
                     self._fault(str(value), fault_cause(value))
                 elif kind == "thread_fault":
@@ -304,6 +308,45 @@ class Controller:
         if self.machine.fire(Event.FAULT):
             self._close_session(f"fault: {reason}", "fault_not_cleared", cause)
             self.machine.fire(Event.FAULT)
+
+    def _shut_down(self) -> None:
+        """The service is stopping. An open session is an interruption, not an end (a reboot, an update): its
+        run is sealed and it is left open for the next start to take up; with resuming off it is closed."""
+        recording = self._recording
+        if recording is None:
+            return
+        self._log_event("service_stopping")
+        if self._config.session.resume_within_minutes == 0:
+            self._close_session("service stopped", "service_stopped")
+            self.machine.fire(Event.CLOSED)
+            return
+        self._stop_inputs()
+        try:
+            recording.end_run("service_restart", "the recording service was stopped")
+        except RecorderError as err:
+            log.error("session %s: ending the run: %s", recording.session_id, err)
+        log.warning("session %s left open: the service is stopping; the next start takes it up again",
+                    recording.session_id)
+
+    def _take_up(self, resumable: Resumable) -> None:
+        cfg = self._config
+        opening = resumable.entries[0].opening
+        assert opening is not None
+        self._recording = recording = Recording.resume(
+            self._parts(), resumable.session_dir, resumable.entries, resumable.cause, resumable.detail,
+            self.on_fault, self._on_entry)
+        officers = tuple((o.name, o.certificate) for o in opening.officers)
+        facts = StampFacts(opening.room, opening.location, cfg.device.id, officers, recording.session_id)
+        self._stamper = Stamper(facts, self._hal.clock, cfg.video.width, cfg.video.height, self._font,
+                                lambda: self._recording.current_index if self._recording else 0)
+        self._inputs = LiveInputs(self._hal.camera, self._hal.microphone)
+        # A session that never reached `recording` was cut off in its notice, which is then owed in full.
+        reached = any(e.body.get("name") == "state" and e.body.get("target") == State.RECORDING.value
+                      for e in resumable.entries)
+        now = time.monotonic()
+        self._break = Break(resumable.cause, resumable.detail, now, not reached, now)
+        self.machine.fire(Event.RESUME)
+        log.warning("taking up session %s again (%s)", recording.session_id, resumable.cause)
 
     # ---- breaks ----------------------------------------------------------------------------------
     def _interrupt(self, cause: str, reason: str) -> None:
@@ -541,12 +584,8 @@ class Controller:
             return
         for r in failed:
             log.warning("pre-flight: %s: %s (configured to continue)", r.name, r.detail)
-        recipient = public_key_from_b64(cfg.device.central_public_key) if cfg.device.central_public_key else None
-        parts = RecordingParts(self._hal.clock, self._signer, self._hal.camera.format,
-                               self._hal.microphone.sample_rate, cfg.session.segment_seconds,
-                               self._hal.camera.request_keyframe, recipient, self._spawn)
-        self._recording = Recording(
-            parts, cfg.spool_dir, session_id, meta,
+        self._recording = Recording.open(
+            self._parts(), cfg.spool_dir, session_id, meta,
             {"preflight_warnings": [r.name for r in failed], "clock_synced": self._hal.clock.is_synchronised()},
             self.on_fault, self._on_entry,
         )
@@ -560,6 +599,13 @@ class Controller:
         self.machine.fire(Event.PREFLIGHT_OK)
         self._speak_failures(failed)
         self._give_notice()
+
+    def _parts(self) -> RecordingParts:
+        cfg = self._config
+        recipient = public_key_from_b64(cfg.device.central_public_key) if cfg.device.central_public_key else None
+        return RecordingParts(self._hal.clock, self._signer, self._hal.camera.format,
+                              self._hal.microphone.sample_rate, cfg.session.segment_seconds,
+                              self._hal.camera.request_keyframe, recipient, self._spawn)
 
     def _speak_failures(self, failed: list[CheckResult]) -> None:
         for result in failed:

@@ -4,6 +4,7 @@ Part of the product, like the rig, so a technician can soak a box the same way."
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import os
@@ -31,13 +32,14 @@ from provisioning.identity import DeviceIdentity
 SEGMENT_SECONDS = 2.0
 
 
-def _config(tmp_path: Path, port: int) -> Path:
+def _config(tmp_path: Path, port: int, resume_within_minutes: int = 0) -> Path:
     public = create_central_key(tmp_path / "central-key.pem")
     path = tmp_path / "recorder.toml"
     path.write_text(
         f'[device]\nstate_dir = "{tmp_path / "device"}"\n'
         f'central_public_key = "{public}"\n'
         f'[session]\nsegment_seconds = {SEGMENT_SECONDS}\nmax_minutes = 5\n'
+        f'resume_within_minutes = {resume_within_minutes}\nexplanation_seconds = 2.0\nmenu_seconds = 1.5\n'
         '[notice]\nen = ""\nwords_per_minute = 400\n'
         '[video]\nwidth = 320\nheight = 240\nfps = 10\nbitrate = 300000\n'
         f'[mqtt]\nport = {port}\n',
@@ -71,6 +73,7 @@ class Kill9Outcome:
 
 
 def run_kill9(workdir: Path, port: int, trials: int, seed: int = 20261122) -> Kill9Outcome:
+    """Each start records a new session: resuming after a restart is off, so recovery closes the killed one."""
     config = _config(workdir, port)
     store = FileStore(workdir / "central")
     store.enroll("SIM-0001", DeviceIdentity.load_or_create(workdir / "device" / "keys").public_key_b64)
@@ -154,3 +157,56 @@ def _held_by(store: FileStore) -> set[tuple[str, int, str]]:
 
 def _holdings(root: Path) -> set[tuple[str, int, str]]:
     return {(e.session, e.seq, e.hash) for d in root.iterdir() for e in read_entries(d)}
+
+
+@dataclass
+class ResumeOutcome:
+    session: str
+    restart_to_first_frame_s: float
+    """From launching the restarted service to the first frame of the resumed run (its `resumed_wall`)."""
+    gap_s: float
+    """The break as the ledger has it: `resumed_ns − began_ns`."""
+    central_dir: Path
+    returncodes: tuple[int, int]
+    """The killed run's (-9) and the resuming run's, which ends the session with STOP and drains to central."""
+    log_tail: str
+    """The end of the resuming run's log."""
+
+
+def kill9_and_resume(workdir: Path, port: int, record_s: float = 3.0) -> ResumeOutcome:
+    """Record, kill -9 the service, and start it again: it takes the session up again (INTERRUPT). The second
+    run waits through the question, the explanation and the menu, then holds STOP and drains to central."""
+    config = _config(workdir, port, resume_within_minutes=30)
+    store = FileStore(workdir / "central")
+    store.enroll("SIM-0001", DeviceIdentity.load_or_create(workdir / "device" / "keys").public_key_b64)
+    receiver = Receiver(store, "127.0.0.1", port, "recorders", "resume-receiver")
+    receiver.central_key = load_central_key(workdir / "central-key.pem")
+    receiver.start()
+    record, after = workdir / "record.txt", workdir / "after.txt"
+    record.write_text("0.1 press start\n0.2 wait recording\n3600 end\n")
+    after.write_text("0 wait explaining\n0 wait recording\n0.5 hold stop 2.5\n3 end\n")
+    command = [sys.executable, "-m", "firmware_py.cli", "run", "--config", str(config), "--hal", "sim"]
+    try:
+        first = subprocess.Popen([*command, "--scenario", str(record)], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        session = _wait_for_new_recording(workdir / "device" / "status.json", None, first)
+        time.sleep(record_s)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        restarted = time.time()
+        second = subprocess.run([*command, "--scenario", str(after), "--drain-seconds", "60"], capture_output=True,
+                                check=False, timeout=300)
+        if not receiver.settle(60):
+            raise RuntimeError("central did not finish the working copies")
+    finally:
+        receiver.stop()
+    log = read_entries(workdir / "device" / "spool" / session)
+    gaps = [e for e in log if e.interruption is not None]
+    if not gaps or gaps[0].interruption is None or gaps[0].interruption.resumed_ns is None:
+        raise RuntimeError(f"the session was not resumed: {second.stderr.decode(errors='replace')[-2000:]}")
+    gap = gaps[0].interruption
+    assert gap.began_ns is not None and gap.resumed_ns is not None
+    first_frame = dt.datetime.fromisoformat(str(gaps[0].body["resumed_wall"])).timestamp()
+    return ResumeOutcome(session, first_frame - restarted, (gap.resumed_ns - gap.began_ns) / 1e9,
+                         store.session_dir("SIM-0001", session), (first.returncode, second.returncode),
+                         second.stderr.decode(errors="replace")[-3000:])

@@ -22,7 +22,7 @@ from capture.spool import Spool
 from capture.stamp import find_cjk_font
 from evidence.deadline import Level
 from evidence.durable import atomic_write
-from evidence.entry import Entry
+from evidence.entry import EVENT, Entry
 from evidence.errors import StorageFault
 from evidence.supervisor import Beat, Supervisor
 from firmware_py.config import Config
@@ -92,7 +92,8 @@ class Service:
                                  m.retry_max_seconds, status=self.health, tls=m.tls,
                                  live_session=lambda: self.controller.session_id, resend_after=m.resend_seconds,
                                  spawn=self.supervisor.spawn)
-        self.recovered = recover_spool(config.spool_dir, self.identity, self.hal.clock, self._on_entry)
+        self.recovery = recover_spool(config.spool_dir, self.identity, self.hal.clock, self._on_entry,
+                                      self._may_resume, self._read_hung_marker())
         self.controller = Controller(config, self.hal, self.identity, self.prompts, find_cjk_font(), self._on_entry,
                                      self.supervisor.spawn)
         self.controller.state_listeners.append(self._write_status)
@@ -102,6 +103,47 @@ class Service:
         self._announced: float | None = None
         """The upload-deadline threshold last announced (on the tally and in the log)."""
         self._stopping = False
+
+    @property
+    def _hung_marker(self) -> Path:
+        return self.config.device.state_dir / "hung.txt"
+
+    def _read_hung_marker(self) -> str | None:
+        """What the last run's watchdog found hung, if it stopped answering systemd (which then restarted it)."""
+        try:
+            text = self._hung_marker.read_text(encoding="utf-8", errors="replace").strip()
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            log.error("cannot read %s: %s", self._hung_marker, err)
+            return None
+        self._hung_marker.unlink(missing_ok=True)
+        return text or "a thread stopped responding"
+
+    def _may_resume(self, entries: list[Entry]) -> str | None:
+        """None if the session the last run left open may be taken up again; otherwise why not."""
+        s, d = self.config.session, self.config.device
+        if s.resume_within_minutes == 0:
+            return "resuming after a restart is off (session.resume_within_minutes = 0)"
+        first, last = entries[0], entries[-1]
+        opening = first.opening
+        assert opening is not None
+        if first.device != d.id or opening.device_key != self.identity.public_key_b64:
+            return "it was recorded under another device id or key"
+        if opening.recipient != (d.central_public_key or None):
+            return "central's encryption key has changed since"
+        if opening.fps != self.config.video.fps or opening.sample_rate != self.config.audio.sample_rate:
+            return "the video or audio format has changed since"
+        if any(e.body.get("name") == "cannot_continue" for e in entries if e.kind == EVENT):
+            return "the device had said recording could not continue"
+        try:
+            age = self.hal.clock.now() - dt.datetime.fromisoformat(last.time)
+        except ValueError:
+            return f"its last entry's time {last.time!r} cannot be read"
+        if age > dt.timedelta(minutes=s.resume_within_minutes):
+            return (f"it was left {age.total_seconds() / 60:.0f} minutes ago, longer than "
+                    f"session.resume_within_minutes ({s.resume_within_minutes})")
+        return None
 
     def _warm_prompts(self) -> None:
         # Rendering at start keeps espeak-ng off the START-to-notice path; a failure here is reported
@@ -150,7 +192,14 @@ class Service:
             problems = self.supervisor.problems()
             if problems:
                 self.notifier.status("; ".join(problems))
+                if self.notifier.watchdog_enabled and not self._hung_marker.exists():
+                    # systemd will restart the service: the next start says why the session broke off.
+                    try:
+                        atomic_write(self._hung_marker, "; ".join(problems).encode())
+                    except StorageFault as err:
+                        log.error("cannot note the hang for the next start: %s", err)
             else:
+                self._hung_marker.unlink(missing_ok=True)
                 self.notifier.watchdog()
             self._sleep(self.notifier.interval_s, beat)
 
@@ -195,6 +244,8 @@ class Service:
 
     def start(self) -> None:
         self.controller.start()
+        if self.recovery.resumable is not None:
+            self.controller.take_up(self.recovery.resumable)
         self.uploader.start()
         self._buttons = self.hal.buttons(self.controller.on_button)
         self.supervisor.spawn("deadlines", self._watch_deadlines, silence_s=30.0)

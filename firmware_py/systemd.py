@@ -26,6 +26,8 @@ class Notifier:
             self._address = "\0" + socket_path[1:]  # Linux abstract namespace
         # Fed at half the period, as sd_watchdog_enabled(3) advises.
         self.interval_s = watchdog_usec / 2e6 if watchdog_usec else DEFAULT_INTERVAL_S
+        self.watchdog_enabled = bool(watchdog_usec) and socket_path is not None
+        """systemd restarts the service when it stops feeding the watchdog."""
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> Notifier:

@@ -45,7 +45,10 @@ def fill(disk: Path) -> Path:
 
 def test_full_disk_raises_a_fault_and_loses_nothing_written__FAULT(small_disk: Path, tmp_path: Path) -> None:
     sections: dict[str, dict[str, Any]] = {"device": {"state_dir": str(small_disk / "device")},
-                                          "session": {"max_minutes": 1, "cannot_continue_after_seconds": 3.0}}
+                                          "session": {"max_minutes": 1, "cannot_continue_after_seconds": 3.0,
+                                                      # The close failed on the full disk: the next start
+                                                      # closes the session rather than taking it up again.
+                                                      "resume_within_minutes": 0}}
     rig = make_rig(tmp_path, free_port(), with_receiver=False, **sections)
     try:
         rig.tap(ButtonName.START)

@@ -54,7 +54,7 @@ def body(log: list[dict[str, Any]], kind: str, name: str | None = None) -> list[
 def loud_fraction(session: Path, log: list[dict[str, Any]], start_ns: int, seconds: float, rate: int) -> float:
     """The share of 0.1 s windows of the recording between `start_ns` and `seconds` later that are louder than
     the quiet room: how much of what the device said there is in the recording itself."""
-    run = [b for b in body(log, "segment") if b["end_ns"] > start_ns]
+    run = [b for b in body(log, "segment") if (b["end_ns"] or 0) > start_ns]
     first = run[0]
     pcm = audio_pcm([session / "plain" / b["file"] for b in run], rate)
     offset = (start_ns - first["start_ns"]) * rate // 1_000_000_000

@@ -1,0 +1,129 @@
+"""The alert a device sends central when recording cannot go on (INTERRUPT; PROTOCOL §4.5, FORMAT §11).
+
+The law asks that the head of the unit be told at once when recording cannot continue, and that two or more
+officers explain in writing afterwards. The alert carries every fact that written explanation (情况说明)
+needs, signed by the device key like a ledger entry (under its own context, so neither can pass for the
+other), because on a full disk it may be the only record that reaches anyone: it does not depend on the
+ledger being writable.
+
+`parse_alert` is the only way bytes become an `Alert`: the device parses what it signed, central what it
+receives. What it refuses raises MalformedAlert naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from evidence.canonical import NotCanonical, canonical, parse_canonical
+from evidence.entry import Officer
+from evidence.errors import EvidenceError
+from evidence.keys import load_public_key_b64, verify_signature
+from evidence.layout import DEVICE_ID, SESSION_ID
+from evidence.reasons import INTERRUPTION_REASONS
+
+ALERT_VERSION = 1
+SIGN_CONTEXT = b"room-recorder/alert/v1\x00"
+MAX_ALERT_BYTES = 16 * 1024
+ALERT_ID = re.compile(r"[0-9a-f]{16}\Z")
+CANNOT_CONTINUE, NOT_RESUMED = "cannot_continue", "not_resumed"
+KINDS = {
+    CANNOT_CONTINUE: "recording cannot continue: a break did not clear",
+    NOT_RESUMED: "a session cut off by a restart was too old to resume and was closed",
+}
+
+_TEXT = ("id", "kind", "device", "session", "unit", "room", "location", "case", "matter", "cause", "detail",
+         "interrupted_at", "time", "sig")
+
+
+class MalformedAlert(EvidenceError):
+    """Bytes that are not a well-formed, canonical alert; the message names what is wrong."""
+
+
+@dataclass(frozen=True)
+class Alert:
+    id: str
+    """16 lowercase hex digits, chosen by the device at random."""
+    kind: str
+    device: str
+    session: str
+    unit: str
+    room: str
+    location: str
+    officers: tuple[Officer, ...]
+    case: str
+    matter: str
+    cause: str
+    """A code of `evidence.reasons.INTERRUPTION_REASONS`."""
+    detail: str
+    interrupted_at: str
+    """Wall-clock time recording broke off (the break's `began_wall`)."""
+    time: str
+    """Wall-clock time the alert was made."""
+    clock_synced: bool
+    attempts: int
+    """How often the device tried to record again."""
+    sig: str
+    raw: bytes
+    signed_message: bytes
+    """What `sig` signs: SIGN_CONTEXT || the canonical bytes of every field but `sig`."""
+
+    def signed_by(self, key_b64: str) -> bool:
+        return verify_signature(load_public_key_b64(key_b64), self.sig, self.signed_message)
+
+    def summary(self) -> str:
+        officers = ", ".join(f"{o.name} ({o.certificate})" for o in self.officers)
+        return (f"{self.device} {self.room}: {KINDS[self.kind]}; cause {self.cause} "
+                f"({INTERRUPTION_REASONS[self.cause].zh}); session {self.session}; officers {officers}; "
+                f"interrupted {self.interrupted_at}")
+
+
+def make_alert(fields: Mapping[str, Any], sign: Callable[[bytes], str]) -> Alert:
+    """The alert of `fields` (all but `v` and `sig`), signed with `sign` and read back."""
+    unsigned = {"v": ALERT_VERSION, **fields}
+    try:
+        data = canonical({**unsigned, "sig": sign(SIGN_CONTEXT + canonical(unsigned))})
+    except NotCanonical as err:
+        raise MalformedAlert(f"alert cannot be made: {err}") from err
+    return parse_alert(data)
+
+
+def parse_alert(data: bytes) -> Alert:
+    if len(data) > MAX_ALERT_BYTES:
+        raise MalformedAlert(f"alert of {len(data)} bytes is over the {MAX_ALERT_BYTES}-byte limit")
+    try:
+        value = parse_canonical(data)
+    except NotCanonical as err:
+        raise MalformedAlert(f"alert is not canonical JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise MalformedAlert("alert is not a JSON object")
+    expected = {*_TEXT, "v", "officers", "clock_synced", "attempts"}
+    if set(value) != expected:
+        missing, extra = sorted(expected - set(value)), sorted(set(value) - expected)
+        raise MalformedAlert(f"alert fields differ: missing {missing}, unknown {extra}")
+    for key in _TEXT:
+        if not isinstance(value[key], str):
+            raise MalformedAlert(f"alert {key!r} must be a string")
+    if value["v"] != ALERT_VERSION or isinstance(value["v"], bool):
+        raise MalformedAlert(f"alert version must be {ALERT_VERSION}")
+    checks = (("id", ALERT_ID.match(value["id"])), ("kind", value["kind"] in KINDS),
+              ("device", DEVICE_ID.match(value["device"])), ("session", SESSION_ID.match(value["session"])),
+              ("cause", value["cause"] in INTERRUPTION_REASONS),
+              ("clock_synced", isinstance(value["clock_synced"], bool)),
+              ("attempts", isinstance(value["attempts"], int) and not isinstance(value["attempts"], bool)
+               and value["attempts"] >= 0))
+    for key, ok in checks:
+        if not ok:
+            raise MalformedAlert(f"alert {key!r} has a bad value: {value[key]!r}")
+    officers = value["officers"]
+    if not isinstance(officers, list) or not all(
+            isinstance(o, dict) and set(o) == {"name", "certificate"} and all(isinstance(v, str) for v in o.values())
+            for o in officers):
+        raise MalformedAlert("alert 'officers' must be a list of {name, certificate} strings")
+    return Alert(value["id"], value["kind"], value["device"], value["session"], value["unit"], value["room"],
+                 value["location"], tuple(Officer(o["name"], o["certificate"]) for o in officers), value["case"],
+                 value["matter"], value["cause"], value["detail"], value["interrupted_at"], value["time"],
+                 value["clock_synced"], value["attempts"], value["sig"], data,
+                 SIGN_CONTEXT + canonical({k: v for k, v in value.items() if k != "sig"}))
