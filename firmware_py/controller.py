@@ -255,10 +255,11 @@ class Controller:
             self._enter_fault(f"thread session: {reason}")
         elif self._recording is not None:
             self._say(self._words.recovered())
-        self._fault_flash_until = time.monotonic() + FAULT_FLASH_S
-        self._hal.tally.show(TallyPattern.FAULT)
+        # The status file first: whoever sees the light flash finds the reason already written.
         for listener in self.state_listeners:
             listener(self.machine.state)
+        self._fault_flash_until = time.monotonic() + FAULT_FLASH_S
+        self._hal.tally.show(TallyPattern.FAULT)
 
     def _show_tally(self, state: State) -> None:
         pattern = TALLY[state]
