@@ -189,6 +189,14 @@ class Recording:
         return self._run.segmenter
 
     @property
+    def opening(self) -> Opening:
+        return self._opening
+
+    def wall_of(self, media_ns: int) -> str:
+        """The wall-clock time of a media time of this session."""
+        return self._wall_at(media_ns)
+
+    @property
     def current_index(self) -> int:
         """The index of the segment being written, or of the next one between runs (for the stamp)."""
         return self._run.segmenter.current_index if self._run is not None else len(self.segments) + 1

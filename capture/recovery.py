@@ -17,7 +17,7 @@ from capture.ledger import Ledger, Signer, WallClock, read_entries
 from capture.leftovers import seal_leftovers
 from capture.recording import close_session, wall_at
 from evidence import layout
-from evidence.entry import CLOSE, EVENT, INTERRUPTION, Entry
+from evidence.entry import CLOSE, EVENT, INTERRUPTION, Entry, Opening
 from evidence.errors import MalformedEntry
 from evidence.rules import SessionRules
 
@@ -34,6 +34,10 @@ class Recovered:
     last_entry_time: str
     why: str
     """Why it was closed rather than resumed."""
+    opening: Opening
+    cause: str
+    interrupted_at: str
+    """Wall-clock time recording broke off (the break's `began_wall`)."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,9 @@ def open_entries(session_dir: Path) -> list[Entry] | None:
 
 
 def close_open(session_dir: Path, entries: list[Entry], signer: Signer, clock: WallClock,
-               on_entry: Callable[[Entry], None], hung: str | None = None) -> list[str]:
-    """Seal what the session left, record the break as not resumed, and close it; the leftovers sealed."""
+               on_entry: Callable[[Entry], None], hung: str | None = None) -> tuple[list[str], str, str]:
+    """Seal what the session left, record the break as not resumed, and close it: the leftovers sealed, the
+    break's cause and when it began (wall clock)."""
     timeline = SessionRules()
     for entry in entries:
         timeline.apply(entry)
@@ -96,15 +101,15 @@ def close_open(session_dir: Path, entries: list[Entry], signer: Signer, clock: W
     opening = entries[0].opening
     assert opening is not None
     recovered = seal_leftovers(session_dir, ledger, segments, opening, clock, covered)
+    began = segments[-1].end if recovered else covered
+    cause, detail = break_cause(entries, hung)
     if not timeline.halted:
-        began = segments[-1].end if recovered else covered
-        cause, detail = break_cause(entries, hung)
         ledger.append("interruption", {
             "cause": cause, "detail": detail, "began_ns": began, "began_wall": wall_at(entries, began),
             "resumed_ns": None, "recovered_segments": timeline.recovered + recovered,
         })
     close_session(ledger, "interrupted (recovered after restart)", "not_resumed", segments)
-    return recovered
+    return recovered, cause, wall_at(entries, began)
 
 
 def recover_spool(spool_root: Path, signer: Signer, clock: WallClock, on_entry: Callable[[Entry], None],
@@ -128,8 +133,10 @@ def recover_spool(spool_root: Path, signer: Signer, clock: WallClock, on_entry: 
             log.warning("session %s was interrupted (last entry %s, %s); taking it up again",
                         session_dir.name, entries[-1].time, cause)
             continue
-        sealed = close_open(session_dir, entries, signer, clock, on_entry, hung)
+        sealed, cause, began_wall = close_open(session_dir, entries, signer, clock, on_entry, hung)
         log.warning("session %s was interrupted (last entry %s); not resumed: %s; sealed %d leftover segment(s) "
                     "and closed it", session_dir.name, entries[-1].time, why, len(sealed))
-        closed.append(Recovered(session_dir.name, sealed, entries[-1].time, why))
+        opening = entries[0].opening
+        assert opening is not None
+        closed.append(Recovered(session_dir.name, sealed, entries[-1].time, why, opening, cause, began_wall))
     return Recovery(closed, resumable)

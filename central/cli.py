@@ -8,6 +8,7 @@ Each sub-action has its own parser and help. Times are read and printed in the a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -226,6 +227,57 @@ def cmd_late(args: argparse.Namespace) -> int:
     return 1 if any(row.closed_at is None for row, _ in found) else 0
 
 
+def cmd_alerts(args: argparse.Namespace) -> int:
+    """The devices' alerts (recording could not continue, or a session was cut off too long to resume): the
+    ones nobody has dealt with yet, or with --all every one; --handle records who dealt with one."""
+    from central.store import FileStore, StoredAlert
+
+    cfg = _config(args)
+    zone = _zone(cfg)
+    store = FileStore(_store_root(args, cfg), create=False)
+    if args.handle is not None:
+        if not args.by or not args.by.strip():
+            raise CentralError("--handle needs --by NAME: who dealt with the alert (the head of the unit told, "
+                               "the officers' written explanation asked for)")
+        found = [a for a in store.alerts() if a.alert.id == args.handle]
+        if not found:
+            raise CentralError(f"no alert {args.handle}; `recorder central alerts --all` lists them")
+        done = store.handle_alert(found[0].alert.device, args.handle, args.by.strip(), args.note or "")
+        print(f"alert {args.handle} dealt with by {done.handled.by if done.handled else args.by}")
+        return 0
+    shown = [a for a in store.alerts() if args.all or a.handled is None]
+
+    def as_json(stored: StoredAlert) -> dict[str, Any]:
+        a = stored.alert
+        return {"id": a.id, "kind": a.kind, "device": a.device, "session": a.session, "unit": a.unit,
+                "room": a.room, "location": a.location,
+                "officers": [{"name": o.name, "certificate": o.certificate} for o in a.officers],
+                "case": a.case, "matter": a.matter, "cause": a.cause, "detail": a.detail,
+                "interrupted_at": a.interrupted_at, "time": a.time, "clock_synced": a.clock_synced,
+                "attempts": a.attempts, "received": _local(stored.stored_ts, zone),
+                "handled": None if stored.handled is None else dataclasses.asdict(stored.handled)}
+
+    if args.json:
+        print(json.dumps([as_json(a) for a in shown], indent=1, ensure_ascii=False))
+    elif not shown:
+        print("no alerts" if args.all else "no alerts waiting (--all lists the ones dealt with)")
+    else:
+        from evidence.reasons import INTERRUPTION_REASONS
+
+        rows = [["ID", "RECEIVED", "DEVICE", "ROOM", "WHAT", "CAUSE", "INTERRUPTED", "SESSION", "OFFICERS",
+                 "HANDLED"]]
+        for stored in shown:
+            a = stored.alert
+            reason = INTERRUPTION_REASONS[a.cause]
+            rows.append([a.id, _local(stored.stored_ts, zone), a.device, a.room, a.kind,
+                         f"{reason.zh} {a.cause}", a.interrupted_at, a.session,
+                         ", ".join(f"{o.name} {o.certificate}" for o in a.officers),
+                         "-" if stored.handled is None else f"{stored.handled.by} {stored.handled.at}"])
+        print("\n".join(_table(rows)))
+    # Non-zero while an alert waits, so a cron job or a monitoring check can page someone.
+    return 1 if any(a.handled is None for a in shown) else 0
+
+
 def cmd_reindex(args: argparse.Namespace) -> int:
     cfg = _config(args)
     index = _open_index(args, cfg)
@@ -352,6 +404,14 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     late.add_argument("--warn-hours", metavar="H,H", help="warn about incomplete sessions this old (default "
                                                           "upload.warn_hours)")
     late.add_argument("--json", action="store_true", help="machine-readable output")
+
+    alerts = action("alerts", "the devices' alerts that nobody has dealt with yet (exit 1 while any waits)",
+                    cmd_alerts)
+    alerts.add_argument("--all", action="store_true", help="also the alerts already dealt with")
+    alerts.add_argument("--json", action="store_true", help="machine-readable output")
+    alerts.add_argument("--handle", metavar="ID", help="record that the alert ID was dealt with (needs --by)")
+    alerts.add_argument("--by", metavar="NAME", help="with --handle: who dealt with it")
+    alerts.add_argument("--note", help="with --handle: what was done (e.g. head of unit told, explanation asked)")
 
     action("reindex", "rebuild the session index from the stored sessions", cmd_reindex)
 

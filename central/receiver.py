@@ -31,6 +31,7 @@ from central.errors import Refused
 from central.index import SessionIndex, open_index
 from central.store import CentralStore, Commit
 from central.working_copy import write_working_copy
+from evidence.alert import MalformedAlert, parse_alert
 from evidence.entry import Entry, parse_entry
 from evidence.errors import RecorderError
 from evidence.layout import media_name
@@ -184,7 +185,7 @@ class Receiver:
         if reason.is_failure:
             log.warning("receiver: broker refused the connection: %s", reason)
             return
-        for kind in (protocol.MEDIA, protocol.ENTRY):
+        for kind in (protocol.MEDIA, protocol.ENTRY, protocol.ALERT):
             topic = protocol.topic(self._prefix, "+", kind)
             # In a share group the broker hands each message to one member (MQTT 5 shared subscription).
             _, mid = client.subscribe(f"$share/{self._share_group}/{topic}" if self._share_group else topic, qos=1)
@@ -211,6 +212,8 @@ class Receiver:
                 self._media(device, payload)
             elif kind == protocol.ENTRY:
                 self._entry(device, payload)
+            elif kind == protocol.ALERT:
+                self._alert(device, payload)
             else:
                 raise Refused(f"receiver does not take {kind!r} messages")
 
@@ -495,6 +498,24 @@ class Receiver:
             # Whatever goes wrong in the index must not cost a receipt: the entry is stored, and the index
             # catches up from the store on the session's next entry or on `recorder central reindex`.
             log.exception("session index: could not record %s/%s", device, session)
+
+    def _alert(self, device: str, payload: bytes) -> None:
+        """Kept and acknowledged only when signed by the device it names, as sent on that device's topic."""
+        try:
+            alert = parse_alert(payload)
+        except MalformedAlert as err:
+            raise Refused(f"alert from {device}: {err}") from err
+        if alert.device != device:
+            raise Refused(f"alert on {device}'s topic names device {alert.device!r}")
+        key = self.store.device_key(device)
+        if key is None:
+            raise Refused(f"alert from {device}, which is not enrolled")
+        if not alert.signed_by(key):
+            raise Refused(f"alert {alert.id} from {device} is not signed by its enrolled key")
+        if self.store.store_alert(alert):
+            log.error("ALERT from %s: %s", device, alert.summary())
+        self._client.publish(protocol.topic(self._prefix, device, protocol.ALERT_ACK),
+                             protocol.encode_alert_ack(alert.id, device), qos=1)
 
     def _receipt(self, device: str, entry: Entry) -> None:
         payload = protocol.encode_receipt(entry.session, entry.seq, entry.hash,

@@ -8,6 +8,8 @@ touching the receiver, the index or the web application.
     sessions/<device>/<session>/media/...
     sessions/<device>/<session>/plain/...    decrypted working copies
     .staging/<device>/<session>/<file>       media chunks being assembled, not yet sealed by an entry
+    alerts/<device>/<id>.json                a device's signed alert as received (evidence/alert.py)
+    alerts/<device>/<id>.handled.json        who at central dealt with it, when, and what they noted
     index.sqlite3                            the session index (central/index.py), derived from sessions/
 Every commit is write-temp, flush, rename, flush (a group commit per batch of entries, evidence/durable.py).
 """
@@ -15,14 +17,17 @@ Every commit is write-temp, flush, rename, flush (a group commit per batch of en
 from __future__ import annotations
 
 import abc
+import dataclasses
+import datetime as dt
+import json
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from central.errors import CentralError
 from evidence import layout
+from evidence.alert import ALERT_ID, Alert, MalformedAlert, parse_alert
 from evidence.durable import atomic_write, group_commit
 from evidence.errors import StorageFault
 from evidence.hashing import EMPTY_SHA256, sha256_file
@@ -32,7 +37,7 @@ from mqtt.protocol import MediaChunk
 PLAIN = "plain"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Commit:
     """One entry to store: its bytes as received and, for a segment, the media file it seals."""
 
@@ -43,14 +48,42 @@ class Commit:
     media_file: str | None
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class StoredEntry:
     data: bytes
     stored_ts: float
     """When central stored it (POSIX seconds): the time its commit made it durable."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Handling:
+    """Someone at central dealt with an alert."""
+
+    by: str
+    at: str
+    note: str
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredAlert:
+    alert: Alert
+    stored_ts: float
+    handled: Handling | None
+
+
 class CentralStore(abc.ABC):
+    @abc.abstractmethod
+    def store_alert(self, alert: Alert) -> bool:
+        """Keep a device's alert (durably, before it is acknowledged); False if it was already kept."""
+
+    @abc.abstractmethod
+    def alerts(self) -> list[StoredAlert]:
+        """Every alert kept, oldest first."""
+
+    @abc.abstractmethod
+    def handle_alert(self, device: str, alert_id: str, by: str, note: str) -> StoredAlert:
+        """Record that `by` dealt with the alert; CentralError if there is no such alert or it was handled."""
+
     @abc.abstractmethod
     def enroll(self, device: str, key_b64: str) -> None: ...
 
@@ -292,3 +325,56 @@ class FileStore(CentralStore):
 
     def state_file(self, name: str) -> Path:
         return self.root / name
+
+    def _alert_path(self, device: str, alert_id: str, suffix: str = ".json") -> Path:
+        if not layout.DEVICE_ID.match(device) or not ALERT_ID.match(alert_id):
+            raise CentralError(f"no alert {device}/{alert_id}: a device id and a 16-digit alert id are expected")
+        return self.root / "alerts" / device / f"{alert_id}{suffix}"
+
+    def store_alert(self, alert: Alert) -> bool:
+        path = self._alert_path(alert.device, alert.id)
+        try:
+            kept = path.read_bytes()
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, alert.raw)
+            return True
+        if kept != alert.raw:
+            # Alert ids are random: another alert under a kept one's id is forged or broken. The first stays.
+            raise CentralError(f"alert {alert.device}/{alert.id} differs from the one kept under that id; the kept "
+                               "one stays")
+        return False
+
+    def alerts(self) -> list[StoredAlert]:
+        found: list[StoredAlert] = []
+        for path in sorted((self.root / "alerts").glob("*/*.json")):
+            if path.name.endswith(".handled.json"):
+                continue
+            try:
+                alert = parse_alert(path.read_bytes())
+                found.append(StoredAlert(alert, path.stat().st_mtime, self._handling(alert.device, alert.id)))
+            except (OSError, MalformedAlert, ValueError, KeyError, TypeError) as err:
+                raise CentralError(f"{path}: the kept alert cannot be read: {err}") from err
+        return sorted(found, key=lambda a: (a.stored_ts, a.alert.id))
+
+    def _handling(self, device: str, alert_id: str) -> Handling | None:
+        try:
+            value = json.loads(self._alert_path(device, alert_id, ".handled.json").read_bytes())
+        except FileNotFoundError:
+            return None
+        return Handling(str(value["by"]), str(value["at"]), str(value["note"]))
+
+    def handle_alert(self, device: str, alert_id: str, by: str, note: str) -> StoredAlert:
+        path = self._alert_path(device, alert_id)
+        try:
+            alert = parse_alert(path.read_bytes())
+        except FileNotFoundError as err:
+            raise CentralError(f"no alert {alert_id} from {device}; `recorder central alerts` lists them") from err
+        except (OSError, MalformedAlert) as err:
+            raise CentralError(f"{path}: the kept alert cannot be read: {err}") from err
+        if self._handling(device, alert_id) is not None:
+            raise CentralError(f"alert {alert_id} was already dealt with; see `recorder central alerts --all`")
+        handling = Handling(by, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), note)
+        atomic_write(self._alert_path(device, alert_id, ".handled.json"),
+                     json.dumps(dataclasses.asdict(handling), ensure_ascii=False).encode())
+        return StoredAlert(alert, path.stat().st_mtime, handling)

@@ -13,12 +13,13 @@ receives. What it refuses raises MalformedAlert naming the field.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from evidence.canonical import NotCanonical, canonical, parse_canonical
-from evidence.entry import Officer
+from evidence.entry import Officer, Opening
 from evidence.errors import EvidenceError
 from evidence.keys import load_public_key_b64, verify_signature
 from evidence.layout import DEVICE_ID, SESSION_ID
@@ -78,6 +79,19 @@ class Alert:
         return (f"{self.device} {self.room}: {KINDS[self.kind]}; cause {self.cause} "
                 f"({INTERRUPTION_REASONS[self.cause].zh}); session {self.session}; officers {officers}; "
                 f"interrupted {self.interrupted_at}")
+
+
+def session_alert(kind: str, opening: Opening, device: str, session: str, cause: str, detail: str,
+                  interrupted_at: str, attempts: int, now: str, clock_synced: bool,
+                  sign: Callable[[bytes], str]) -> Alert:
+    """The alert about one session, with the facts of its `open` entry, under a fresh random id."""
+    return make_alert({
+        "id": secrets.token_hex(8), "kind": kind, "device": device, "session": session, "unit": opening.unit,
+        "room": opening.room, "location": opening.location,
+        "officers": [{"name": o.name, "certificate": o.certificate} for o in opening.officers],
+        "case": opening.case, "matter": opening.matter, "cause": cause, "detail": detail,
+        "interrupted_at": interrupted_at, "time": now, "clock_synced": clock_synced, "attempts": attempts,
+    }, sign)
 
 
 def make_alert(fields: Mapping[str, Any], sign: Callable[[bytes], str]) -> Alert:

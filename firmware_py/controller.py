@@ -26,6 +26,7 @@ from capture.live import LiveInputs
 from capture.recording import MediaTime, Recording, RecordingParts, SessionMeta
 from capture.recovery import Resumable
 from capture.stamp import Stamper, StampFacts
+from evidence.alert import CANNOT_CONTINUE, Alert, MalformedAlert, session_alert
 from evidence.encryption import public_key_from_b64
 from evidence.entry import Entry
 from evidence.errors import RecorderError, StorageFault
@@ -97,8 +98,10 @@ class Break:
 
 class Controller:
     def __init__(self, config: Config, hal: Hal, signer: Signer, prompts: PromptCache, font: Path,
-                 on_entry: Callable[[Entry], None], spawn: Spawn) -> None:
+                 on_entry: Callable[[Entry], None], spawn: Spawn,
+                 on_alert: Callable[[Alert], None]) -> None:
         self._config = config
+        self._on_alert = on_alert
         self._spawn = spawn
         self.voice = Voice(hal.speaker, prompts, hal.clock, spawn)
         self._words = Words(config.notice)
@@ -469,12 +472,30 @@ class Controller:
         self._stop_inputs()
         self._log_event("cannot_continue", cause=b.cause, reason=b.reason, attempts=b.attempts)
         self._say(self._words.cannot_continue(b.cause))
+        self._alert_central(b)
         self.machine.fire(Event.CANNOT_CONTINUE)
         if not self._close_session(f"fault: {reason}", "fault_not_cleared", b.cause):
             # Said first, as the officers must act on it; the closing failure (a full disk) after it.
             reason = f"{reason}; {self.last_fault}"
         self.last_fault = reason
         self.machine.fire(Event.FAULT)
+
+    def _alert_central(self, b: Break) -> None:
+        """The head of the unit is told at once (INTERRUPT): a signed alert with the facts the officers' written
+        explanation needs. Made from memory, so a full disk does not stop it."""
+        recording, session = self._recording, self.session_id
+        if recording is None or session is None:
+            return
+        clock = self._hal.clock
+        try:
+            alert = session_alert(CANNOT_CONTINUE, recording.opening, self._config.device.id, session, b.cause,
+                                  b.reason, recording.wall_of(recording.covered_to), b.attempts,
+                                  clock.now().isoformat(timespec="milliseconds"), clock.is_synchronised(),
+                                  self._signer.sign)
+        except MalformedAlert as err:
+            log.error("alert to central not made: %s", err)
+            return
+        self._on_alert(alert)
 
     # ---- speech ----------------------------------------------------------------------------------
     def _say(self, prompts: list[Prompt]) -> list[Utterance]:

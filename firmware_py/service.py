@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from capture.recovery import recover_spool
+from capture.recovery import Recovered, recover_spool
 from capture.spool import Spool
 from capture.stamp import find_cjk_font
+from evidence.alert import NOT_RESUMED, Alert, session_alert
 from evidence.deadline import Level
 from evidence.durable import atomic_write
 from evidence.entry import EVENT, Entry
@@ -35,6 +36,7 @@ from firmware_py.systemd import Notifier
 from hal.buttons.base import Buttons
 from hal.camera.base import VideoFormat
 from hal.factory import Hal, HalSettings, build_hal
+from mqtt.alert_outbox import AlertOutbox
 from mqtt.uploader import Uploader
 from provisioning.identity import DeviceIdentity
 
@@ -88,14 +90,17 @@ class Service:
                        "set it to central's X25519 public key (recorder central key prints one)")
             log.warning(message)
         m = config.mqtt
+        self.alerts = AlertOutbox(config.device.state_dir / "alerts", m.resend_seconds)
         self.uploader = Uploader(self.spool, config.device.id, m.host, m.port, m.topic_prefix, m.keepalive,
                                  m.retry_max_seconds, status=self.health, tls=m.tls,
                                  live_session=lambda: self.controller.session_id, resend_after=m.resend_seconds,
-                                 spawn=self.supervisor.spawn)
+                                 spawn=self.supervisor.spawn, alerts=self.alerts)
         self.recovery = recover_spool(config.spool_dir, self.identity, self.hal.clock, self._on_entry,
                                       self._may_resume, self._read_hung_marker())
         self.controller = Controller(config, self.hal, self.identity, self.prompts, find_cjk_font(), self._on_entry,
-                                     self.supervisor.spawn)
+                                     self.supervisor.spawn, self._alert)
+        for closed in self.recovery.closed:
+            self._alert_not_resumed(closed)
         self.controller.state_listeners.append(self._write_status)
         self.supervisor.set_fault_handler(self.controller.on_thread_fault)
         self._buttons: Buttons | None = None
@@ -103,6 +108,19 @@ class Service:
         self._announced: float | None = None
         """The upload-deadline threshold last announced (on the tally and in the log)."""
         self._stopping = False
+
+    def _alert(self, alert: Alert) -> None:
+        """Central is told (INTERRUPT): the alert goes out now and again until central acknowledges it."""
+        log.error("alert %s to central: %s", alert.id, alert.summary())
+        self.alerts.add(alert)
+        self.uploader.wake()
+
+    def _alert_not_resumed(self, closed: Recovered) -> None:
+        clock = self.hal.clock
+        self._alert(session_alert(NOT_RESUMED, closed.opening, self.config.device.id, closed.session,
+                                  closed.cause, closed.why, closed.interrupted_at, 0,
+                                  clock.now().isoformat(timespec="milliseconds"), clock.is_synchronised(),
+                                  self.identity.sign))
 
     @property
     def _hung_marker(self) -> Path:
@@ -217,6 +235,8 @@ class Service:
             "last_fault": self.controller.last_fault,
             "backend": self.hal.backend,
             "upload_alerts": at_risk,
+            "alerts": [{"id": a.id, "kind": a.kind, "session": a.session, "cause": a.cause, "time": a.time}
+                       for a in self.alerts.waiting()],
             "threads": self.supervisor.problems(),
             "broker_connected": self.uploader.connected,
             "pid": os.getpid(),

@@ -5,8 +5,8 @@ something. The same text runs under the tests and the demo (mqtt/broker.py) and 
 Identity: the broker requires a client certificate from the agency CA and takes its CN as the username
 (`use_identity_as_username`); no passwords, no anonymous clients. Rights, by username:
 
-    device D     write P/D/entry, P/D/media, P/D/status     read P/D/receipt
-    receiver R   read P/+/entry, P/+/media, P/+/status       write P/+/receipt
+    device D     write P/D/entry, P/D/media, P/D/status, P/D/alert     read P/D/receipt, P/D/alert_ack
+    receiver R   read P/+/entry, P/+/media, P/+/status, P/+/alert       write P/+/receipt, P/+/alert_ack
 
 A device can thus neither pose as another device nor forge or read another device's receipts, and only a
 receiver can send the receipt that lets a device consider evidence delivered (docs/PROTOCOL.md §10).
@@ -21,10 +21,10 @@ from pathlib import Path
 from mqtt import protocol
 from mqtt.tls import TlsFiles
 
-DEVICE_WRITES = (protocol.ENTRY, protocol.MEDIA, protocol.STATUS)
-DEVICE_READS = (protocol.RECEIPT,)
-RECEIVER_READS = (protocol.ENTRY, protocol.MEDIA, protocol.STATUS)
-RECEIVER_WRITES = (protocol.RECEIPT,)
+DEVICE_WRITES = (protocol.ENTRY, protocol.MEDIA, protocol.STATUS, protocol.ALERT)
+DEVICE_READS = (protocol.RECEIPT, protocol.ALERT_ACK)
+RECEIVER_READS = (protocol.ENTRY, protocol.MEDIA, protocol.STATUS, protocol.ALERT)
+RECEIVER_WRITES = (protocol.RECEIPT, protocol.ALERT_ACK)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,9 @@ Topics, for device D under prefix P:
     P/D/media    device -> central  one chunk of a segment file (binary frame below), QoS 1
     P/D/receipt  central -> device  receipt for one entry after central stored and verified it, QoS 1
     P/D/status   device -> central  retained health message; the Last Will sets it offline
+    P/D/alert    device -> central  a signed alert: recording cannot continue (evidence/alert.py), QoS 1,
+                                    repeated until acknowledged
+    P/D/alert_ack central -> device  central stored that alert, QoS 1
 
 A media frame is b"RRM1", a 4-byte big-endian header length, a UTF-8 JSON header, then the chunk bytes.
 """
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evidence import layout
+from evidence.alert import ALERT_ID
 from evidence.canonical import NotCanonical, canonical, parse_strict
 from evidence.entry import HEX64
 from mqtt.errors import ProtocolError
@@ -30,6 +34,8 @@ MAX_RECEIPT = 4096
 """A receipt is about 250 bytes; anything over this is refused unread."""
 
 ENTRY, MEDIA, RECEIPT, STATUS = "entry", "media", "receipt", "status"
+ALERT, ALERT_ACK = "alert", "alert_ack"
+MAX_ALERT_ACK = 1024
 
 
 def topic(prefix: str, device: str, kind: str) -> str:
@@ -136,3 +142,32 @@ def decode_receipt(payload: bytes) -> Receipt:
     if not isinstance(receipt["stored_at"], str) or not isinstance(receipt["receiver"], str):
         raise ProtocolError("receipt 'stored_at' and 'receiver' must be strings")
     return Receipt(session, seq, digest, receipt["stored_at"], receipt["receiver"], payload)
+
+
+@dataclass(frozen=True)
+class AlertAck:
+    """Central stored the alert `alert` of `device` (PROTOCOL §4.6)."""
+
+    alert: str
+    device: str
+
+
+def encode_alert_ack(alert: str, device: str) -> bytes:
+    return canonical({"alert": alert, "device": device})
+
+
+def decode_alert_ack(payload: bytes) -> AlertAck:
+    if len(payload) > MAX_ALERT_ACK:
+        raise ProtocolError(f"alert acknowledgement of {len(payload)} bytes is over the {MAX_ALERT_ACK}-byte limit")
+    try:
+        value = parse_strict(payload)
+    except NotCanonical as err:
+        raise ProtocolError(f"alert acknowledgement is not strict JSON: {err}") from err
+    if not isinstance(value, dict) or set(value) != {"alert", "device"}:
+        raise ProtocolError("alert acknowledgement must be an object of exactly alert, device")
+    alert, device = value["alert"], value["device"]
+    if not isinstance(alert, str) or not ALERT_ID.match(alert):
+        raise ProtocolError("alert acknowledgement 'alert' must be 16 lowercase hex digits")
+    if not isinstance(device, str) or not layout.DEVICE_ID.match(device):
+        raise ProtocolError("alert acknowledgement 'device' must be a device id")
+    return AlertAck(alert, device)

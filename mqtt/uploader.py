@@ -23,6 +23,7 @@ from capture.spool import PendingItem, Spool
 from evidence.errors import RecorderError
 from evidence.supervisor import Beat, Spawn, Supervised, Supervisor
 from mqtt import protocol
+from mqtt.alert_outbox import AlertOutbox
 from mqtt.client import make_client, max_packet_size
 from mqtt.errors import ProtocolError
 from mqtt.tls import TlsFiles
@@ -56,7 +57,9 @@ class Uploader:
         live_session: Callable[[], str | None] = lambda: None,
         max_unacked_bytes: int = MAX_UNACKED_BYTES,
         spawn: Spawn | None = None,
+        alerts: AlertOutbox | None = None,
     ) -> None:
+        self._alerts = alerts
         self._spawn = spawn or Supervisor().spawn
         self._spool = spool
         self._live_session = live_session
@@ -134,7 +137,7 @@ class Uploader:
                       "%d bytes: raise max_packet_size in the broker's configuration", limit, protocol.MIN_CHUNK)
         self._chunk = max(protocol.MIN_CHUNK, min(protocol.DEFAULT_CHUNK, limit - _HEADER_ROOM))
         self._connect_failures = 0
-        client.subscribe(self._topic(protocol.RECEIPT), qos=1)
+        client.subscribe([(self._topic(protocol.RECEIPT), 1), (self._topic(protocol.ALERT_ACK), 1)])
         log.info("connected to broker %s:%d (media chunks of %d bytes)", self._host, self._port, self._chunk)
         # Whatever was in flight may be lost with the old connection, and everything unreceipted is sent again
         # from the spool; so paho's own copies of unacknowledged messages go, rather than go twice.
@@ -188,6 +191,9 @@ class Uploader:
             self._on_connect_fail(client, userdata)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if message.topic == self._topic(protocol.ALERT_ACK):
+            self._on_alert_ack(message)
+            return
         try:
             receipt = protocol.decode_receipt(bytes(message.payload))
         except ProtocolError as err:
@@ -201,6 +207,18 @@ class Uploader:
         with self._lock:
             self._receipts.append((PendingItem(receipt.session, receipt.seq), receipt))
             self._lock.notify_all()
+
+    def _on_alert_ack(self, message: paho.MQTTMessage) -> None:
+        try:
+            ack = protocol.decode_alert_ack(bytes(message.payload))
+            if ack.device != self._device:
+                raise ProtocolError(f"it names device {ack.device!r}")
+            if self._alerts is None or not self._alerts.acknowledged(ack.alert):
+                log.info("acknowledgement of alert %s, which is not waiting here; ignored", ack.alert)
+        except ProtocolError as err:
+            log.warning("refused an alert acknowledgement on %s: %s", message.topic, err)
+        except Exception:
+            log.exception("refused an alert acknowledgement on %s: unexpected error", message.topic)
 
     def _keep_receipts(self, beat: Beat) -> None:
         """Receipts are kept on their own thread, a burst at a time in one group commit, so neither paho's
@@ -322,6 +340,9 @@ class Uploader:
                     # A spool file damaged after it was written: named in the log, kept, and tried again at
                     # the resend.
                     log.error("cannot send %s/%d from the spool: %r", item.session, item.seq, err)
+            if self._connected and self._alerts is not None:
+                for alert in self._alerts.due():
+                    self._publish(self._topic(protocol.ALERT), alert.raw, wait=False)
             if self._connected and time.monotonic() - last_status > self._status_interval:
                 self._publish_status(online=True)
                 last_status = time.monotonic()
@@ -330,6 +351,7 @@ class Uploader:
                     self._lock.wait(0.5)
 
     def wake(self, *_: object) -> None:
-        """Ledger listener: a new entry is in the spool, send it now rather than at the next poll."""
+        """Ledger listener: a new entry is in the spool (or an alert in the outbox), send it now rather than at
+        the next poll."""
         with self._lock:
             self._lock.notify_all()

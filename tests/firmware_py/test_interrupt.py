@@ -6,6 +6,7 @@ given again, and the whole session verifies with the gap explained."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,15 @@ def wait_said(rig: Rig, key: str, timeout: float = 30.0) -> list[str]:
             assert key in said, said
             return said
         time.sleep(0.05)
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def body(log: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
@@ -165,5 +175,14 @@ def test_a_full_disk_that_does_not_clear_ends_in_cannot_continue__INTERRUPT(tmp_
         assert body(log, "event", "cannot_continue")[0]["cause"] == "storage_full"
         assert log[-1]["body"]["reason_code"] == "fault_not_cleared"
         assert verify_session(central, trusted_key_b64=rig.service.identity.public_key_b64).ok
+        # The head of the unit is told at once: the signed alert reached central, which acknowledged it.
+        [kept] = rig.store.alerts()
+        alert = kept.alert
+        assert (alert.kind, alert.session, alert.cause, alert.device) == (
+            "cannot_continue", session, "storage_full", rig.config.device.id)
+        assert alert.interrupted_at == gap["began_wall"] and alert.attempts >= 1
+        assert [o.name for o in alert.officers] == [o.name for o in rig.config.session.officers]
+        assert wait_until(lambda: not rig.service.alerts.waiting())
+        assert (rig.config.device.state_dir / "alerts" / f"{alert.id}.acked.json").read_bytes() == alert.raw
     finally:
         rig.close()

@@ -14,6 +14,7 @@ from firmware_py.service import Service, hal_settings
 from firmware_py.state_machine import State
 from hal.buttons.base import ButtonName
 from hal.factory import build_hal
+from mqtt.alert_outbox import AlertOutbox
 from mqtt.broker import LocalBroker
 from tests.conftest import fast_configs, make_rig
 from tests.firmware_py.test_interrupt import body, loud_fraction, stop_and_upload
@@ -94,5 +95,12 @@ def test_an_open_session_older_than_the_limit_is_closed__INTERRUPT(tmp_path: Pat
         assert gap["cause"] == "service_restart" and gap["resumed_ns"] is None
         assert log[-1]["body"]["reason_code"] == "not_resumed"
         assert verify_session(config.spool_dir / str(session)).ok
+        # Central is told, with what the officers' written explanation needs; the alert waits on disk for
+        # central's acknowledgement, so a restart before it comes sends it again.
+        [alert] = service.alerts.waiting()
+        assert (alert.kind, alert.session, alert.cause) == ("not_resumed", session, "service_restart")
+        assert alert.interrupted_at == gap["began_wall"] and alert.officers == closed.opening.officers
+        assert alert.signed_by(service.identity.public_key_b64)
+        assert [a.id for a in AlertOutbox(config.device.state_dir / "alerts", 1.0).waiting()] == [alert.id]
     finally:
         service.hal.close()

@@ -235,18 +235,19 @@ def test_device_cannot_take_over_another_devices_connection__NO_LEAK(tls_broker:
         b.close()
 
 
-def test_only_receivers_can_write_receipts__NO_LEAK(clients: tuple[Probe, Probe, Probe]) -> None:
-    # Receipts are what lets a device consider evidence delivered, so nobody else may write one,
-    # not even a device on its own receipt topic.
+@pytest.mark.parametrize("kind", ["receipt", "alert_ack"])
+def test_only_receivers_can_write_receipts__NO_LEAK(clients: tuple[Probe, Probe, Probe], kind: str) -> None:
+    # Receipts are what lets a device consider evidence delivered, and an alert's acknowledgement what lets
+    # it stop repeating the alert, so nobody else may write one, not even a device on its own topic.
     a, b, receiver = clients
-    assert a.subscribe(topic(A, "receipt")) == "Granted QoS 1"
-    assert b.subscribe(topic(B, "receipt")) == "Granted QoS 1"
-    assert a.publish(topic(A, "receipt"), b"self-made") == "Not authorized"
-    assert a.publish(topic(B, "receipt"), b"forged") == "Not authorized"
-    assert receiver.publish(topic(B, "receipt"), b"central's") == "Success"
-    assert b.wait_for(topic(B, "receipt"), b"central's") == [(topic(B, "receipt"), b"central's")]
-    assert receiver.publish(topic(A, "receipt"), b"central's") == "Success"
-    assert a.wait_for(topic(A, "receipt"), b"central's") == [(topic(A, "receipt"), b"central's")]
+    assert a.subscribe(topic(A, kind)) == "Granted QoS 1"
+    assert b.subscribe(topic(B, kind)) == "Granted QoS 1"
+    assert a.publish(topic(A, kind), b"self-made") == "Not authorized"
+    assert a.publish(topic(B, kind), b"forged") == "Not authorized"
+    assert receiver.publish(topic(B, kind), b"central's") == "Success"
+    assert b.wait_for(topic(B, kind), b"central's") == [(topic(B, kind), b"central's")]
+    assert receiver.publish(topic(A, kind), b"central's") == "Success"
+    assert a.wait_for(topic(A, kind), b"central's") == [(topic(A, kind), b"central's")]
 
 
 def test_device_cannot_read_another_devices_receipts_or_uploads__NO_LEAK(
@@ -274,14 +275,14 @@ def test_device_cannot_read_another_devices_receipts_or_uploads__NO_LEAK(
 def test_receiver_reads_entries_and_writes_receipts_but_forges_nothing__NO_LEAK(
         clients: tuple[Probe, Probe, Probe]) -> None:
     a, b, receiver = clients
-    for kind in ("entry", "media", "status"):
+    for kind in ("entry", "media", "alert", "status"):
         assert receiver.subscribe(topic("+", kind)) == "Granted QoS 1"
     assert a.subscribe(topic(A, "receipt")) == "Granted QoS 1"
     for device, client in ((A, a), (B, b)):
-        for kind in ("media", "entry", "status"):
+        for kind in ("media", "entry", "alert", "status"):
             assert client.publish(topic(device, kind), device.encode()) == "Success"
     got = receiver.wait_for(topic(B, "status"), B.encode())
-    assert {(topic(d, k), d.encode()) for d in (A, B) for k in ("media", "entry", "status")} == set(got)
+    assert {(topic(d, k), d.encode()) for d in (A, B) for k in ("media", "entry", "alert", "status")} == set(got)
     assert receiver.publish(topic(A, "entry"), b"forged by central") == "Not authorized"
     assert receiver.publish(topic(A, "receipt"), b"receipt") == "Success"
     assert a.wait_for(topic(A, "receipt"), b"receipt") == [(topic(A, "receipt"), b"receipt")]
