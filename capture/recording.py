@@ -310,6 +310,20 @@ class Recording:
         return close_session(self.ledger, reason, code, self.segments)
 
 
+def record_declined(parts: RecordingParts, spool_dir: Path, session_id: str, meta: SessionMeta, code: str,
+                    label: str, on_entry: Callable[[Entry], None]) -> Entry:
+    """A session declined before anything was recorded (NO-RECORD): its `open`, the `declined` event with the
+    reason, and its `close` (reason code `declined`, no segments), signed and sent like any other session, so
+    central can count declined sessions. Returns the closing entry."""
+    ledger = Ledger(spool_dir / session_id, meta.device_id, session_id, parts.signer, parts.clock)
+    ledger.subscribe(on_entry)
+    ledger.append("open", opening_body(
+        meta, parts.signer.public_key_b64, parts.segment_seconds, parts.video, parts.sample_rate, parts.recipient,
+        parts.clock.monotonic_ns(), {"clock_synced": parts.clock.is_synchronised()}))
+    ledger.append("event", {"name": "declined", "code": code, "label": label})
+    return close_session(ledger, f"declined: {label}", "declined", [])
+
+
 def wall_at(entries: list[Entry], media_ns: int) -> str:
     """The wall-clock time of a media time, as a session's own entries map one onto the other: from the last
     segment that says (`end_wall`), else from the session's opening (FORMAT §4.5 `began_wall`)."""

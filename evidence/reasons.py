@@ -1,4 +1,5 @@
-"""Why recording stopped, and why a session ended: the reason codes of the ledger (FORMAT §4.5, §4.6).
+"""Why recording stopped, why a session ended, and why one was declined: the reason codes of the ledger
+(FORMAT §4.3, §4.5, §4.6).
 
 The law lists the objective causes an officer must explain on restarting (equipment fault or damage, power
 or battery, storage full, bad weather, obstruction by people present, change of venue; seeds 000 Art. 22,
@@ -46,4 +47,14 @@ CLOSE_REASONS: dict[str, str] = {
     "service_stopped": "the service was stopped while the session was open",
     "not_resumed": "the device restarted too long after the session was interrupted to resume it",
     "recovered": "closed by crash recovery (a session recorded before sessions resumed)",
+    "declined": "an officer declined to record, for a reason the law allows; nothing was recorded",
 }
+
+DECLINE_REASONS: dict[str, Reason] = {r.code: r for r in (
+    Reason("explosion_risk", "易燃易爆等危险场所且无防爆设备",
+           "an explosion-risk area without explosion-proof equipment", "explosion_risk", False),
+    Reason("state_secret", "涉及国家秘密", "state secrets", "secrets", False),
+    Reason("trade_secret", "涉及商业秘密且未经同意", "trade secrets, without consent", "secrets", False),
+    Reason("privacy", "涉及个人隐私且未经同意", "personal privacy, without consent", "secrets", False),
+)}
+"""Why a session may be declined (NO-RECORD, seed 001 Art. 8): the `declined` event's `code`."""

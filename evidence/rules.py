@@ -36,6 +36,7 @@ class Problem(enum.Enum):
     UNEXPLAINED_RECOVERY = "recovered segment not followed by an interruption"
     TRUNCATED = "truncated session (no closing entry or totals do not match)"
     AFTER_CLOSE = "entry after the closing entry"
+    DECLINED_BUT_RECORDED = "a session closed as declined holds recorded segments"
     UNDECRYPTABLE = "sealed segment does not decrypt"
     UNDECODABLE = "undecodable segment"
 
@@ -190,6 +191,9 @@ class SessionRules:
         self._check_continues(interruption.began_ns, where, "begins")
 
     def _check_closing(self, closing: Closing, where: str) -> None:
+        if closing.reason_code == "declined" and self.segments:
+            raise Violation(Problem.DECLINED_BUT_RECORDED, where,
+                            f"the session says it was declined, but {self.segments} segment(s) were recorded")
         if self.recovered:
             raise Violation(Problem.UNEXPLAINED_RECOVERY, where,
                             f"recovered {', '.join(self.recovered)} precede it with no interruption between")

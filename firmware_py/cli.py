@@ -125,7 +125,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if not port.isdigit() or not 1 <= int(port) <= 65535:
             raise ServiceError(f"--broker: {args.broker!r} is not HOST:PORT with a port of 1..65535")
         broker = (host or "127.0.0.1", int(port))
-    result = run_demo(args.seconds, args.workdir, broker, tls=args.tls)
+    result = run_demo(args.seconds, args.workdir, broker, tls=args.tls, interrupt=args.interrupt)
     print_summary(result)
     return 0 if result.report.ok else 1
 
@@ -229,6 +229,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from capture.spool import Spool
     from evidence.deadline import Level
     from firmware_py.deadlines import assess
+    from mqtt.alert_outbox import AlertOutbox
 
     cfg = _load_config(args.config)
     status_file = cfg.device.state_dir / "status.json"
@@ -241,6 +242,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     spool = Spool(cfg.spool_dir, create=False)
     backlog = spool.backlog()
     alerts = [a.as_dict() for a in assess(spool.recordings(), time.time(), cfg.upload) if a.level is not Level.OK]
+    waiting = AlertOutbox(cfg.device.state_dir / "alerts", 0).waiting()  # reads only: it creates nothing
     running = _alive(status.get("pid")) and status.get("state") != "stopped"
     report = {
         "device": cfg.device.id,
@@ -255,13 +257,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         "oldest_unreceipted_s": backlog.oldest_age_s,
         "status_written": status.get("time"),
         "upload_alerts": alerts,
+        "alerts": [{"id": a.id, "kind": a.kind, "session": a.session, "cause": a.cause,
+                    "interrupted_at": a.interrupted_at} for a in waiting],
     }
     if args.json:
         print(json.dumps(report, indent=1, ensure_ascii=False))
     else:
         for key, value in report.items():
-            if key != "upload_alerts":
+            if key not in ("upload_alerts", "alerts"):
                 print(f"{key:22} {value}")
+        for waiting in report["alerts"]:
+            print(f"{'ALERT ' + waiting['kind']:22} session {waiting['session']}: {waiting['cause']} since "
+                  f"{waiting['interrupted_at']}; not yet acknowledged by central")
         for alert in alerts:
             print(f"{'UPLOAD ' + alert['level'].upper():22} {alert['session']}: ended "
                   f"{alert['hours_since_finished']} h ago, {alert['pending_entries']} entries not receipted, "
@@ -315,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--broker", metavar="HOST:PORT", help="an existing broker instead of starting Mosquitto")
     demo.add_argument("--tls", action="store_true",
                       help="mutual TLS and the recorder ACL, with a throwaway CA in the work folder")
+    demo.add_argument("--interrupt", action="store_true",
+                      help="break the camera for 2 s midway: the session resumes, the device asks for the reason "
+                           "and gives the notice again, and central's copy verifies with the break explained")
     demo.set_defaults(func=cmd_demo)
 
     verify = command("verify", "check stored sessions offline (a device spool, central's copy or an export)")

@@ -23,7 +23,7 @@ from typing import Any
 from capture.errors import CaptureError, InputFault, fault_cause
 from capture.ledger import Signer
 from capture.live import LiveInputs
-from capture.recording import MediaTime, Recording, RecordingParts, SessionMeta
+from capture.recording import MediaTime, Recording, RecordingParts, SessionMeta, record_declined
 from capture.recovery import Resumable
 from capture.stamp import Stamper, StampFacts
 from evidence.alert import CANNOT_CONTINUE, Alert, MalformedAlert, session_alert
@@ -31,10 +31,11 @@ from evidence.encryption import public_key_from_b64
 from evidence.entry import Entry
 from evidence.errors import RecorderError, StorageFault
 from evidence.layout import new_session_id
+from evidence.reasons import DECLINE_REASONS
 from evidence.supervisor import Beat, Spawn, Supervised
 from evidence.verify import CLOCK_STEP_S
 from firmware_py.config import Config
-from firmware_py.explaining import Explanation, reason_options
+from firmware_py.explaining import Explanation, SpokenMenu, reason_options
 from firmware_py.preflight import CheckResult, Preflight, bytes_needed
 from firmware_py.prompts import Prompt, PromptCache, failure_prompt, notice_prompts
 from firmware_py.state_machine import Event, State, StateMachine
@@ -56,9 +57,13 @@ TALLY = {
     State.FAULT: TallyPattern.FAULT,
     State.INTERRUPTED: TallyPattern.FAULT,
     State.EXPLAINING: TallyPattern.NOTICE,
+    State.DECLINING: TallyPattern.OFF,  # nothing is recorded, and the light says so to everyone in the room
 }
 RECORDING_STATES = (State.NOTICE, State.RECORDING, State.EXPLAINING)
 """States in which the inputs feed a run of segments."""
+CLOSING_WORDS_S = 30.0
+"""The longest the closing statement may take to be said (it takes about 5 s) before the session closes
+without it."""
 
 
 @dataclass
@@ -68,6 +73,7 @@ class Timings:
     tally_on: int | None = None
     notice_first_sample: int | None = None
     sessions_closed: list[str] = field(default_factory=list)
+    sessions_declined: list[str] = field(default_factory=list)
     resumed: list[int] = field(default_factory=list)
     """When each resumed run's first frame was recorded."""
 
@@ -127,6 +133,7 @@ class Controller:
         """The notice prompts being given, until each has been said."""
         self._break: Break | None = None
         self._explanation: Explanation | None = None
+        self._declining: SpokenMenu | None = None
         self._reserve = bytes_needed(config.video.bitrate, 1)
         """Free space below which recording breaks off as storage full: a minute of recording, so the
         ledger's interruption and close entries always find room."""
@@ -143,6 +150,14 @@ class Controller:
     # ---- inputs from other threads -------------------------------------------------------------
     def on_button(self, name: ButtonName) -> None:
         self._queue.put(("button", name))
+
+    def on_brushed(self, name: ButtonName) -> None:
+        """Buttons: STOP was let go before the hold time."""
+        self._queue.put(("brushed", name))
+
+    def on_held(self, name: ButtonName) -> None:
+        """Buttons: MARK was held (for as long as STOP must be)."""
+        self._queue.put(("held", name))
 
     def on_fault(self, fault: RecorderError) -> None:
         self._queue.put(("fault", fault))
@@ -189,6 +204,10 @@ class Controller:
             try:
                 if kind == "button":
                     self._button(value)
+                elif kind == "brushed":
+                    self._brushed(value)
+                elif kind == "held":
+                    self._held(value)
                 elif kind == "spoken":
                     self._spoken(value)
                 elif kind == "resume":
@@ -206,7 +225,7 @@ class Controller:
 
     def _tick(self) -> None:
         """Between events: end a fault flash, watch the inputs, the disk, the power and the clock while
-        recording, mend a break, and move an explanation along."""
+        recording, mend a break, and move an explanation or a decline menu along."""
         if self._fault_flash_until is not None and time.monotonic() >= self._fault_flash_until:
             self._fault_flash_until = None
             self._show_tally(self.machine.state)
@@ -221,6 +240,9 @@ class Controller:
         elif state is State.EXPLAINING and self._explanation is not None:
             self._explanation.tick()
             self._explained()
+        elif state is State.DECLINING and self._declining is not None:
+            self._declining.tick()
+            self._decline_if_chosen()
         self._watch_clock()
 
     def _recording_problem(self) -> InputFault | None:
@@ -280,12 +302,20 @@ class Controller:
             self._begin_session()
             return
         self._log_event("button", button=name.value)
-        if self._explanation is not None and state is State.EXPLAINING and self._explanation.button(name):
+        if self._declining is not None and state is State.DECLINING:
+            if name is ButtonName.STOP:
+                self._declining.take("cancel")  # STOP held: the officer does not want to decline after all
+            elif self._declining.button(name):
+                self.voice.tone("mark" if name is ButtonName.MARK else "start")
+            self._decline_if_chosen()
+        elif self._explanation is not None and state is State.EXPLAINING and self._explanation.button(name):
             self.voice.tone("mark" if name is ButtonName.MARK else "start")
             self._explained()
         elif name is ButtonName.STOP:
             if self.machine.fire(Event.STOP):
                 self.voice.tone("stop")
+                if state in RECORDING_STATES:
+                    self._say_closing_statement()
                 closed = self._close_session("stop button held", "stop_button")
                 self.machine.fire(Event.CLOSED if closed else Event.FAULT)
         elif name is ButtonName.MARK and state in (State.NOTICE, State.RECORDING):
@@ -293,6 +323,63 @@ class Controller:
             self._log_event("mark", label=self._config.session.mark_label)
         elif self._recording is not None:
             self.voice.tone("refused")  # heard, but it does nothing now (START while recording)
+
+    def _held(self, name: ButtonName) -> None:
+        """MARK held while idle: declining to record (NO-RECORD), through the spoken menu."""
+        if name is not ButtonName.MARK or self._recording is not None or not self.machine.fire(Event.DECLINE):
+            return
+        words = self._words
+        options = [(code, words.decline_option(code)) for code in ("cancel", *DECLINE_REASONS)]
+        # The menu's first option ("cancel") is said after the introduction, as what silence will take.
+        self._declining = SpokenMenu(self.voice, words.decline_intro() + options[0][1], options,
+                                     self._config.session.menu_seconds, self._on_spoken)
+
+    def _decline_if_chosen(self) -> None:
+        menu = self._declining
+        if menu is None or menu.result is None:
+            return
+        self._declining = None
+        code = menu.result[0]
+        if code == "cancel":
+            log.info("declining cancelled: nothing written")
+            self._say(self._words.decline_cancelled())
+            self.machine.fire(Event.CANCELLED)
+            return
+        session_id = new_session_id(self._hal.clock.now())
+        try:
+            record_declined(self._parts(), self._config.spool_dir, session_id, self._meta(), code,
+                            DECLINE_REASONS[code].zh, self._on_entry)
+        except RecorderError as err:
+            self.last_fault = f"the declined session could not be written: {err}"
+            log.error("%s", self.last_fault)
+            self._say(self._words.fault(fault_cause(err)))
+            self.machine.fire(Event.CANCELLED)
+            return
+        log.info("session %s declined (%s): nothing recorded", session_id, code)
+        self.timings.sessions_declined.append(session_id)
+        self._say(self._words.declined(code))
+        self.machine.fire(Event.DECLINED)
+
+    def _brushed(self, name: ButtonName) -> None:
+        """A STOP let go too soon does nothing, but is never silent: the officer hears how to stop, and the
+        ledger shows the press."""
+        if self._recording is None:
+            return
+        self._log_event("brushed_stop", button=name.value)
+        self._say(self._words.hold_to_stop())
+
+    def _say_closing_statement(self) -> None:
+        """The closing statement with the end time, said into the recording before it closes (the inputs
+        still run) and in the ledger before the close."""
+        for utterance in [self.voice.say(p, cache=False) for p in self._words.ended(self._hal.clock.now())]:
+            deadline = time.monotonic() + CLOSING_WORDS_S
+            while not utterance.done.wait(0.25):
+                self._beat()
+                if time.monotonic() > deadline:
+                    self.voice.cancel([utterance])
+                    break
+            if utterance.error != "cancelled":
+                self._log_spoken(utterance)
 
     def _fault(self, reason: str, cause: str = "device_fault") -> None:
         state = self.machine.state
@@ -509,17 +596,23 @@ class Controller:
         if utterance in self._notices:
             self._notice_spoken(utterance)
             return
-        if self._recording is not None:
-            details: dict[str, Any] = {"prompt": utterance.key, "text": utterance.text, "voice": utterance.voice,
-                                       "started": utterance.started, "seconds": utterance.seconds}
-            if utterance.started_mono_ns is not None:
-                details["started_ns"] = self._recording.media_time(utterance.started_mono_ns).ns
-            if utterance.error is not None:
-                details["error"] = utterance.error
-            self._log_event("spoken", **details)
+        self._log_spoken(utterance)
+        if self._declining is not None:
+            self._declining.spoken(utterance)
         if self._explanation is not None:
             self._explanation.spoken(utterance)
             self._explained()
+
+    def _log_spoken(self, utterance: Utterance) -> None:
+        if self._recording is None:
+            return
+        details: dict[str, Any] = {"prompt": utterance.key, "text": utterance.text, "voice": utterance.voice,
+                                   "started": utterance.started, "seconds": utterance.seconds}
+        if utterance.started_mono_ns is not None:
+            details["started_ns"] = self._recording.media_time(utterance.started_mono_ns).ns
+        if utterance.error is not None:
+            details["error"] = utterance.error
+        self._log_event("spoken", **details)
 
     def _give_notice(self) -> None:
         """The notice prompts, said into the recording; the `notice` events follow as each is said."""

@@ -183,16 +183,14 @@ def kill9_and_resume(workdir: Path, port: int, record_s: float = 3.0) -> ResumeO
     receiver.central_key = load_central_key(workdir / "central-key.pem")
     receiver.start()
     record, after = workdir / "record.txt", workdir / "after.txt"
-    record.write_text("0.1 press start\n0.2 wait recording\n3600 end\n")
+    record.write_text(f"0.1 press start\n0.2 wait recording\n{record_s:g} kill\n")
     after.write_text("0 wait explaining\n0 wait recording\n0.5 hold stop 2.5\n3 end\n")
     command = [sys.executable, "-m", "firmware_py.cli", "run", "--config", str(config), "--hal", "sim"]
     try:
         first = subprocess.Popen([*command, "--scenario", str(record)], stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
         session = _wait_for_new_recording(workdir / "device" / "status.json", None, first)
-        time.sleep(record_s)
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait()
+        first.wait(60 + record_s)  # the scenario's `kill`: the service ends itself as a power cut would
         restarted = time.time()
         second = subprocess.run([*command, "--scenario", str(after), "--drain-seconds", "60"], capture_output=True,
                                 check=False, timeout=300)

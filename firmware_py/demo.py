@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from capture.ledger import read_entries
 from capture.probe import decodes
+from evidence.entry import EVENT, Entry
+from evidence.reasons import INTERRUPTION_REASONS
 from evidence.verify import Report, verify_session
 from firmware_py import rig as rig_mod
 from firmware_py.errors import ServiceError
-from firmware_py.scenario import ScenarioRunner, demo_steps
+from firmware_py.scenario import INTERRUPT_DEMO_FAULT_S, ScenarioRunner, demo_steps
 from firmware_py.service import wait_for_state
 from hal.buttons.base import ButtonName
 from mqtt.broker import LocalBroker, free_port
@@ -29,16 +32,25 @@ class DemoResult:
     upload_wait_s: float
     working_copies: int
     """Segments central decrypted into a viewing copy (checked against the seal)."""
+    breaks: list[str] = field(default_factory=list)
+    """Each interruption of the session, as its ledger at central tells it."""
+
+
+INTERRUPT_SETTINGS: dict[str, dict[str, Any]] = {"session": {"explanation_seconds": 5.0, "menu_seconds": 3.0}}
+"""The demo's officer says nothing and presses nothing after the break: short waits keep the demo short."""
 
 
 def run_demo(seconds: float, workdir: Path | None, broker_addr: tuple[str, int] | None = None,
-             device: dict[str, dict[str, Any]] | None = None, tls: bool = False) -> DemoResult:
+             device: dict[str, dict[str, Any]] | None = None, tls: bool = False, interrupt: bool = False) -> DemoResult:
     if tls and broker_addr is not None:
         raise ServiceError("--tls makes a throwaway CA that only the demo's own broker trusts: "
                            "it cannot be used with --broker")
     workdir = workdir or Path(tempfile.mkdtemp(prefix="recorder-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     host, port = broker_addr or ("127.0.0.1", free_port())
+    if interrupt:
+        device = {section: {**INTERRUPT_SETTINGS.get(section, {}), **(device or {}).get(section, {})}
+                  for section in {*INTERRUPT_SETTINGS, *(device or {})}}
     cfg, central = rig_mod.configs(workdir, host, port, device)
     broker_tls = None
     if tls:
@@ -61,10 +73,13 @@ def run_demo(seconds: float, workdir: Path | None, broker_addr: tuple[str, int] 
         print(f"central    {central.receiver.store_dir}")
         assert service.hal.sim is not None
         pins = cfg.hal.pins
-        runner = ScenarioRunner(demo_steps(seconds, cfg.session.stop_hold_seconds), service.hal.sim,
+        runner = ScenarioRunner(demo_steps(seconds, cfg.session.stop_hold_seconds, interrupt), service.hal.sim,
                                 {ButtonName.START: pins.start, ButtonName.STOP: pins.stop, ButtonName.MARK: pins.mark},
                                 lambda st, t: wait_for_state(service, st, t))
         print(f"session    START pressed; recording {seconds:g} s with a MARK; then STOP held")
+        if interrupt:
+            print(f"break      the camera fails for {INTERRUPT_DEMO_FAULT_S:g} s at {seconds / 2:g} s; the device "
+                  "says so, resumes, asks for the reason and gives the notice again")
         runner.start()
         runner.finished.wait()
         if runner.failure:
@@ -87,12 +102,33 @@ def run_demo(seconds: float, workdir: Path | None, broker_addr: tuple[str, int] 
         report = verify_session(files, trusted_key_b64=rig.store.device_key(cfg.device.id), decode=decodes,
                                 central_key=rig.receiver.central_key)
         copies = sum(rig.store.has_working_copy(cfg.device.id, session_id, name) for name in files.media_names())
-        return DemoResult(session_id, central_dir, report, waited, copies)
+        return DemoResult(session_id, central_dir, report, waited, copies, _breaks(read_entries(central_dir)))
     finally:
         if rig is not None:
             rig.close()
         if broker is not None:
             broker.stop()
+
+
+def _breaks(log: list[Entry]) -> list[str]:
+    """Each interruption: its cause, its length, the officer's explanation and reason, as the ledger says."""
+    told: list[str] = []
+    for entry in log:
+        gap = entry.interruption
+        if gap is None or gap.began_ns is None:
+            continue
+        length = "not resumed" if gap.resumed_ns is None else f"{(gap.resumed_ns - gap.began_ns) / 1e9:.1f} s"
+        events = [e.body for e in log if e.kind == EVENT and e.body.get("interruption") == entry.seq]
+        explained = [b for b in events if b.get("name") == "explanation"]
+        chosen = [b for b in events if b.get("name") == "reason"]
+        text = f"entry {entry.seq}: {gap.cause} ({INTERRUPTION_REASONS[gap.cause].zh}), {length}"
+        if explained:
+            b = explained[0]
+            text += f"; explanation recorded {(b['ended_ns'] - b['began_ns']) / 1e9:.1f} s from {b['began_wall']}"
+        if chosen:
+            text += f"; reason {chosen[0]['code']} ({chosen[0]['chosen']})"
+        told.append(text)
+    return told
 
 
 def print_summary(result: DemoResult) -> None:
@@ -102,6 +138,8 @@ def print_summary(result: DemoResult) -> None:
     if result.working_copies:
         print(f"sealed     every segment encrypted to central's key on the device; central decrypted "
               f"{result.working_copies} working copies and checked each against its seal")
+    for told in result.breaks:
+        print(f"break      {told}")
     print(f"verified   {'OK' if r.ok else 'FAILED'}: {r.segments} segments, {r.entries} ledger entries, "
           f"{r.media_bytes / 1e6:.2f} MB, {r.duration_ns / 1e9:.1f} s of continuous recording")
     for finding in r.findings:

@@ -68,6 +68,11 @@ class SpokenMenu:
             return True
         return False
 
+    def take(self, code: str) -> None:
+        """End the menu with `code`, one of its options, as if the officer had picked it."""
+        if self.result is None:
+            self.result = (code, Choice.CONFIRMED if code == self._options[0][0] else Choice.CHANGED)
+
     def tick(self) -> None:
         if self.result is None and self._quiet_since is not None and \
                 time.monotonic() - self._quiet_since >= self._timeout_s:

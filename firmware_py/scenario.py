@@ -11,6 +11,9 @@ of the scenario. Actions:
                             delivers no frame), microphone (hears only digital silence), storage (full:
                             nothing more fits), power (under-voltage)
     clear DEVICE            mend it
+    kill                    end the service at once, as a power cut would (SIGKILL: nothing is closed or
+                            flushed). Under systemd it starts again by itself; by hand, run `recorder run`
+                            again (with another scenario to go on). An open session is taken up again
     end                     wait until no session is open (the device is idle, or in fault), then stop
                             the service; ending in fault fails the scenario
 
@@ -20,6 +23,8 @@ After a break the device asks for the reason and offers a spoken menu: `press ma
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -98,12 +103,12 @@ def parse(text: str, source: str = "scenario") -> list[Step]:
             steps.append(Step(at, action, None, seconds, device=args[0]))
         elif action == "clear" and len(args) == 1:
             steps.append(Step(at, action, None, 0.0, device=args[0]))
-        elif action == "end" and not args:
+        elif action in ("end", "kill") and not args:
             steps.append(Step(at, action, None, 0.0))
         else:
             raise ScenarioError(f"{where}: cannot read {raw.strip()!r}: expected 'press BUTTON', "
-                                "'hold BUTTON SECONDS', 'wait STATE', 'fault DEVICE [SECONDS]', 'clear DEVICE' "
-                                "or 'end'")
+                                "'hold BUTTON SECONDS', 'wait STATE', 'fault DEVICE [SECONDS]', 'clear DEVICE', "
+                                "'kill' or 'end'")
     if not steps:
         raise ScenarioError(f"{source}: the scenario has no steps")
     return steps
@@ -119,15 +124,25 @@ def load(path: Path) -> list[Step]:
     return parse(text, str(path))
 
 
-def demo_steps(seconds: float, stop_hold: float) -> list[Step]:
-    """The demo's session: START, the notice, `seconds` of recording with a MARK midway, STOP held."""
-    return [
-        Step(0.5, "press", ButtonName.START, _TAP_SECONDS),
-        Step(0.6, "wait", None, 0.0, State.RECORDING),
-        Step(seconds / 2, "press", ButtonName.MARK, _TAP_SECONDS),
-        Step(seconds, "hold", ButtonName.STOP, stop_hold + 0.5),
-        Step(seconds + stop_hold + 1.0, "end", None, 0.0),
-    ]
+def demo_steps(seconds: float, stop_hold: float, interrupt: bool = False) -> list[Step]:
+    """The demo's session: START, the notice, `seconds` of recording with a MARK midway, STOP held. With
+    `interrupt`, the camera fails for INTERRUPT_DEMO_FAULT_S at the start of the second half: the device says
+    so, resumes, asks for the reason, runs the menu to its timeout and gives the notice again; then the rest."""
+    start = [Step(0.5, "press", ButtonName.START, _TAP_SECONDS), Step(0.6, "wait", None, 0.0, State.RECORDING)]
+    half = seconds / 2
+    if not interrupt:
+        return [*start, Step(half, "press", ButtonName.MARK, _TAP_SECONDS),
+                Step(seconds, "hold", ButtonName.STOP, stop_hold + 0.5),
+                Step(seconds + stop_hold + 1.0, "end", None, 0.0)]
+    return [*start, Step(half / 2, "press", ButtonName.MARK, _TAP_SECONDS),
+            Step(half, "fault", None, INTERRUPT_DEMO_FAULT_S, device="camera"),
+            Step(half, "wait", None, 0.0, State.EXPLAINING),
+            Step(0.0, "wait", None, 0.0, State.RECORDING),
+            Step(half, "hold", ButtonName.STOP, stop_hold + 0.5),
+            Step(half + stop_hold + 1.0, "end", None, 0.0)]
+
+
+INTERRUPT_DEMO_FAULT_S = 2.0
 
 
 class ScenarioRunner:
@@ -170,6 +185,8 @@ class ScenarioRunner:
                 t0 = time.monotonic()
             elif step.action == "end":
                 return self._end()
+            elif step.action == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
             elif step.action in ("fault", "clear"):
                 assert step.device is not None
                 self._sim.fault(step.device, step.action == "fault")

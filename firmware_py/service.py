@@ -267,7 +267,8 @@ class Service:
         if self.recovery.resumable is not None:
             self.controller.take_up(self.recovery.resumable)
         self.uploader.start()
-        self._buttons = self.hal.buttons(self.controller.on_button)
+        self._buttons = self.hal.buttons(self.controller.on_button, self.controller.on_brushed,
+                                        self.controller.on_held)
         self.supervisor.spawn("deadlines", self._watch_deadlines, silence_s=30.0)
         self.supervisor.spawn("watchdog", self._watchdog, silence_s=30.0)
         self._write_status(State.IDLE)

@@ -22,6 +22,8 @@ class State(enum.Enum):
     """Recording again after a break: the device asks for the reason, the officer explains and picks it."""
     CLOSING = "closing"
     FAULT = "fault"
+    DECLINING = "declining"
+    """MARK held while idle: the officer picks, through the spoken menu, the lawful reason not to record."""
 
 
 class Event(enum.Enum):
@@ -40,6 +42,11 @@ class Event(enum.Enum):
     EXPLAINED = "explained"
     NOTICE_AGAIN = "notice_again"
     CANNOT_CONTINUE = "cannot_continue"
+    DECLINE = "decline"
+    DECLINED = "declined"
+    """The reason was picked and the declined session written (nothing recorded)."""
+    CANCELLED = "cancelled"
+    """No reason was picked: nothing is written."""
 
 
 TRANSITIONS: dict[tuple[State, Event], State] = {
@@ -65,6 +72,9 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.CLOSING, Event.FAULT): State.FAULT,
     (State.FAULT, Event.START): State.PREFLIGHT,
     (State.FAULT, Event.CLEARED): State.IDLE,
+    (State.IDLE, Event.DECLINE): State.DECLINING,
+    (State.DECLINING, Event.DECLINED): State.IDLE,
+    (State.DECLINING, Event.CANCELLED): State.IDLE,
 }
 
 

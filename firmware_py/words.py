@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from evidence.reasons import INTERRUPTION_REASONS
+from evidence.reasons import DECLINE_REASONS, INTERRUPTION_REASONS
 from firmware_py.config import NoticeConfig
 from firmware_py.prompts import Prompt
 
@@ -83,6 +83,26 @@ class Words:
             f"Recording cannot continue: {reason.en}. Report to the head of the unit at once; "
             "two or more officers must explain in writing afterwards.",
         )
+
+    def decline_intro(self) -> list[Prompt]:
+        return self._pair("decline_intro", "不予录音录像登记。按标记键逐项听取原因，按开始键确认；不操作则取消。",
+                          "Declining to record. Press MARK to hear each reason and START to confirm; do nothing "
+                          "to cancel.")
+
+    def decline_option(self, code: str) -> list[Prompt]:
+        """One option of the decline menu: a code of DECLINE_REASONS, or `cancel`."""
+        if code == "cancel":
+            return self._pair("decline_option_cancel", "取消，不登记。", "Cancel: nothing is logged.")
+        reason = DECLINE_REASONS[code]
+        return self._pair(f"decline_option_{code}", f"{reason.zh}。", f"{reason.en}.")
+
+    def declined(self, code: str) -> list[Prompt]:
+        reason = DECLINE_REASONS[code]
+        return self._pair(f"declined_{code}", f"已登记不予录音录像，原因：{reason.zh}。本次不录音录像。",
+                          f"Declined and logged: {reason.en}. Nothing is recorded.")
+
+    def decline_cancelled(self) -> list[Prompt]:
+        return self._pair("decline_cancelled", "已取消，未登记。", "Cancelled. Nothing was logged.")
 
     def ended(self, at: dt.datetime) -> list[Prompt]:
         """The closing statement, said into the recording before it closes."""

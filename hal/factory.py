@@ -85,9 +85,9 @@ class Hal:
     settings: HalSettings
     sim: SimControls | None = None
 
-    def buttons(self, handler: ButtonHandler) -> Buttons:
+    def buttons(self, handler: ButtonHandler, brushed: ButtonHandler, held: ButtonHandler) -> Buttons:
         pins = {name: self.settings.pins[name.value] for name in ButtonName}
-        return Buttons(pins, self.settings.stop_hold_seconds, self.pin_factory, handler)
+        return Buttons(pins, self.settings.stop_hold_seconds, self.pin_factory, handler, brushed, held)
 
     def close(self) -> None:
         self.tally.close()

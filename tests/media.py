@@ -72,3 +72,16 @@ def audio_pcm(paths: list[Path], rate: int) -> np.ndarray:
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+
+def loud_fraction(session: Path, log: list[dict[str, Any]], start_ns: int, seconds: float, rate: int) -> float:
+    """The share of 0.1 s windows of the recording between `start_ns` and `seconds` later that are louder than
+    the quiet room: how much of what the device said there is in the recording itself."""
+    run = [e["body"] for e in log if e["kind"] == "segment" and (e["body"]["end_ns"] or 0) > start_ns]
+    first = run[0]
+    pcm = audio_pcm([session / "plain" / b["file"] for b in run], rate)
+    offset = (start_ns - first["start_ns"]) * rate // 1_000_000_000
+    window = rate // 10
+    span = pcm[offset : offset + int(seconds * rate)]
+    levels = [float(np.sqrt(np.mean(span[i : i + window] ** 2))) for i in range(0, len(span) - window, window)]
+    return sum(1 for level in levels if level > 0.01) / max(1, len(levels))

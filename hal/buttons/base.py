@@ -22,7 +22,8 @@ class Buttons:
     """Wires gpiozero buttons to one handler.
 
     STOP fires only after it has been held for `stop_hold_s`, so a brush against it cannot end a
-    recording; START and MARK fire on press.
+    recording; one let go sooner goes to `brushed` instead, so the officer can be told to hold it. START
+    and MARK fire on press; MARK held as long as STOP goes to `held` as well (to decline a session).
     """
 
     def __init__(
@@ -31,16 +32,35 @@ class Buttons:
         stop_hold_s: float,
         pin_factory: Any,
         handler: ButtonHandler,
+        brushed: ButtonHandler,
+        held: ButtonHandler,
     ) -> None:
         self._buttons: dict[ButtonName, Button] = {}
         for name, pin in pins.items():
-            hold = stop_hold_s if name is ButtonName.STOP else 1.0
-            button = Button(pin, pull_up=True, hold_time=hold, pin_factory=pin_factory)
+            button = Button(pin, pull_up=True, hold_time=stop_hold_s, pin_factory=pin_factory)
             if name is ButtonName.STOP:
-                button.when_held = lambda n=name: handler(n)
+                self._wire_hold(button, name, handler, brushed)
             else:
                 button.when_pressed = lambda n=name: handler(n)
+                if name is ButtonName.MARK:
+                    button.when_held = lambda n=name: held(n)
             self._buttons[name] = button
+
+    @staticmethod
+    def _wire_hold(button: Button, name: ButtonName, handler: ButtonHandler, brushed: ButtonHandler) -> None:
+        held = [False]
+
+        def on_held() -> None:
+            held[0] = True
+            handler(name)
+
+        def on_released() -> None:
+            if not held[0]:
+                brushed(name)
+            held[0] = False
+
+        button.when_held = on_held
+        button.when_released = on_released
 
     def close(self) -> None:
         for button in self._buttons.values():

@@ -151,3 +151,8 @@ def test_a_cause_that_is_not_a_reason_code_is_malformed__INTERRUPT(tmp_path: Pat
 
 def test_interruptions_written_before_they_carried_times_still_verify(tmp_path: Path) -> None:
     assert verdict(tmp_path, [Seg(0, 2 * S), Seg(2 * S, 3 * S, recovered=True), Gap(None, None)], "recovered") is None
+
+
+def test_a_declined_session_holds_no_segment__NO_RECORD(tmp_path: Path) -> None:
+    assert verdict(tmp_path / "empty", [], close_code="declined") is None
+    assert verdict(tmp_path / "recorded", [Seg(0, S)], close_code="declined") is Problem.DECLINED_BUT_RECORDED

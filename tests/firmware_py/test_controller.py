@@ -47,17 +47,25 @@ def test_tally_off_blinking_steady_by_state(rig: Rig) -> None:
     assert not pin.state
 
 
-def test_short_stop_press_does_not_end_the_recording__CONTINUOUS(rig: Rig) -> None:
+def test_short_stop_press_does_not_end_the_recording_and_says_hold_to_stop__CONTINUOUS(rig: Rig) -> None:
     rig.tap(ButtonName.START)
     rig.wait_state(State.RECORDING)
     rig.tap(ButtonName.STOP, rig.config.session.stop_hold_seconds / 4)
-    time.sleep(rig.config.session.stop_hold_seconds + 0.2)
+    voice = rig.service.controller.voice
+    deadline = time.monotonic() + 20
+    while "hold_to_stop_zh" not in [u.key for u in voice.said] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "hold_to_stop_zh" in [u.key for u in voice.said], "a brushed STOP was not answered"
     assert rig.service.controller.machine.state is State.RECORDING
     rig.tap(ButtonName.STOP, rig.config.session.stop_hold_seconds + 0.3)
     rig.wait_state(State.IDLE)
     session = rig.service.controller.timings.sessions_closed[-1]
-    presses = [e["body"]["button"] for e in events(rig.config.spool_dir / session, "button")]
-    assert presses == ["start", "stop"]  # the brush never reached the controller; only the hold did
+    log = rig.config.spool_dir / session
+    presses = [e["body"]["button"] for e in events(log, "button")]
+    assert presses == ["start", "stop"]  # the brush did not count as a press; only the hold did
+    assert [e["body"]["button"] for e in events(log, "brushed_stop")] == ["stop"]
+    spoken = [e["body"]["prompt"] for e in events(log, "spoken")]
+    assert "hold_to_stop_zh" in spoken
 
 
 def test_default_stop_hold_is_two_seconds() -> None:

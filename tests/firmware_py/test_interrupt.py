@@ -10,9 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import pytest
 
 from evidence.verify import verify_session
+from firmware_py import rig as rig_mod
+from firmware_py.cli import build_parser
+from firmware_py.demo import print_summary, run_demo
 from firmware_py.rig import Rig
 from firmware_py.state_machine import State
 from hal.buttons.base import ButtonName
@@ -20,7 +23,7 @@ from hal.factory import SimControls
 from hal.tally.base import TallyPattern
 from mqtt.broker import LocalBroker
 from tests.conftest import make_rig
-from tests.media import audio_pcm, entries
+from tests.media import entries, loud_fraction
 
 
 def sim(rig: Rig) -> SimControls:
@@ -59,19 +62,6 @@ def wait_until(condition: Callable[[], object], timeout: float = 30.0) -> bool:
 
 def body(log: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
     return [e["body"] for e in log if e["kind"] == kind and (name is None or e["body"].get("name") == name)]
-
-
-def loud_fraction(session: Path, log: list[dict[str, Any]], start_ns: int, seconds: float, rate: int) -> float:
-    """The share of 0.1 s windows of the recording between `start_ns` and `seconds` later that are louder than
-    the quiet room: how much of what the device said there is in the recording itself."""
-    run = [b for b in body(log, "segment") if (b["end_ns"] or 0) > start_ns]
-    first = run[0]
-    pcm = audio_pcm([session / "plain" / b["file"] for b in run], rate)
-    offset = (start_ns - first["start_ns"]) * rate // 1_000_000_000
-    window = rate // 10
-    span = pcm[offset : offset + int(seconds * rate)]
-    levels = [float(np.sqrt(np.mean(span[i : i + window] ** 2))) for i in range(0, len(span) - window, window)]
-    return sum(1 for level in levels if level > 0.01) / max(1, len(levels))
 
 
 def test_camera_fault_that_clears_resumes_the_same_session__INTERRUPT(rig: Rig) -> None:
@@ -186,3 +176,20 @@ def test_a_full_disk_that_does_not_clear_ends_in_cannot_continue__INTERRUPT(tmp_
         assert (rig.config.device.state_dir / "alerts" / f"{alert.id}.acked.json").read_bytes() == alert.raw
     finally:
         rig.close()
+
+
+def test_demo_with_an_interruption_ends_in_a_verified_central_copy__INTERRUPT(tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture[str]
+                                                                             ) -> None:
+    assert build_parser().parse_args(["demo", "--interrupt"]).interrupt
+    result = run_demo(4.0, tmp_path, device=rig_mod.fast(), interrupt=True)
+    print_summary(result)
+    assert result.report.ok, result.report.findings
+    [told] = result.breaks
+    assert told.startswith("entry ") and ": camera (摄像头故障)" in told and "explanation recorded" in told
+    assert "break      entry" in capsys.readouterr().out
+    log = entries(result.central_dir)
+    [gap] = body(log, "interruption")
+    assert gap["cause"] == "camera" and gap["resumed_ns"] is not None
+    assert len(body(log, "event", "notice")) == 2  # given again after the break
+    assert [b["chosen"] for b in body(log, "event", "reason")] == ["timeout"]

@@ -17,8 +17,8 @@ from hal.factory import build_hal
 from mqtt.alert_outbox import AlertOutbox
 from mqtt.broker import LocalBroker
 from tests.conftest import fast_configs, make_rig
-from tests.firmware_py.test_interrupt import body, loud_fraction, stop_and_upload
-from tests.media import entries
+from tests.firmware_py.test_interrupt import body, stop_and_upload
+from tests.media import entries, loud_fraction
 
 
 def test_killed_service_resumes_the_same_session_on_restart__INTERRUPT(tmp_path: Path, broker: LocalBroker) -> None:
@@ -102,5 +102,6 @@ def test_an_open_session_older_than_the_limit_is_closed__INTERRUPT(tmp_path: Pat
         assert alert.interrupted_at == gap["began_wall"] and alert.officers == closed.opening.officers
         assert alert.signed_by(service.identity.public_key_b64)
         assert [a.id for a in AlertOutbox(config.device.state_dir / "alerts", 1.0).waiting()] == [alert.id]
+        assert [a["id"] for a in service.health()["alerts"]] == [alert.id]  # in the retained status meanwhile
     finally:
         service.hal.close()

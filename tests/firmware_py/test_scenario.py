@@ -18,6 +18,13 @@ def test_scenario_steps_parse() -> None:
     assert steps[3].seconds == 2.5
 
 
+def test_fault_clear_and_kill_steps_parse__INTERRUPT() -> None:
+    steps = parse("1 fault camera 2\n2 fault storage\n3 clear storage\n4 fault power\n5 fault microphone 1\n6 kill\n")
+    assert [(s.action, s.device, s.seconds) for s in steps] == [
+        ("fault", "camera", 2.0), ("fault", "storage", 0.0), ("clear", "storage", 0.0), ("fault", "power", 0.0),
+        ("fault", "microphone", 1.0), ("kill", None, 0.0)]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -27,6 +34,9 @@ def test_scenario_steps_parse() -> None:
         ("1 hold stop\n", "scenario:1: cannot read '1 hold stop'"),
         ("1 wait lunch\n", "scenario:1: unknown state 'lunch'"),
         ("# nothing\n", "the scenario has no steps"),
+        ("1 fault toaster\n", "scenario:1: unknown device 'toaster'"),
+        ("1 fault camera nan\n", "scenario:1: the fault's duration must be between"),
+        ("1 kill now\n", "scenario:1: cannot read '1 kill now'"),
     ],
 )
 def test_bad_scenario_names_the_line(text: str, message: str) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
+import re
 import time
 
 import numpy as np
@@ -16,7 +18,16 @@ from firmware_py.config import NOTICE_ZH
 from firmware_py.rig import Rig
 from hal.clock.sim import SimClock
 from tests.conftest import RecordedSession
-from tests.media import audio_pcm, entries, events, ffprobe, first_frame, segment_files, video_packets
+from tests.media import (
+    audio_pcm,
+    entries,
+    events,
+    ffprobe,
+    first_frame,
+    loud_fraction,
+    segment_files,
+    video_packets,
+)
 
 
 def test_notice_played_while_recording_and_heard_in_it__NOTICE(recorded: RecordedSession) -> None:
@@ -42,6 +53,30 @@ def test_notice_played_while_recording_and_heard_in_it__NOTICE(recorded: Recorde
     corr = np.correlate(pcm[:n], prompt[: cfg.audio.sample_rate], mode="valid")
     peak = float(np.max(np.abs(corr))) / (np.linalg.norm(prompt[: cfg.audio.sample_rate]) ** 2)
     assert peak > 0.5
+
+
+def test_closing_statement_with_the_end_time_is_said_into_the_recording__STATEMENT(
+        recorded: RecordedSession) -> None:
+    log = entries(recorded.central_dir)
+    said = [(i, e["body"]) for i, e in enumerate(log)
+            if e["kind"] == "event" and e["body"]["name"] == "spoken" and e["body"]["prompt"].startswith("ended_")]
+    assert [b["prompt"] for _, b in said] == (["ended_zh", "ended_en"] if recorded.rig.config.notice.en
+                                              else ["ended_zh"])
+    index, zh = said[0]
+    stop = max(i for i, e in enumerate(log) if e["kind"] == "event" and e["body"].get("button") == "stop")
+    assert stop < index < len(log) - 1 and log[-1]["kind"] == "close"  # after STOP, before the close
+    # It names the end time, which is when it was said (to the second, in the device's zone).
+    started = dt.datetime.fromisoformat(zh["started"])
+    spoken_time = re.fullmatch(r"本次录音录像于(\d+)时(\d+)分(\d+)秒结束。", zh["text"])
+    assert spoken_time is not None, zh["text"]
+    said_at = started.replace(hour=int(spoken_time[1]), minute=int(spoken_time[2]), second=int(spoken_time[3]),
+                              microsecond=0)
+    assert abs((started - said_at).total_seconds()) < 5
+    # And the recording carries it: the inputs ran until it had been said.
+    segments = [e["body"] for e in log if e["kind"] == "segment"]
+    assert zh["started_ns"] + int(zh["seconds"] * 1e9) <= segments[-1]["end_ns"]
+    rate = recorded.rig.config.audio.sample_rate
+    assert loud_fraction(recorded.central_dir, log, zh["started_ns"], zh["seconds"], rate) > 0.5
 
 
 def test_segments_are_h264_aac_and_start_on_keyframes__CONTINUOUS(recorded: RecordedSession) -> None:
