@@ -19,6 +19,7 @@ from capture.ledger import Ledger, Signer
 from capture.leftovers import seal_leftovers
 from capture.sealer import Sealer
 from capture.segmenter import ClosedSegment, Segmenter
+from evidence.durable import commit_rename
 from evidence.encryption import SCHEME, public_key_b64
 from evidence.entry import Entry, Opening, Segment
 from evidence.errors import StorageFault
@@ -314,14 +315,26 @@ def record_declined(parts: RecordingParts, spool_dir: Path, session_id: str, met
                     label: str, on_entry: Callable[[Entry], None]) -> Entry:
     """A session declined before anything was recorded (NO-RECORD): its `open`, the `declined` event with the
     reason, and its `close` (reason code `declined`, no segments), signed and sent like any other session, so
-    central can count declined sessions. Returns the closing entry."""
-    ledger = Ledger(spool_dir / session_id, meta.device_id, session_id, parts.signer, parts.clock)
-    ledger.subscribe(on_entry)
-    ledger.append("open", opening_body(
+    central can count declined sessions. Returns the closing entry.
+
+    Written whole in `.declining/` and then moved into the spool in one rename: a power cut half-way leaves
+    no open session behind, which the next start would take up and record, in a room where recording was
+    declined."""
+    staging = spool_dir / DECLINING / session_id
+    ledger = Ledger(staging, meta.device_id, session_id, parts.signer, parts.clock)
+    written = [ledger.append("open", opening_body(
         meta, parts.signer.public_key_b64, parts.segment_seconds, parts.video, parts.sample_rate, parts.recipient,
-        parts.clock.monotonic_ns(), {"clock_synced": parts.clock.is_synchronised()}))
-    ledger.append("event", {"name": "declined", "code": code, "label": label})
-    return close_session(ledger, f"declined: {label}", "declined", [])
+        parts.clock.monotonic_ns(), {"clock_synced": parts.clock.is_synchronised()}))]
+    written.append(ledger.append("event", {"name": "declined", "code": code, "label": label}))
+    written.append(close_session(ledger, f"declined: {label}", "declined", []))
+    commit_rename(staging, spool_dir / session_id)
+    for entry in written:
+        on_entry(entry)
+    return written[-1]
+
+
+DECLINING = ".declining"
+"""The spool's staging folder for declined sessions being written (not a session: the spool skips it)."""
 
 
 def wall_at(entries: list[Entry], media_ns: int) -> str:

@@ -20,6 +20,7 @@ import abc
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -28,13 +29,14 @@ from pathlib import Path
 from central.errors import CentralError
 from evidence import layout
 from evidence.alert import ALERT_ID, Alert, MalformedAlert, parse_alert
-from evidence.durable import atomic_write, group_commit
+from evidence.durable import atomic_write, fsync_dir, group_commit
 from evidence.errors import StorageFault
 from evidence.hashing import EMPTY_SHA256, sha256_file
 from evidence.layout import SessionFiles, SessionFolder
 from mqtt.protocol import MediaChunk
 
 PLAIN = "plain"
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -336,7 +338,11 @@ class FileStore(CentralStore):
         try:
             kept = path.read_bytes()
         except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.parent.is_dir():
+                # A device's first alert: its folder is made durable too, before the alert is acknowledged.
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fsync_dir(path.parent.parent)
+                fsync_dir(self.root)
             atomic_write(path, alert.raw)
             return True
         if kept != alert.raw:
@@ -354,7 +360,8 @@ class FileStore(CentralStore):
                 alert = parse_alert(path.read_bytes())
                 found.append(StoredAlert(alert, path.stat().st_mtime, self._handling(alert.device, alert.id)))
             except (OSError, MalformedAlert, ValueError, KeyError, TypeError) as err:
-                raise CentralError(f"{path}: the kept alert cannot be read: {err}") from err
+                # One damaged file must not hide every other alert: it is named, and the rest are listed.
+                log.error("%s: the kept alert cannot be read: %s; the other alerts are listed", path, err)
         return sorted(found, key=lambda a: (a.stored_ts, a.alert.id))
 
     def _handling(self, device: str, alert_id: str) -> Handling | None:

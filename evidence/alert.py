@@ -27,7 +27,8 @@ from evidence.reasons import INTERRUPTION_REASONS
 
 ALERT_VERSION = 1
 SIGN_CONTEXT = b"room-recorder/alert/v1\x00"
-MAX_ALERT_BYTES = 16 * 1024
+MAX_ALERT_BYTES = 128 * 1024
+"""Room for every field of an `open` entry of the largest size (64 KiB), twice over in escapes."""
 ALERT_ID = re.compile(r"[0-9a-f]{16}\Z")
 CANNOT_CONTINUE, NOT_RESUMED = "cannot_continue", "not_resumed"
 KINDS = {

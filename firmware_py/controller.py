@@ -61,6 +61,7 @@ TALLY = {
 }
 RECORDING_STATES = (State.NOTICE, State.RECORDING, State.EXPLAINING)
 """States in which the inputs feed a run of segments."""
+CLOSING_TAIL_S = 0.5
 CLOSING_WORDS_S = 30.0
 """The longest the closing statement may take to be said (it takes about 5 s) before the session closes
 without it."""
@@ -278,6 +279,8 @@ class Controller:
             # The session thread failed half-way through starting or closing a session: finish the job as a
             # fault does (what was recorded is closed; START tries again) rather than stay half-way.
             self._enter_fault(f"thread session: {reason}")
+        elif thread == "session" and self.machine.state is State.DECLINING:
+            self._end_declining()  # back to idle, so START works again
         elif self._recording is not None:
             self._say(self._words.recovered())
         # The status file first: whoever sees the light flash finds the reason already written.
@@ -338,27 +341,35 @@ class Controller:
         menu = self._declining
         if menu is None or menu.result is None:
             return
-        self._declining = None
         code = menu.result[0]
         if code == "cancel":
             log.info("declining cancelled: nothing written")
             self._say(self._words.decline_cancelled())
-            self.machine.fire(Event.CANCELLED)
+            self._end_declining()
             return
         session_id = new_session_id(self._hal.clock.now())
         try:
             record_declined(self._parts(), self._config.spool_dir, session_id, self._meta(), code,
                             DECLINE_REASONS[code].zh, self._on_entry)
-        except RecorderError as err:
+        except Exception as err:
+            # Whatever failed (a full or read-only disk), the device goes back to idle, ready for START.
             self.last_fault = f"the declined session could not be written: {err}"
             log.error("%s", self.last_fault)
-            self._say(self._words.fault(fault_cause(err)))
-            self.machine.fire(Event.CANCELLED)
+            self._say(self._words.fault(fault_cause(err) if isinstance(err, RecorderError) else "storage_full"))
+            self._end_declining()
             return
         log.info("session %s declined (%s): nothing recorded", session_id, code)
         self.timings.sessions_declined.append(session_id)
         self._say(self._words.declined(code))
+        self._declining = None
         self.machine.fire(Event.DECLINED)
+
+    def _end_declining(self) -> None:
+        """Back to idle with nothing written."""
+        if self._declining is not None:
+            self._declining.close()
+            self._declining = None
+        self.machine.fire(Event.CANCELLED)
 
     def _brushed(self, name: ButtonName) -> None:
         """A STOP let go too soon does nothing, but is never silent: the officer hears how to stop, and the
@@ -370,16 +381,25 @@ class Controller:
 
     def _say_closing_statement(self) -> None:
         """The closing statement with the end time, said into the recording before it closes (the inputs
-        still run) and in the ledger before the close."""
-        for utterance in [self.voice.say(p, cache=False) for p in self._words.ended(self._hal.clock.now())]:
-            deadline = time.monotonic() + CLOSING_WORDS_S
-            while not utterance.done.wait(0.25):
-                self._beat()
-                if time.monotonic() > deadline:
-                    self.voice.cancel([utterance])
-                    break
-            if utterance.error != "cancelled":
+        still run) and in the ledger before the close. What the explanation or a fault still had to say is
+        dropped (the session is ending); the notice is not, and is said first."""
+        self.voice.cancel([u for u in self.voice.waiting() if u not in self._notices])
+        said = [self.voice.say(p, cache=False) for p in self._words.ended(self._hal.clock.now())]
+        deadline = time.monotonic() + CLOSING_WORDS_S
+        while not all(u.done.wait(0.25) for u in said):
+            self._beat()
+            if time.monotonic() > deadline:
+                self.voice.cancel(said)
+                break
+        # The speaker's last samples reach the room, and the microphone's buffer the segmenter, a little after
+        # play() returns: a moment of room tone keeps the statement's last syllable inside the recording.
+        time.sleep(CLOSING_TAIL_S)
+        for utterance in said:
+            if utterance.done.is_set() and utterance.error != "cancelled":
                 self._log_spoken(utterance)
+            else:
+                self._log_event("spoken", prompt=utterance.key, text=utterance.text, voice=utterance.voice,
+                                started=None, seconds=0.0, error=f"not said within {CLOSING_WORDS_S:g} s of STOP")
 
     def _fault(self, reason: str, cause: str = "device_fault") -> None:
         state = self.machine.state

@@ -190,7 +190,12 @@ def kill9_and_resume(workdir: Path, port: int, record_s: float = 3.0) -> ResumeO
         first = subprocess.Popen([*command, "--scenario", str(record)], stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
         session = _wait_for_new_recording(workdir / "device" / "status.json", None, first)
-        first.wait(60 + record_s)  # the scenario's `kill`: the service ends itself as a power cut would
+        try:
+            first.wait(60 + record_s)  # the scenario's `kill`: the service ends itself as a power cut would
+        except subprocess.TimeoutExpired:
+            first.kill()
+            first.wait()
+            raise RuntimeError("the scenario's kill step never ended the service") from None
         restarted = time.time()
         second = subprocess.run([*command, "--scenario", str(after), "--drain-seconds", "60"], capture_output=True,
                                 check=False, timeout=300)

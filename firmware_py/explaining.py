@@ -29,8 +29,11 @@ class Choice(enum.Enum):
 
 
 class SpokenMenu:
-    """Options spoken one at a time: MARK says the next one, START takes the one last said, and silence for
-    `timeout_s` after the device stopped speaking takes the first (the default)."""
+    """Options spoken one at a time: MARK says the next one, START takes the one last announced, and silence
+    for `timeout_s` after the device stopped speaking takes the first (the default). MARK drops whatever of
+    the menu was not begun yet, so quick presses skip ahead instead of leaving the device reading out options
+    that no longer count; what is taken is then said back ("reason recorded: …"), so a press that skipped too
+    far is heard."""
 
     def __init__(self, voice: Voice, intro: list[Prompt], options: list[tuple[str, list[Prompt]]],
                  timeout_s: float, on_spoken: Callable[[Utterance], None]) -> None:
@@ -39,18 +42,24 @@ class SpokenMenu:
         self._timeout_s = timeout_s
         self._on_spoken = on_spoken
         self._index = 0
-        self._talking: set[int] = set()
+        self._talking: list[Utterance] = []
         self._quiet_since: float | None = None
         self.result: tuple[str, Choice] | None = None
         self._say(intro)
 
     def _say(self, prompts: list[Prompt]) -> None:
         self._quiet_since = None
-        for prompt in prompts:
-            self._talking.add(id(self._voice.say(prompt, self._on_spoken)))
+        self._talking += [self._voice.say(prompt, self._on_spoken) for prompt in prompts]
+
+    def _hush(self) -> None:
+        """Drop what is queued and not begun; what is being said finishes."""
+        self._voice.cancel(self._talking)
+        self._talking = [u for u in self._talking if not u.done.is_set()]
+        if not self._talking:
+            self._quiet_since = time.monotonic()
 
     def spoken(self, utterance: Utterance) -> None:
-        self._talking.discard(id(utterance))
+        self._talking = [u for u in self._talking if u is not utterance]
         if not self._talking:
             self._quiet_since = time.monotonic()
 
@@ -59,12 +68,12 @@ class SpokenMenu:
         if self.result is not None:
             return False
         if name is ButtonName.MARK:
+            self._hush()
             self._index = (self._index + 1) % len(self._options)
             self._say(self._options[self._index][1])
             return True
         if name is ButtonName.START:
-            code = self._options[self._index][0]
-            self.result = (code, Choice.CONFIRMED if self._index == 0 else Choice.CHANGED)
+            self.take(self._options[self._index][0])
             return True
         return False
 
@@ -72,6 +81,11 @@ class SpokenMenu:
         """End the menu with `code`, one of its options, as if the officer had picked it."""
         if self.result is None:
             self.result = (code, Choice.CONFIRMED if code == self._options[0][0] else Choice.CHANGED)
+            self._hush()
+
+    def close(self) -> None:
+        """The menu is no longer wanted: nothing more of it is said."""
+        self._hush()
 
     def tick(self) -> None:
         if self.result is None and self._quiet_since is not None and \

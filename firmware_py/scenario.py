@@ -18,7 +18,7 @@ of the scenario. Actions:
                             the service; ending in fault fails the scenario
 
 After a break the device asks for the reason and offers a spoken menu: `press mark` hears the next reason,
-`press start` takes the one last heard (and, before the menu, ends the spoken explanation).
+`press start` takes the one last announced (and, before the menu, ends the spoken explanation).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from typing import Any
 from capture.recovery import Recovered, recover_spool
 from capture.spool import Spool
 from capture.stamp import find_cjk_font
-from evidence.alert import NOT_RESUMED, Alert, session_alert
+from evidence.alert import NOT_RESUMED, Alert, MalformedAlert, session_alert
 from evidence.deadline import Level
 from evidence.durable import atomic_write
 from evidence.entry import EVENT, Entry
@@ -117,10 +117,15 @@ class Service:
 
     def _alert_not_resumed(self, closed: Recovered) -> None:
         clock = self.hal.clock
-        self._alert(session_alert(NOT_RESUMED, closed.opening, self.config.device.id, closed.session,
-                                  closed.cause, closed.why, closed.interrupted_at, 0,
-                                  clock.now().isoformat(timespec="milliseconds"), clock.is_synchronised(),
-                                  self.identity.sign))
+        try:
+            alert = session_alert(NOT_RESUMED, closed.opening, self.config.device.id, closed.session, closed.cause,
+                                  closed.why, closed.interrupted_at, 0, clock.now().isoformat(timespec="milliseconds"),
+                                  clock.is_synchronised(), self.identity.sign)
+        except MalformedAlert as err:
+            # The session is closed and its ledger says why; only the alert about it could not be made.
+            log.error("alert about session %s not made: %s", closed.session, err)
+            return
+        self._alert(alert)
 
     @property
     def _hung_marker(self) -> Path:

@@ -118,6 +118,11 @@ class Voice:
                     utterance.error = "cancelled"
                     utterance.done.set()
 
+    def waiting(self) -> list[Utterance]:
+        """What is queued and not begun yet."""
+        with self._ready:
+            return list(self._queue)
+
     @property
     def busy(self) -> bool:
         with self._ready:

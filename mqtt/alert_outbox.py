@@ -38,13 +38,14 @@ class AlertOutbox:
             self._open[alert.id] = alert
 
     def add(self, alert: Alert) -> None:
-        with self._lock:
-            self._open[alert.id] = alert
+        # The file first: an acknowledgement that comes back at once then finds it to mark.
         try:
             self._folder.mkdir(parents=True, exist_ok=True)
             atomic_write(self._folder / f"{alert.id}.json", alert.raw)
         except (OSError, StorageFault) as err:
             log.error("alert %s kept in memory only (it is sent all the same): %s", alert.id, err)
+        with self._lock:
+            self._open[alert.id] = alert
 
     def due(self) -> list[Alert]:
         """The alerts to send now (each marked sent)."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from evidence import layout
 from evidence.alert import ALERT_ID
-from evidence.canonical import NotCanonical, canonical, parse_strict
+from evidence.canonical import NotCanonical, canonical, parse_canonical, parse_strict
 from evidence.entry import HEX64
 from mqtt.errors import ProtocolError
 
@@ -160,9 +160,9 @@ def decode_alert_ack(payload: bytes) -> AlertAck:
     if len(payload) > MAX_ALERT_ACK:
         raise ProtocolError(f"alert acknowledgement of {len(payload)} bytes is over the {MAX_ALERT_ACK}-byte limit")
     try:
-        value = parse_strict(payload)
+        value = parse_canonical(payload)
     except NotCanonical as err:
-        raise ProtocolError(f"alert acknowledgement is not strict JSON: {err}") from err
+        raise ProtocolError(f"alert acknowledgement is not canonical JSON: {err}") from err
     if not isinstance(value, dict) or set(value) != {"alert", "device"}:
         raise ProtocolError("alert acknowledgement must be an object of exactly alert, device")
     alert, device = value["alert"], value["device"]

@@ -334,21 +334,26 @@ class Uploader:
             beat()
             batch = self._next_batch()
             for item in batch:
+                # An alert goes ahead of the backlog: a batch of segments can take minutes on a slow link.
+                self._send_alerts()
                 try:
                     self._send(item)
                 except (OSError, RecorderError) as err:
                     # A spool file damaged after it was written: named in the log, kept, and tried again at
                     # the resend.
                     log.error("cannot send %s/%d from the spool: %r", item.session, item.seq, err)
-            if self._connected and self._alerts is not None:
-                for alert in self._alerts.due():
-                    self._publish(self._topic(protocol.ALERT), alert.raw, wait=False)
+            self._send_alerts()
             if self._connected and time.monotonic() - last_status > self._status_interval:
                 self._publish_status(online=True)
                 last_status = time.monotonic()
             if not batch:
                 with self._lock:
                     self._lock.wait(0.5)
+
+    def _send_alerts(self) -> None:
+        if self._connected and self._alerts is not None:
+            for alert in self._alerts.due():
+                self._publish(self._topic(protocol.ALERT), alert.raw, wait=False)
 
     def wake(self, *_: object) -> None:
         """Ledger listener: a new entry is in the spool (or an alert in the outbox), send it now rather than at

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -48,17 +49,31 @@ class Buttons:
 
     @staticmethod
     def _wire_hold(button: Button, name: ButtonName, handler: ButtonHandler, brushed: ButtonHandler) -> None:
-        held = [False]
+        """Exactly one of `handler` (held long enough) and `brushed` (let go sooner) per press. gpiozero calls
+        `when_held` on its hold thread and `when_released` on the pin's: a release at the very moment the hold
+        time ends must not count as both."""
+        lock = threading.Lock()
+        press = {"down": False, "held": False}
+
+        def on_pressed() -> None:
+            with lock:
+                press.update(down=True, held=False)
 
         def on_held() -> None:
-            held[0] = True
+            with lock:
+                if not press["down"]:
+                    return  # let go already: it was a brush
+                press["held"] = True
             handler(name)
 
         def on_released() -> None:
-            if not held[0]:
+            with lock:
+                was_brush = press["down"] and not press["held"]
+                press.update(down=False, held=False)
+            if was_brush:
                 brushed(name)
-            held[0] = False
 
+        button.when_pressed = on_pressed
         button.when_held = on_held
         button.when_released = on_released
 

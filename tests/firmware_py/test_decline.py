@@ -23,7 +23,7 @@ def hold_mark(rig: Rig) -> None:
 
 
 def sessions(rig: Rig) -> list[Path]:
-    return sorted(p for p in rig.config.spool_dir.iterdir() if p.is_dir())
+    return sorted(p for p in rig.config.spool_dir.iterdir() if layout.SESSION_ID.match(p.name))
 
 
 def test_a_declined_session_reaches_central_with_nothing_recorded__NO_RECORD(rig: Rig) -> None:

@@ -136,7 +136,7 @@ def test_reason_changed_through_the_spoken_menu__INTERRUPT(rig: Rig) -> None:
     assert reason == {"name": "reason", "interruption": reason["interruption"], "code": "power", "chosen": "changed",
                       "detected": "microphone"}
     said = [u.key for u in rig.service.controller.voice.said]
-    assert "option_device_fault_zh" in said and "option_power_zh" in said and "chosen_power_zh" in said
+    assert "chosen_power_zh" in said  # what was taken is said back
     [gap] = body(log, "interruption")
     assert gap["cause"] == "microphone"
     assert verify_session(central, trusted_key_b64=rig.service.identity.public_key_b64).ok
