@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from evidence.canonical import NotCanonical, canonical, parse_canonical
+from evidence.canonical import NotCanonical, canonical, read_object
 from evidence.entry import Officer, Opening
 from evidence.errors import EvidenceError
 from evidence.keys import load_public_key_b64, verify_signature
@@ -106,14 +106,7 @@ def make_alert(fields: Mapping[str, Any], sign: Callable[[bytes], str]) -> Alert
 
 
 def parse_alert(data: bytes) -> Alert:
-    if len(data) > MAX_ALERT_BYTES:
-        raise MalformedAlert(f"alert of {len(data)} bytes is over the {MAX_ALERT_BYTES}-byte limit")
-    try:
-        value = parse_canonical(data)
-    except NotCanonical as err:
-        raise MalformedAlert(f"alert is not canonical JSON: {err}") from err
-    if not isinstance(value, dict):
-        raise MalformedAlert("alert is not a JSON object")
+    value = read_object(data, MAX_ALERT_BYTES, "alert", MalformedAlert)
     expected = {*_TEXT, "v", "officers", "clock_synced", "attempts"}
     if set(value) != expected:
         missing, extra = sorted(expected - set(value)), sorted(set(value) - expected)

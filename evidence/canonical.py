@@ -15,6 +15,7 @@ verifier with only double-precision numbers must read integers above 2^53 exactl
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 MAX_DEPTH = 16
@@ -90,6 +91,21 @@ def parse_made(data: bytes) -> Any:
     """Read back bytes this program has just made with `canonical` (canonical by construction), with the
     strict reader's limits but without comparing them with their canonical form again."""
     return _parse(data)
+
+
+def read_object(data: bytes, limit: int, what: str, fail: Callable[[str], Exception],
+                exact: bool = True) -> dict[str, Any]:
+    """The JSON object a message of at most `limit` bytes holds: canonical JSON, or strict JSON with `exact`
+    False. Whatever is wrong raises `fail(message)`, the message naming `what` and the first fault."""
+    if len(data) > limit:
+        raise fail(f"{what} of {len(data)} bytes is over the {limit}-byte limit")
+    try:
+        value = parse_canonical(data) if exact else parse_strict(data)
+    except NotCanonical as err:
+        raise fail(f"{what} is not {'canonical' if exact else 'strict'} JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise fail(f"{what} is not a JSON object")
+    return value
 
 
 def parse_canonical(data: bytes) -> Any:

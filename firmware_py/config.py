@@ -157,6 +157,8 @@ class NoticeConfig(Section):
     voice_zh: Annotated[str, NonEmpty()] = "cmn"
     voice_en: Annotated[str, NonEmpty()] = "en"
     words_per_minute: Annotated[int, Range(80, 450)] = 170
+    closing_statement: bool = True
+    """On STOP, say "this recording ends at …" into the recording before it closes."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -317,7 +317,7 @@ class Controller:
         elif name is ButtonName.STOP:
             if self.machine.fire(Event.STOP):
                 self.voice.tone("stop")
-                if state in RECORDING_STATES:
+                if state in RECORDING_STATES and self._config.notice.closing_statement:
                     self._say_closing_statement()
                 closed = self._close_session("stop button held", "stop_button")
                 self.machine.fire(Event.CLOSED if closed else Event.FAULT)

@@ -30,12 +30,13 @@ from provisioning.central_key import create_central_key
 FAST: dict[str, dict[str, Any]] = {
     "session": {"segment_seconds": 1.0, "stop_hold_seconds": 0.5, "max_minutes": 10, "explanation_seconds": 2.0,
                 "menu_seconds": 1.5},
-    "notice": {"en": "", "words_per_minute": 320},
+    "notice": {"en": "", "words_per_minute": 320, "closing_statement": False},
     "video": {"width": 320, "height": 240, "fps": 10, "bitrate": 300_000},
     "mqtt": {"retry_max_seconds": 2},
 }
 """Settings for tests: short notice, short segments, short STOP hold, short explanation and menu after a
-break, small video."""
+break, small video, and no closing statement (the tests that check it turn it on: it adds some 3 s to
+every session's end)."""
 
 
 def configs(workdir: Path, host: str, port: int, device: dict[str, dict[str, Any]] | None = None,

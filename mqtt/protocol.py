@@ -21,7 +21,7 @@ from typing import Any
 
 from evidence import layout
 from evidence.alert import ALERT_ID
-from evidence.canonical import NotCanonical, canonical, parse_canonical, parse_strict
+from evidence.canonical import NotCanonical, canonical, parse_strict, read_object
 from evidence.entry import HEX64
 from mqtt.errors import ProtocolError
 
@@ -124,13 +124,8 @@ _RECEIPT_FIELDS = {"session", "seq", "entry_hash", "stored_at", "receiver"}
 
 
 def decode_receipt(payload: bytes) -> Receipt:
-    if len(payload) > MAX_RECEIPT:
-        raise ProtocolError(f"receipt of {len(payload)} bytes is over the {MAX_RECEIPT}-byte limit")
-    try:
-        receipt = parse_strict(payload)
-    except NotCanonical as err:
-        raise ProtocolError(f"receipt is not strict JSON: {err}") from err
-    if not isinstance(receipt, dict) or set(receipt) != _RECEIPT_FIELDS:
+    receipt = read_object(payload, MAX_RECEIPT, "receipt", ProtocolError, exact=False)
+    if set(receipt) != _RECEIPT_FIELDS:
         raise ProtocolError(f"receipt must be an object of exactly {', '.join(sorted(_RECEIPT_FIELDS))}")
     session, seq, digest = receipt["session"], receipt["seq"], receipt["entry_hash"]
     if not isinstance(session, str) or not layout.SESSION_ID.match(session):
@@ -157,13 +152,8 @@ def encode_alert_ack(alert: str, device: str) -> bytes:
 
 
 def decode_alert_ack(payload: bytes) -> AlertAck:
-    if len(payload) > MAX_ALERT_ACK:
-        raise ProtocolError(f"alert acknowledgement of {len(payload)} bytes is over the {MAX_ALERT_ACK}-byte limit")
-    try:
-        value = parse_canonical(payload)
-    except NotCanonical as err:
-        raise ProtocolError(f"alert acknowledgement is not canonical JSON: {err}") from err
-    if not isinstance(value, dict) or set(value) != {"alert", "device"}:
+    value = read_object(payload, MAX_ALERT_ACK, "alert acknowledgement", ProtocolError)
+    if set(value) != {"alert", "device"}:
         raise ProtocolError("alert acknowledgement must be an object of exactly alert, device")
     alert, device = value["alert"], value["device"]
     if not isinstance(alert, str) or not ALERT_ID.match(alert):

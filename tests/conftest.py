@@ -8,7 +8,7 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordedSessi
     """One whole session recorded and uploaded once, shared by the tests that only read it."""
     workdir = tmp_path_factory.mktemp("recorded")
     with LocalBroker(workdir / "broker") as b:
-        r = make_rig(workdir, b.port)
+        r = make_rig(workdir, b.port, notice={"closing_statement": True})
         def mark_after_a_second() -> None:
             time.sleep(1.0)
             r.tap(ButtonName.MARK)
@@ -88,3 +88,13 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordedSessi
             yield RecordedSession(r, session, r.config.spool_dir / session, r.central_dir(session))
         finally:
             r.close()
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 15.0) -> bool:
+    """Whether `condition` came true within `timeout` seconds (asked every 20 ms)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

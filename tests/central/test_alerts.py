@@ -22,7 +22,8 @@ from mqtt import protocol
 from mqtt.broker import LocalBroker
 from mqtt.client import make_client
 from provisioning.identity import DeviceIdentity
-from tests.central.test_receiver import send, wait_until
+from tests.central.test_receiver import send
+from tests.conftest import wait_until
 
 DEVICE = "ROOM-7"
 

@@ -29,8 +29,8 @@ from mqtt.broker import LocalBroker
 from mqtt.client import make_client
 from provisioning.identity import DeviceIdentity
 from tests import forge as forged
-from tests.central.test_receiver import send, wait_until
-from tests.conftest import RecordedSession
+from tests.central.test_receiver import send
+from tests.conftest import RecordedSession, wait_until
 
 ROOM = "ROOM-07"
 CST = dt.timezone(dt.timedelta(hours=8))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from mqtt import protocol
 from mqtt.broker import LocalBroker
 from mqtt.client import make_client
 from provisioning.identity import DeviceIdentity
-from tests.conftest import RecordedSession
+from tests.conftest import RecordedSession, wait_until
 
 
 @pytest.fixture
@@ -55,15 +54,6 @@ def dealt_with(central: Receiver, messages: int) -> None:
     it accepted: whatever it will do with them is done (a wait on a condition, not on a clock)."""
     assert wait_until(lambda: central.handled >= messages), (central.handled, messages)
     assert central.settle(30)
-
-
-def wait_until(condition: object, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def replay(recorded: RecordedSession) -> list[tuple[str, bytes]]:

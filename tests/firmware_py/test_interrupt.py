@@ -6,7 +6,6 @@ given again, and the whole session verifies with the gap explained."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from hal.buttons.base import ButtonName
 from hal.factory import SimControls
 from hal.tally.base import TallyPattern
 from mqtt.broker import LocalBroker
-from tests.conftest import make_rig
+from tests.conftest import make_rig, wait_until
 from tests.media import entries, loud_fraction
 
 
@@ -49,15 +48,6 @@ def wait_said(rig: Rig, key: str, timeout: float = 30.0) -> list[str]:
             assert key in said, said
             return said
         time.sleep(0.05)
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def body(log: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
@@ -172,7 +162,7 @@ def test_a_full_disk_that_does_not_clear_ends_in_cannot_continue__INTERRUPT(tmp_
             "cannot_continue", session, "storage_full", rig.config.device.id)
         assert alert.interrupted_at == gap["began_wall"] and alert.attempts >= 1
         assert [o.name for o in alert.officers] == [o.name for o in rig.config.session.officers]
-        assert wait_until(lambda: not rig.service.alerts.waiting())
+        assert wait_until(lambda: not rig.service.alerts.waiting(), 30)
         assert (rig.config.device.state_dir / "alerts" / f"{alert.id}.acked.json").read_bytes() == alert.raw
     finally:
         rig.close()

@@ -7,16 +7,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from central.store import FileStore
 from evidence.supervisor import Supervisor
 from evidence.verify import verify_session
 from firmware_py.crash_trials import kill9_and_resume
+from firmware_py.rig import start_receiver
 from firmware_py.service import Service, hal_settings
 from firmware_py.state_machine import State
 from hal.buttons.base import ButtonName
 from hal.factory import build_hal
 from mqtt.alert_outbox import AlertOutbox
 from mqtt.broker import LocalBroker
-from tests.conftest import fast_configs, make_rig
+from tests.conftest import fast_configs, make_rig, wait_until
 from tests.firmware_py.test_interrupt import body, stop_and_upload
 from tests.media import entries, loud_fraction
 
@@ -81,11 +83,12 @@ def test_an_open_session_older_than_the_limit_is_closed__INTERRUPT(tmp_path: Pat
         session = rig.service.controller.session_id
     finally:
         rig.close()
-    config, _ = fast_configs(tmp_path, broker.port, session={"resume_within_minutes": 5})
+    config, central = fast_configs(tmp_path, broker.port, session={"resume_within_minutes": 5})
     hal = build_hal(hal_settings(config), Supervisor().spawn)
     assert hal.sim is not None
     hal.sim.clock.step(6 * 60)  # the device comes back six minutes later
     service = Service(config, hal=hal)
+    started = False
     try:
         [closed] = service.recovery.closed
         assert closed.session == session and "longer than session.resume_within_minutes" in closed.why
@@ -103,5 +106,19 @@ def test_an_open_session_older_than_the_limit_is_closed__INTERRUPT(tmp_path: Pat
         assert alert.signed_by(service.identity.public_key_b64)
         assert [a.id for a in AlertOutbox(config.device.state_dir / "alerts", 1.0).waiting()] == [alert.id]
         assert [a["id"] for a in service.health()["alerts"]] == [alert.id]  # in the retained status meanwhile
+        # Started, the device sends it, and central keeps and acknowledges it.
+        store = FileStore(central.receiver.store_dir)
+        store.enroll(config.device.id, service.identity.public_key_b64)
+        receiver = start_receiver(central, store)
+        try:
+            service.start()
+            started = True
+            assert wait_until(lambda: not service.alerts.waiting(), 30), "central never acknowledged the alert"
+            assert [kept.alert for kept in store.alerts()] == [alert]
+        finally:
+            receiver.stop()
     finally:
-        service.hal.close()
+        if started:
+            service.stop()  # which closes the hardware too
+        else:
+            service.hal.close()

@@ -23,7 +23,7 @@ from firmware_py.systemd import Notifier
 from hal.buttons.base import ButtonName
 from hal.tally.base import TallyPattern
 from mqtt.broker import LocalBroker
-from tests.conftest import fast_configs, make_rig
+from tests.conftest import fast_configs, make_rig, wait_until
 from tests.media import events
 
 
@@ -82,15 +82,6 @@ def shown(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> list[TallyPattern]:
     return patterns
 
 
-def _wait(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 @pytest.mark.parametrize("thread", list(INJECT))
 def test_an_exception_in_any_thread_is_a_reported_fault_and_the_thread_runs_again__FAULT(
         thread: str, rig: Rig, shown: list[TallyPattern], monkeypatch: pytest.MonkeyPatch,
@@ -101,9 +92,9 @@ def test_an_exception_in_any_thread_is_a_reported_fault_and_the_thread_runs_agai
     fired = INJECT[thread](rig, monkeypatch)
     assert fired.wait(15), f"the {thread} thread never ran the injected code"
     controller = rig.service.controller
-    assert _wait(lambda: (controller.last_fault or "").startswith(f"thread {thread}:"))
+    assert wait_until(lambda: (controller.last_fault or "").startswith(f"thread {thread}:"))
     assert any(f"thread {thread} failed" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
-    assert _wait(lambda: TallyPattern.FAULT in shown)
+    assert wait_until(lambda: TallyPattern.FAULT in shown)
     status = json.loads((rig.config.device.state_dir / "status.json").read_text())
     assert status["last_fault"].startswith(f"thread {thread}:")
     # The session went on through the fault, and the restarted thread does its work again.
@@ -172,8 +163,8 @@ def notified(tmp_path: Path, broker: LocalBroker) -> Iterator[tuple[Service, Not
 def test_the_watchdog_is_fed_only_while_no_thread_hangs__FAULT(notified: tuple[Service, NotifySocket],
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     service, systemd = notified
-    assert _wait(lambda: bool(systemd.since(0, "READY=1")))
-    assert _wait(lambda: len(systemd.since(0, "WATCHDOG=1")) >= 3), systemd.messages
+    assert wait_until(lambda: bool(systemd.since(0, "READY=1")))
+    assert wait_until(lambda: len(systemd.since(0, "WATCHDOG=1")) >= 3), systemd.messages
     # The deadline watcher hangs: it blocks for good in the middle of its round.
     release = threading.Event()
     monkeypatch.setattr(service, "_check_deadlines", release.wait)
@@ -181,12 +172,12 @@ def test_the_watchdog_is_fed_only_while_no_thread_hangs__FAULT(notified: tuple[S
         if thread.name == "deadlines":
             thread.silence_s = 1.0
     try:
-        assert _wait(lambda: "hung" in (service.controller.last_fault or ""), 20), service.controller.last_fault
+        assert wait_until(lambda: "hung" in (service.controller.last_fault or ""), 20), service.controller.last_fault
         assert service.controller.last_fault is not None and service.controller.last_fault.startswith(
             "thread deadlines:")
         hung_at = time.monotonic()
         # Each watchdog round (every 0.5 s) that finds the hang says so instead of feeding the watchdog.
-        assert _wait(lambda: len([m for m in systemd.since(hung_at, "STATUS=") if "deadlines" in m]) >= 4)
+        assert wait_until(lambda: len([m for m in systemd.since(hung_at, "STATUS=") if "deadlines" in m]) >= 4)
         statuses = [when for when, m in list(systemd.messages) if when >= hung_at and m.startswith("STATUS=")]
         assert not [m for when, m in list(systemd.messages)
                     if statuses[0] <= when <= statuses[-1] and m == "WATCHDOG=1"]
@@ -238,11 +229,11 @@ def test_a_thread_that_fails_is_reported_once_per_failure_and_restarted() -> Non
             raise ValueError(f"run {len(runs)}")
 
     thread = supervisor.spawn("flaky", body)
-    assert _wait(lambda: thread.ended, 10)
+    assert wait_until(lambda: thread.ended, 10)
     assert reported == [("flaky", "ValueError: run 1"), ("flaky", "ValueError: run 2")]
     assert not supervisor.problems()
     once = supervisor.spawn("once", lambda beat: (_ for _ in ()).throw(OSError("gone")), restart=False)
-    assert _wait(lambda: once.dead, 10)
+    assert wait_until(lambda: once.dead, 10)
     # Reported once, then no longer watched: a failure already dealt with does not hold back the watchdog.
     assert reported[-1] == ("once", "OSError: gone")
     assert not supervisor.problems()
