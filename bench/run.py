@@ -1,7 +1,8 @@
 """`make bench`: runs every benchmark in bench/ and writes bench/results.json.
 
 Each bench_*.py module has `run(workdir: Path) -> dict[str, object]`; their results are merged, with
-the machine they ran on, into one JSON file that docs/PERFORMANCE.md quotes.
+the machine they ran on, into one JSON file that docs/PERFORMANCE.md quotes. `bench/run.py bench_x …` runs
+only those and updates their figures in the file.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ sys.path.insert(0, str(HERE.parent))
 
 def main() -> int:
     only = set(sys.argv[1:])
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    # A run of some benchmarks only updates their figures, and says when under its own key, so `when` stays
+    # the time of the whole run the other figures came from.
     results: dict[str, object] = {
-        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **({f"when_{name}": now for name in sorted(only)} if only else {"when": now}),
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
     }
     for path in sorted(HERE.glob("bench_*.py")):

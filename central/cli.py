@@ -229,21 +229,21 @@ def cmd_late(args: argparse.Namespace) -> int:
 
 def cmd_alerts(args: argparse.Namespace) -> int:
     """The devices' alerts (recording could not continue, or a session was cut off too long to resume): the
-    ones nobody has dealt with yet, or with --all every one; --handle records who dealt with one."""
+    ones nobody has acknowledged yet, or with --all every one; --ack records who acknowledged one."""
     from central.store import FileStore, StoredAlert
 
     cfg = _config(args)
     zone = _zone(cfg)
     store = FileStore(_store_root(args, cfg), create=False)
-    if args.handle is not None:
+    if args.ack is not None:
         if not args.by or not args.by.strip():
-            raise CentralError("--handle needs --by NAME: who dealt with the alert (the head of the unit told, "
+            raise CentralError("--ack needs --by NAME: who acknowledges the alert (the head of the unit told, "
                                "the officers' written explanation asked for)")
-        found = [a for a in store.alerts() if a.alert.id == args.handle]
+        found = [a for a in store.alerts() if a.alert.id == args.ack]
         if not found:
-            raise CentralError(f"no alert {args.handle}; `recorder central alerts --all` lists them")
-        done = store.handle_alert(found[0].alert.device, args.handle, args.by.strip(), args.note or "")
-        print(f"alert {args.handle} dealt with by {done.handled.by if done.handled else args.by}")
+            raise CentralError(f"no alert {args.ack}; `recorder central alerts --all` lists them")
+        done = store.handle_alert(found[0].alert.device, args.ack, args.by.strip(), args.note or "")
+        print(f"alert {args.ack} acknowledged by {done.handled.by if done.handled else args.by}")
         return 0
     shown = [a for a in store.alerts() if args.all or a.handled is None]
 
@@ -260,7 +260,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([as_json(a) for a in shown], indent=1, ensure_ascii=False))
     elif not shown:
-        print("no alerts" if args.all else "no alerts waiting (--all lists the ones dealt with)")
+        print("no alerts" if args.all else "no alerts waiting (--all lists the ones acknowledged)")
     else:
         from evidence.reasons import INTERRUPTION_REASONS
 
@@ -405,13 +405,13 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                                                           "upload.warn_hours)")
     late.add_argument("--json", action="store_true", help="machine-readable output")
 
-    alerts = action("alerts", "the devices' alerts that nobody has dealt with yet (exit 1 while any waits)",
+    alerts = action("alerts", "the devices' alerts that nobody has acknowledged yet (exit 1 while any waits)",
                     cmd_alerts)
-    alerts.add_argument("--all", action="store_true", help="also the alerts already dealt with")
+    alerts.add_argument("--all", action="store_true", help="also the alerts already acknowledged")
     alerts.add_argument("--json", action="store_true", help="machine-readable output")
-    alerts.add_argument("--handle", metavar="ID", help="record that the alert ID was dealt with (needs --by)")
-    alerts.add_argument("--by", metavar="NAME", help="with --handle: who dealt with it")
-    alerts.add_argument("--note", help="with --handle: what was done (e.g. head of unit told, explanation asked)")
+    alerts.add_argument("--ack", metavar="ID", help="acknowledge alert ID: record who took charge of it (needs --by)")
+    alerts.add_argument("--by", metavar="NAME", help="with --ack: who acknowledges it")
+    alerts.add_argument("--note", help="with --ack: what was done (e.g. head of unit told, explanation asked)")
 
     action("reindex", "rebuild the session index from the stored sessions", cmd_reindex)
 

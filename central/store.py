@@ -380,7 +380,7 @@ class FileStore(CentralStore):
         except (OSError, MalformedAlert) as err:
             raise CentralError(f"{path}: the kept alert cannot be read: {err}") from err
         if self._handling(device, alert_id) is not None:
-            raise CentralError(f"alert {alert_id} was already dealt with; see `recorder central alerts --all`")
+            raise CentralError(f"alert {alert_id} was already acknowledged; see `recorder central alerts --all`")
         handling = Handling(by, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), note)
         atomic_write(self._alert_path(device, alert_id, ".handled.json"),
                      json.dumps(dataclasses.asdict(handling), ensure_ascii=False).encode())

@@ -1,6 +1,6 @@
 """Central keeps and acknowledges a device's alert only when the device it names signed it (INTERRUPT, NO-LEAK):
 the head of the unit is told at once that recording could not continue, and nobody else can raise or
-silence that alarm. `recorder central alerts` lists what waits and records who dealt with it."""
+silence that alarm. `recorder central alerts` lists what waits and records who acknowledged it."""
 
 from __future__ import annotations
 
@@ -164,14 +164,14 @@ def test_alerts_are_listed_until_someone_deals_with_them__INTERRUPT(tmp_path: Pa
     assert _cli(store.root) == 1
     out = capsys.readouterr().out
     assert alert.id in out and "询问室一" in out and "张三 110001" in out and "storage_full" in out
-    assert _cli(store.root, "--handle", alert.id) == 2
-    assert "--handle needs --by" in capsys.readouterr().err
-    assert _cli(store.root, "--handle", "ffffffffffffffff", "--by", "王五") == 2
+    assert _cli(store.root, "--ack", alert.id) == 2
+    assert "--ack needs --by" in capsys.readouterr().err
+    assert _cli(store.root, "--ack", "ffffffffffffffff", "--by", "王五") == 2
     assert "no alert ffffffffffffffff" in capsys.readouterr().err
-    assert _cli(store.root, "--handle", alert.id, "--by", "王五", "--note", "单位负责人已知悉") == 0
+    assert _cli(store.root, "--ack", alert.id, "--by", "王五", "--note", "单位负责人已知悉") == 0
     capsys.readouterr()
-    assert _cli(store.root, "--handle", alert.id, "--by", "王五") == 2
-    assert "already dealt with" in capsys.readouterr().err
+    assert _cli(store.root, "--ack", alert.id, "--by", "王五") == 2
+    assert "already acknowledged" in capsys.readouterr().err
     assert _cli(store.root) == 0
     assert "no alerts waiting" in capsys.readouterr().out
     assert _cli(store.root, "--all", "--json") == 0
