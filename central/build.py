@@ -7,7 +7,7 @@ from pathlib import Path
 from central.config import CentralConfig
 from central.receiver import Receiver
 from central.store import CentralStore, FileStore
-from provisioning.central_key import load_central_key
+from provisioning.central_key import load_central_key, load_signing_key
 
 
 def build_receiver(cfg: CentralConfig, store: CentralStore | None = None, host: str | None = None,
@@ -18,4 +18,6 @@ def build_receiver(cfg: CentralConfig, store: CentralStore | None = None, host: 
                         retry_max_seconds=cfg.mqtt.retry_max_seconds)
     if cfg.receiver.private_key_file:
         receiver.central_key = load_central_key(Path(cfg.receiver.private_key_file))
+    if cfg.receiver.signing_key_file:
+        receiver.sign = load_signing_key(Path(cfg.receiver.signing_key_file)).sign
     return receiver

@@ -278,6 +278,58 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return 1 if any(a.handled is None for a in shown) else 0
 
 
+def cmd_devices(args: argparse.Namespace) -> int:
+    """Fleet health: each enrolled device (and any other that reported), as its latest status says."""
+    from central.store import FileStore
+
+    cfg = _config(args)
+    zone = _zone(cfg)
+    store = FileStore(_store_root(args, cfg), create=False)
+    waiting: dict[str, int] = {}
+    for kept in store.alerts():
+        if kept.handled is None:
+            waiting[kept.alert.device] = waiting.get(kept.alert.device, 0) + 1
+    devices = sorted(set(store.enrolled()) | set(waiting))
+    rows: list[dict[str, Any]] = []
+    for device in devices:
+        status = store.device_status(device)
+        row: dict[str, Any] = {"device": device, "enrolled": device in store.enrolled(),
+                               "alerts_at_central": waiting.get(device, 0)}
+        row.update(status.as_json() if status is not None else {"online": None})
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no devices enrolled")
+        return 0
+
+    def local(iso: str) -> str:
+        return dt.datetime.fromisoformat(iso).astimezone(zone).isoformat(sep=" ", timespec="seconds")
+
+    table = [["DEVICE", "ONLINE", "SINCE", "STATE", "SESSION", "BACKLOG", "FREE", "CLOCK", "ALERTS", "LATE",
+              "LAST FAULT"]]
+    for row in rows:
+        if row["online"] is None:
+            table.append([row["device"], "never seen", "-", "-", "-", "-", "-", "-", str(row["alerts_at_central"]),
+                          "-", "-"])
+            continue
+        backlog = f"{row.get('backlog_entries', '?')} / {row.get('backlog_bytes', 0) / 1e6:.1f} MB"
+        if isinstance(row.get("oldest_unreceipted_s"), (int, float)):
+            backlog += f" / {row['oldest_unreceipted_s'] / 3600:.1f} h"
+        free = f"{row['free_bytes'] / 1e9:.1f} GB" if "free_bytes" in row else "-"
+        synced = row.get("clock_synced")
+        clock = "-" if synced is None else "synced" if synced else "NOT synced"
+        alerts = f"{row['alerts_at_central']} (+{len(row.get('alerts', []))} sending)" if row.get("alerts") \
+            else str(row["alerts_at_central"])
+        table.append([row["device"], "yes" if row["online"] else "NO", local(row["since"]),
+                      str(row.get("state", "-")) if row["online"] else "-", str(row.get("session") or "-"),
+                      backlog if row["online"] else "-", free, clock, alerts, str(len(row.get("upload_alerts", []))),
+                      str(row.get("last_fault") or "-")])
+    print("\n".join(_table(table)))
+    return 0
+
+
 def cmd_reindex(args: argparse.Namespace) -> int:
     cfg = _config(args)
     index = _open_index(args, cfg)
@@ -291,12 +343,16 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def cmd_key(args: argparse.Namespace) -> int:
-    from provisioning.central_key import create_central_key
+    from provisioning.central_key import create_central_key, create_signing_key
 
     public = create_central_key(args.out)
     print(f"private key  {args.out} (keep it at central only)")
     print(f"public key   {public}")
     print(f'devices: [device] central_public_key = "{public}"')
+    if args.signing_out:
+        signing = create_signing_key(args.signing_out)
+        print(f"signing key  {args.signing_out} (keep it at central only; [receiver] signing_key_file)")
+        print(f'devices: [device] central_signing_key = "{signing}"')
     return 0
 
 
@@ -413,10 +469,17 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     alerts.add_argument("--by", metavar="NAME", help="with --ack: who acknowledges it")
     alerts.add_argument("--note", help="with --ack: what was done (e.g. head of unit told, explanation asked)")
 
+    devices = action("devices", "fleet health: each device online or offline since when, its state, backlog, free "
+                                "disk, clock, alerts and late sessions, as it last reported", cmd_devices)
+    devices.add_argument("--json", action="store_true", help="machine-readable output")
+
     action("reindex", "rebuild the session index from the stored sessions", cmd_reindex)
 
-    key = action("key", "create (or show) central's encryption key pair", cmd_key, store=False)
+    key = action("key", "create (or show) central's encryption key pair, and its receipt-signing key", cmd_key,
+                 store=False)
     key.add_argument("--out", type=Path, required=True, help="where central's private key is kept (mode 0600)")
+    key.add_argument("--signing-out", type=Path, metavar="FILE",
+                     help="also create (or show) the key that signs receipts, kept here (mode 0600)")
 
     certs = action("certs", "a test CA and TLS certificates for the broker, devices and receivers", cmd_certs,
                    store=False)

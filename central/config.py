@@ -43,6 +43,9 @@ class ReceiverConfig(Section):
     store_dir: Path = Path("/var/lib/recorder-central")
     client_id: Annotated[str, NonEmpty()] = "receiver-1"
     private_key_file: str = ""
+    signing_key_file: str = ""
+    """Central's Ed25519 key that signs receipts and alert acknowledgements (`recorder central key
+    --signing-out`); empty sends them unsigned, which devices with `device.central_signing_key` refuse."""
     """Central's X25519 private key (PEM); with it the receiver keeps a decrypted working copy."""
     share_group: str = ""
     """MQTT 5 shared-subscription group: receivers sharing one store and one group split the load."""

@@ -28,6 +28,7 @@ import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from central.errors import Refused
+from central.fleet import DeviceStatus, parse_status, updated
 from central.index import SessionIndex, open_index
 from central.store import CentralStore, Commit
 from central.working_copy import write_working_copy
@@ -64,6 +65,8 @@ REFUSALS_KEPT = 1000
 STAGING_MAX_AGE = 3600.0
 """Staged chunks untouched this long are removed (forged, or abandoned); a device resends a whole segment."""
 SWEEP_SECONDS = 60.0
+STATUS_KEEP_S = 30.0
+"""How often a device's status is written to the store while it stays online (or offline)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,9 @@ class Receiver:
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
         self._subscriptions: set[int] = set()
+        self._statuses: dict[str, DeviceStatus] = {}
+        self._status_kept: dict[str, float] = {}
+        """When each device's status was last written to the store (monotonic)."""
         self._share_group = share_group
         self._staging_max_age = staging_max_age
         self._lock = threading.Condition()
@@ -147,6 +153,9 @@ class Receiver:
         """Finds sessions by their metadata; derived from the store, never consulted before a receipt."""
         self.central_key: X25519PrivateKey | None = None
         """Set to central's private key to keep a decrypted working copy of each sealed segment."""
+        self.sign: protocol.Sign | None = None
+        """Set to central's signing key's `sign` to sign every receipt and alert acknowledgement (PROTOCOL §4.3,
+        §4.6)."""
 
     def start(self) -> None:
         self._client.connect_async(self._host, self._port, keepalive=self._keepalive)
@@ -185,7 +194,7 @@ class Receiver:
         if reason.is_failure:
             log.warning("receiver: broker refused the connection: %s", reason)
             return
-        for kind in (protocol.MEDIA, protocol.ENTRY, protocol.ALERT):
+        for kind in (protocol.MEDIA, protocol.ENTRY, protocol.ALERT, protocol.STATUS):
             topic = protocol.topic(self._prefix, "+", kind)
             # In a share group the broker hands each message to one member (MQTT 5 shared subscription).
             _, mid = client.subscribe(f"$share/{self._share_group}/{topic}" if self._share_group else topic, qos=1)
@@ -214,6 +223,8 @@ class Receiver:
                 self._entry(device, payload)
             elif kind == protocol.ALERT:
                 self._alert(device, payload)
+            elif kind == protocol.STATUS:
+                self._status(device, payload)
             else:
                 raise Refused(f"receiver does not take {kind!r} messages")
 
@@ -515,11 +526,25 @@ class Receiver:
         if self.store.store_alert(alert):
             log.error("ALERT from %s: %s", device, alert.summary())
         self._client.publish(protocol.topic(self._prefix, device, protocol.ALERT_ACK),
-                             protocol.encode_alert_ack(alert.id, device), qos=1)
+                             protocol.encode_alert_ack(alert.id, device, self.sign), qos=1)
+
+    def _status(self, device: str, payload: bytes) -> None:
+        """Fleet health (central/fleet.py): kept when the device goes online or offline, and otherwise at most
+        every STATUS_KEEP_S, so forty devices reporting every few seconds cost the disk little."""
+        online, fields = parse_status(device, payload)
+        now = time.monotonic()
+        previous = self._statuses.get(device)
+        if previous is None:
+            previous = self.store.device_status(device)
+        status = updated(previous, device, online, fields, dt.datetime.now(dt.UTC))
+        self._statuses[device] = status
+        if previous is None or previous.online != online or now - self._status_kept.get(device, -1e9) >= STATUS_KEEP_S:
+            self.store.record_status(status)
+            self._status_kept[device] = now
 
     def _receipt(self, device: str, entry: Entry) -> None:
         payload = protocol.encode_receipt(entry.session, entry.seq, entry.hash,
                                           dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-                                          self._client_id)
+                                          self._client_id, self.sign)
         self._client.publish(protocol.topic(self._prefix, device, protocol.RECEIPT), payload, qos=1)
         self.receipted += 1

@@ -10,6 +10,7 @@ touching the receiver, the index or the web application.
     .staging/<device>/<session>/<file>       media chunks being assembled, not yet sealed by an entry
     alerts/<device>/<id>.json                a device's signed alert as received (evidence/alert.py)
     alerts/<device>/<id>.handled.json        who at central dealt with it, when, and what they noted
+    devices/<device>.status.json             the device's latest status, as central/fleet.py reads it
     index.sqlite3                            the session index (central/index.py), derived from sessions/
 Every commit is write-temp, flush, rename, flush (a group commit per batch of entries, evidence/durable.py).
 """
@@ -27,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from central.errors import CentralError
+from central.fleet import DeviceStatus
 from evidence import layout
 from evidence.alert import ALERT_ID, Alert, MalformedAlert, parse_alert
 from evidence.durable import atomic_write, fsync_dir, group_commit
@@ -85,6 +87,17 @@ class CentralStore(abc.ABC):
     @abc.abstractmethod
     def handle_alert(self, device: str, alert_id: str, by: str, note: str) -> StoredAlert:
         """Record that `by` dealt with the alert; CentralError if there is no such alert or it was handled."""
+
+    @abc.abstractmethod
+    def record_status(self, status: DeviceStatus) -> None:
+        """Keep a device's latest status (monitoring, not evidence)."""
+
+    @abc.abstractmethod
+    def device_status(self, device: str) -> DeviceStatus | None: ...
+
+    @abc.abstractmethod
+    def enrolled(self) -> list[str]:
+        """The devices with an enrolled key, in order."""
 
     @abc.abstractmethod
     def enroll(self, device: str, key_b64: str) -> None: ...
@@ -186,6 +199,31 @@ class FileStore(CentralStore):
 
     def enroll(self, device: str, key_b64: str) -> None:
         atomic_write(self.root / "devices" / f"{device}.pub", key_b64.encode() + b"\n")
+
+    def enrolled(self) -> list[str]:
+        folder = self.root / "devices"
+        return sorted(p.stem for p in folder.glob("*.pub") if layout.DEVICE_ID.match(p.stem)) if folder.is_dir() else []
+
+    def _status_path(self, device: str) -> Path:
+        if not layout.DEVICE_ID.match(device):
+            raise CentralError(f"{device!r} is not a device id")
+        return self.root / "devices" / f"{device}.status.json"
+
+    def record_status(self, status: DeviceStatus) -> None:
+        data = {"online": status.online, "since": status.since, "received": status.received, "fields": status.fields}
+        atomic_write(self._status_path(status.device), json.dumps(data, ensure_ascii=False).encode())
+
+    def device_status(self, device: str) -> DeviceStatus | None:
+        path = self._status_path(device)
+        try:
+            data = json.loads(path.read_bytes())
+            return DeviceStatus(device, bool(data["online"]), dict(data["fields"]), str(data["received"]),
+                                str(data["since"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.error("%s: the kept status cannot be read: %s; it is written again at the next status", path, err)
+            return None
 
     def device_key(self, device: str) -> str | None:
         path = self.root / "devices" / f"{device}.pub"

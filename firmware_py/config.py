@@ -17,6 +17,7 @@ from evidence import layout
 from evidence.deadline import UploadPolicy
 from evidence.encryption import public_key_from_b64
 from evidence.errors import ConfigError, EvidenceError
+from evidence.keys import load_public_key_b64
 from evidence.settings import NonEmpty, Range, Section, build, read_toml
 from mqtt.settings import MqttConfig
 
@@ -46,6 +47,9 @@ class DeviceConfig(Section):
     state_dir: Path = Path("/var/lib/recorder")
     central_public_key: str = ""
     """Central's X25519 public key (base64) that every segment is sealed to; empty records in the clear."""
+    central_signing_key: str = ""
+    """Central's Ed25519 public key (base64): a receipt or alert acknowledgement counts only if it signed it.
+    Empty trusts unsigned ones (a lab set-up; the service warns)."""
 
     def validate(self) -> None:
         if not layout.DEVICE_ID.match(self.id):
@@ -60,6 +64,12 @@ class DeviceConfig(Section):
                 public_key_from_b64(self.central_public_key)
             except EvidenceError as err:
                 raise ConfigError(f"central_public_key: {err}") from err
+        if self.central_signing_key:
+            try:
+                load_public_key_b64(self.central_signing_key)
+            except EvidenceError as err:
+                raise ConfigError(f"central_signing_key: {err} (it is printed by `recorder central key "
+                                  "--signing-out FILE`)") from err
 
 
 @dataclasses.dataclass(frozen=True)

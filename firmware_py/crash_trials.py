@@ -26,7 +26,7 @@ from evidence import layout
 from evidence.encryption import open_sealed
 from evidence.entry import Segment, parse_entry
 from evidence.verify import verify_session
-from provisioning.central_key import create_central_key, load_central_key
+from provisioning.central_key import create_central_key, create_signing_key, load_central_key, load_signing_key
 from provisioning.identity import DeviceIdentity
 
 SEGMENT_SECONDS = 2.0
@@ -34,10 +34,11 @@ SEGMENT_SECONDS = 2.0
 
 def _config(tmp_path: Path, port: int, resume_within_minutes: int = 0) -> Path:
     public = create_central_key(tmp_path / "central-key.pem")
+    signing = create_signing_key(tmp_path / "central-signing-key.pem")
     path = tmp_path / "recorder.toml"
     path.write_text(
         f'[device]\nstate_dir = "{tmp_path / "device"}"\n'
-        f'central_public_key = "{public}"\n'
+        f'central_public_key = "{public}"\ncentral_signing_key = "{signing}"\n'
         f'[session]\nsegment_seconds = {SEGMENT_SECONDS}\nmax_minutes = 5\n'
         f'resume_within_minutes = {resume_within_minutes}\nexplanation_seconds = 2.0\nmenu_seconds = 1.5\n'
         '[notice]\nen = ""\nwords_per_minute = 400\n'
@@ -78,6 +79,7 @@ def run_kill9(workdir: Path, port: int, trials: int, seed: int = 20261122) -> Ki
     store = FileStore(workdir / "central")
     store.enroll("SIM-0001", DeviceIdentity.load_or_create(workdir / "device" / "keys").public_key_b64)
     receiver = Receiver(store, "127.0.0.1", port, "recorders", "crash-receiver")
+    receiver.sign = load_signing_key(workdir / "central-signing-key.pem").sign
     receiver.start()
     record = workdir / "record.txt"
     record.write_text("0.1 press start\n0.2 wait recording\n3600 end\n")
@@ -181,6 +183,7 @@ def kill9_and_resume(workdir: Path, port: int, record_s: float = 3.0) -> ResumeO
     store.enroll("SIM-0001", DeviceIdentity.load_or_create(workdir / "device" / "keys").public_key_b64)
     receiver = Receiver(store, "127.0.0.1", port, "recorders", "resume-receiver")
     receiver.central_key = load_central_key(workdir / "central-key.pem")
+    receiver.sign = load_signing_key(workdir / "central-signing-key.pem").sign
     receiver.start()
     record, after = workdir / "record.txt", workdir / "after.txt"
     record.write_text(f"0.1 press start\n0.2 wait recording\n{record_s:g} kill\n")

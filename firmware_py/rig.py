@@ -25,7 +25,7 @@ from firmware_py.state_machine import State
 from hal.buttons.base import ButtonName
 from mqtt.tls import TlsFiles
 from provisioning.ca import CertificateAuthority, Issued
-from provisioning.central_key import create_central_key
+from provisioning.central_key import create_central_key, create_signing_key
 
 FAST: dict[str, dict[str, Any]] = {
     "session": {"segment_seconds": 1.0, "stop_hold_seconds": 0.5, "max_minutes": 10, "explanation_seconds": 2.0,
@@ -44,15 +44,18 @@ def configs(workdir: Path, host: str, port: int, device: dict[str, dict[str, Any
     """The device's and central's configuration for a system in `workdir`: segments sealed to a central key
     pair kept there, the device's state in `device/`, central's store in `central/`. `device` and `central`
     add or override settings, section by section."""
-    key_file = workdir / "central-key.pem"
+    key_file, signing_file = workdir / "central-key.pem", workdir / "central-signing-key.pem"
     public = create_central_key(key_file)
+    signing = create_signing_key(signing_file)
     device_data: dict[str, dict[str, Any]] = {
-        "device": {"state_dir": str(workdir / "device"), "central_public_key": public},
+        "device": {"state_dir": str(workdir / "device"), "central_public_key": public,
+                   "central_signing_key": signing},
         "hal": {"backend": "sim"},
         "mqtt": {"host": host, "port": port},
     }
     central_data: dict[str, dict[str, Any]] = {
-        "receiver": {"store_dir": str(workdir / "central"), "private_key_file": str(key_file)},
+        "receiver": {"store_dir": str(workdir / "central"), "private_key_file": str(key_file),
+                     "signing_key_file": str(signing_file)},
         "mqtt": {"host": host, "port": port},
     }
     for data, extra in ((device_data, device), (central_data, central)):

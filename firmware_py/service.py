@@ -25,6 +25,7 @@ from evidence.deadline import Level
 from evidence.durable import atomic_write
 from evidence.entry import EVENT, Entry
 from evidence.errors import StorageFault
+from evidence.keys import load_public_key_b64
 from evidence.supervisor import Beat, Supervisor
 from firmware_py.config import Config
 from firmware_py.controller import Controller
@@ -89,12 +90,18 @@ class Service:
             message = ("device.central_public_key is not set: recordings are stored UNENCRYPTED on this device; "
                        "set it to central's X25519 public key (recorder central key prints one)")
             log.warning(message)
+        if not config.device.central_signing_key:
+            log.warning("device.central_signing_key is not set: receipts are trusted WITHOUT central's signature, so "
+                        "anyone who can publish on the broker could mark evidence as delivered; set it to central's "
+                        "signing key (recorder central key --signing-out FILE prints it)")
         m = config.mqtt
         self.alerts = AlertOutbox(config.device.state_dir / "alerts", m.resend_seconds)
         self.uploader = Uploader(self.spool, config.device.id, m.host, m.port, m.topic_prefix, m.keepalive,
                                  m.retry_max_seconds, status=self.health, tls=m.tls,
                                  live_session=lambda: self.controller.session_id, resend_after=m.resend_seconds,
-                                 spawn=self.supervisor.spawn, alerts=self.alerts)
+                                 spawn=self.supervisor.spawn, alerts=self.alerts,
+                                 central_key=(load_public_key_b64(config.device.central_signing_key)
+                                              if config.device.central_signing_key else None))
         self.recovery = recover_spool(config.spool_dir, self.identity, self.hal.clock, self._on_entry,
                                       self._may_resume, self._read_hung_marker())
         self.controller = Controller(config, self.hal, self.identity, self.prompts, find_cjk_font(), self._on_entry,

@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from evidence import layout
 from evidence.alert import ALERT_ID
 from evidence.canonical import NotCanonical, canonical, parse_strict, read_object
 from evidence.entry import HEX64
+from evidence.keys import verify_signature
 from mqtt.errors import ProtocolError
 
 MEDIA_MAGIC = b"RRM1"
@@ -102,13 +106,44 @@ def decode_media(payload: bytes) -> MediaChunk:
     return MediaChunk(session, file, offset, total, sha, data)
 
 
-def encode_receipt(session: str, seq: int, entry_hash: str, stored_at: str, receiver: str) -> bytes:
-    return canonical({"session": session, "seq": seq, "entry_hash": entry_hash, "stored_at": stored_at,
-                      "receiver": receiver})
+RECEIPT_CONTEXT = b"room-recorder/receipt/v1\x00"
+ALERT_ACK_CONTEXT = b"room-recorder/alert-ack/v1\x00"
+Sign = Callable[[bytes], str]
+
+
+def _signed(fields: dict[str, Any], context: bytes, sign: Sign | None) -> bytes:
+    """`fields` as canonical JSON, with `sig` (central's signature over `context` and the unsigned canonical
+    bytes) when central has a signing key."""
+    if sign is None:
+        return canonical(fields)
+    return canonical({**fields, "sig": sign(context + canonical(fields))})
+
+
+class SignedByCentral:
+    """A message central may sign (PROTOCOL §4.3, §4.6): its signature, if any, and what it signs."""
+
+    sig: str | None
+    signed_message: bytes
+
+    def signed_by(self, key: Ed25519PublicKey) -> bool:
+        return self.sig is not None and verify_signature(key, self.sig, self.signed_message)
+
+
+def _signature(value: dict[str, Any], context: bytes, what: str) -> tuple[str | None, bytes]:
+    sig = value.get("sig")
+    if sig is not None and not isinstance(sig, str):
+        raise ProtocolError(f"{what} 'sig' must be a string")
+    return sig, context + canonical({k: v for k, v in value.items() if k != "sig"})
+
+
+def encode_receipt(session: str, seq: int, entry_hash: str, stored_at: str, receiver: str,
+                   sign: Sign | None = None) -> bytes:
+    return _signed({"session": session, "seq": seq, "entry_hash": entry_hash, "stored_at": stored_at,
+                    "receiver": receiver}, RECEIPT_CONTEXT, sign)
 
 
 @dataclass(frozen=True)
-class Receipt:
+class Receipt(SignedByCentral):
     """Central's word that it stored and judged one entry (PROTOCOL §4.3)."""
 
     session: str
@@ -118,6 +153,8 @@ class Receipt:
     receiver: str
     raw: bytes
     """The message as received, kept on the device as proof of delivery."""
+    sig: str | None = None
+    signed_message: bytes = b""
 
 
 _RECEIPT_FIELDS = {"session", "seq", "entry_hash", "stored_at", "receiver"}
@@ -125,8 +162,9 @@ _RECEIPT_FIELDS = {"session", "seq", "entry_hash", "stored_at", "receiver"}
 
 def decode_receipt(payload: bytes) -> Receipt:
     receipt = read_object(payload, MAX_RECEIPT, "receipt", ProtocolError, exact=False)
-    if set(receipt) != _RECEIPT_FIELDS:
-        raise ProtocolError(f"receipt must be an object of exactly {', '.join(sorted(_RECEIPT_FIELDS))}")
+    if set(receipt) - {"sig"} != _RECEIPT_FIELDS:
+        raise ProtocolError(f"receipt must be an object of exactly {', '.join(sorted(_RECEIPT_FIELDS))} (and "
+                            "'sig' when signed)")
     session, seq, digest = receipt["session"], receipt["seq"], receipt["entry_hash"]
     if not isinstance(session, str) or not layout.SESSION_ID.match(session):
         raise ProtocolError("receipt 'session' is malformed")
@@ -136,28 +174,32 @@ def decode_receipt(payload: bytes) -> Receipt:
         raise ProtocolError("receipt 'entry_hash' must be 64 lowercase hex digits")
     if not isinstance(receipt["stored_at"], str) or not isinstance(receipt["receiver"], str):
         raise ProtocolError("receipt 'stored_at' and 'receiver' must be strings")
-    return Receipt(session, seq, digest, receipt["stored_at"], receipt["receiver"], payload)
+    sig, message = _signature(receipt, RECEIPT_CONTEXT, "receipt")
+    return Receipt(session, seq, digest, receipt["stored_at"], receipt["receiver"], payload, sig, message)
 
 
 @dataclass(frozen=True)
-class AlertAck:
+class AlertAck(SignedByCentral):
     """Central stored the alert `alert` of `device` (PROTOCOL §4.6)."""
 
     alert: str
     device: str
+    sig: str | None = None
+    signed_message: bytes = b""
 
 
-def encode_alert_ack(alert: str, device: str) -> bytes:
-    return canonical({"alert": alert, "device": device})
+def encode_alert_ack(alert: str, device: str, sign: Sign | None = None) -> bytes:
+    return _signed({"alert": alert, "device": device}, ALERT_ACK_CONTEXT, sign)
 
 
 def decode_alert_ack(payload: bytes) -> AlertAck:
     value = read_object(payload, MAX_ALERT_ACK, "alert acknowledgement", ProtocolError)
-    if set(value) != {"alert", "device"}:
-        raise ProtocolError("alert acknowledgement must be an object of exactly alert, device")
+    if set(value) - {"sig"} != {"alert", "device"}:
+        raise ProtocolError("alert acknowledgement must be an object of exactly alert, device (and sig when signed)")
     alert, device = value["alert"], value["device"]
     if not isinstance(alert, str) or not ALERT_ID.match(alert):
         raise ProtocolError("alert acknowledgement 'alert' must be 16 lowercase hex digits")
     if not isinstance(device, str) or not layout.DEVICE_ID.match(device):
         raise ProtocolError("alert acknowledgement 'device' must be a device id")
-    return AlertAck(alert, device)
+    sig, message = _signature(value, ALERT_ACK_CONTEXT, "alert acknowledgement")
+    return AlertAck(alert, device, sig, message)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from capture.spool import PendingItem, Spool
 from evidence.errors import RecorderError
@@ -58,8 +59,11 @@ class Uploader:
         max_unacked_bytes: int = MAX_UNACKED_BYTES,
         spawn: Spawn | None = None,
         alerts: AlertOutbox | None = None,
+        central_key: Ed25519PublicKey | None = None,
     ) -> None:
         self._alerts = alerts
+        self._central_key = central_key
+        """Central's signing key: with it, a receipt or acknowledgement counts only if central signed it."""
         self._spawn = spawn or Supervisor().spawn
         self._spool = spool
         self._live_session = live_session
@@ -196,6 +200,7 @@ class Uploader:
             return
         try:
             receipt = protocol.decode_receipt(bytes(message.payload))
+            self._check_signed(receipt)
         except ProtocolError as err:
             log.warning("refused a receipt on %s: %s", message.topic, err)
             return
@@ -208,9 +213,18 @@ class Uploader:
             self._receipts.append((PendingItem(receipt.session, receipt.seq), receipt))
             self._lock.notify_all()
 
+    def _check_signed(self, message: protocol.SignedByCentral) -> None:
+        """Anyone on the broker could write a receipt: only central's signature makes it count (a receipt is
+        what would let the device free its copy of the evidence)."""
+        if self._central_key is not None and not message.signed_by(self._central_key):
+            raise ProtocolError("it is not signed by central's key (device.central_signing_key)"
+                                if message.sig is None else "its signature does not verify under central's key "
+                                "(device.central_signing_key)")
+
     def _on_alert_ack(self, message: paho.MQTTMessage) -> None:
         try:
             ack = protocol.decode_alert_ack(bytes(message.payload))
+            self._check_signed(ack)
             if ack.device != self._device:
                 raise ProtocolError(f"it names device {ack.device!r}")
             if self._alerts is None or not self._alerts.acknowledged(ack.alert):

@@ -26,6 +26,8 @@ from tests.central.test_receiver import send
 from tests.conftest import wait_until
 
 DEVICE = "ROOM-7"
+CENTRAL = DeviceIdentity(Ed25519PrivateKey.generate())
+"""Central's receipt-signing key."""
 
 
 def fields(**changes: Any) -> dict[str, Any]:
@@ -50,6 +52,7 @@ def receiver(tmp_path: Path, broker: LocalBroker, device: DeviceIdentity) -> Ite
     store = FileStore(tmp_path / "central")
     store.enroll(DEVICE, device.public_key_b64)
     r = Receiver(store, "127.0.0.1", broker.port, "recorders", "receiver-under-test")
+    r.sign = CENTRAL.sign
     r.start()
     assert r.connected.wait(10)
     yield r
@@ -92,7 +95,8 @@ def test_a_signed_alert_is_kept_and_acknowledged_once__INTERRUPT(receiver: Recei
         alert = make_alert(fields(), device.sign)
         send(broker, [(alert_topic(), alert.raw), (alert_topic(), alert.raw)])
         assert wait_until(lambda: len(acks.got) == 2), acks.got
-        assert acks.got[0] == protocol.AlertAck(alert.id, DEVICE)
+        assert (acks.got[0].alert, acks.got[0].device) == (alert.id, DEVICE)
+        assert acks.got[0].signed_by(CENTRAL.public_key)  # so the device can tell it from a forged one
         [kept] = store_of(receiver).alerts()
         assert kept.alert == alert and kept.handled is None
         assert kept.alert.signed_by(device.public_key_b64)

@@ -196,7 +196,7 @@ def test_verify_of_a_folder_without_sessions_says_so(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("setup", "message"), [
     ("state_dir is a file", "is a file, not a folder"),
-    ("key is a folder", "cannot read the device key"),
+    ("key is a folder", "cannot read the signing key"),
     ("scenario not UTF-8", "not UTF-8 text"),
     ("scenario time 1e308", "must be between 0 and 86400 seconds"),
     ("scenario is a folder", "cannot read the scenario"),

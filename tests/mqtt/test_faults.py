@@ -167,7 +167,8 @@ def _receiver_config(workdir: Path, rig: Rig, port: int) -> Path:
     r = rig.central.receiver
     path.write_text(f'[mqtt]\nport = {port}\n'
                     f'[receiver]\nstore_dir = "{r.store_dir}"\nclient_id = "receiver-1"\n'
-                    f'private_key_file = "{r.private_key_file}"\n', encoding="utf-8")
+                    f'private_key_file = "{r.private_key_file}"\nsigning_key_file = "{r.signing_key_file}"\n',
+                    encoding="utf-8")
     return path
 
 

@@ -8,17 +8,27 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from capture.ledger import read_entries
 from capture.spool import Spool
+from central.build import build_receiver
 from central.receiver import Receiver
 from central.store import FileStore
 from evidence import layout
+from evidence.alert import make_alert
+from evidence.canonical import canonical
+from evidence.entry import Entry
 from evidence.verify import verify_session
 from mqtt import protocol
 from mqtt.broker import LocalBroker, free_port
 from mqtt.client import make_client
 from mqtt.uploader import Uploader
-from tests.conftest import RecordedSession, make_rig
+from provisioning.central_key import load_signing_key
+from provisioning.identity import DeviceIdentity
+from tests.central.test_alerts import fields as alert_fields
+from tests.central.test_receiver import send
+from tests.conftest import RecordedSession, make_rig, wait_until
 
 
 def test_records_with_broker_down_and_uploads_when_it_returns__UPLOAD_24H(
@@ -34,7 +44,7 @@ def test_records_with_broker_down_and_uploads_when_it_returns__UPLOAD_24H(
         assert verify_session(rig.config.spool_dir / session).ok  # recorded in full while offline
 
         with LocalBroker(tmp_path / "broker", port=port):
-            receiver = Receiver(rig.store, "127.0.0.1", port, "recorders", "late-receiver")
+            receiver = build_receiver(rig.central, rig.store, "127.0.0.1", port)  # signing as central does
             receiver.start()
             try:
                 assert rig.service.spool.wait_drained(60), "backlog was not delivered after the broker came back"
@@ -115,5 +125,49 @@ def test_hostile_receipts_leave_the_uploader_working__TAMPER_PROOF_IT(tmp_path: 
         assert rig.service.spool.wait_drained(60), "the uploader stopped taking receipts"
         kept = list((rig.config.spool_dir / session / layout.RECEIPTS).iterdir())
         assert kept and max(p.stat().st_size for p in kept) <= protocol.MAX_RECEIPT
+    finally:
+        rig.close()
+
+
+def test_only_receipts_signed_by_central_count__TAMPER_PROOF_IT(tmp_path: Path, broker: LocalBroker,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="mqtt.uploader")
+    rig = make_rig(tmp_path, broker.port, with_receiver=False)
+    central = load_signing_key(tmp_path / "central-signing-key.pem")
+    forger = DeviceIdentity(Ed25519PrivateKey.generate())
+    try:
+        session = rig.record(1.0)
+        log = read_entries(rig.config.spool_dir / session)
+        topic = protocol.topic("recorders", rig.config.device.id, protocol.RECEIPT)
+
+        def receipt(e: Entry, sign: protocol.Sign | None) -> bytes:
+            return protocol.encode_receipt(session, e.seq, e.hash, "2026-11-29T00:00:00.000+00:00", "r", sign)
+
+        forged: list[bytes] = []
+        for e in log:
+            forged.append(receipt(e, None))  # unsigned
+            forged.append(receipt(e, forger.sign))  # signed by another key
+            altered = json.loads(receipt(e, central.sign))
+            altered["stored_at"] = "2026-11-30T00:00:00.000+00:00"  # changed after central signed it
+            forged.append(canonical(altered))
+        send(broker, [(topic, payload) for payload in forged])
+        assert wait_until(lambda: sum("refused a receipt" in r.getMessage() for r in caplog.records) >= len(forged))
+        assert rig.service.spool.backlog().entries == len(log), "a receipt central did not sign freed an entry"
+        send(broker, [(topic, receipt(e, central.sign)) for e in log])
+        assert rig.service.spool.wait_drained(30), "central's signed receipts were not taken"
+        kept = json.loads(layout.receipt_path(rig.config.spool_dir / session, 0).read_bytes())
+        assert protocol.decode_receipt(canonical(kept)).signed_by(central.public_key)  # kept as signed
+        # The same for an alert's acknowledgement: a forged one does not stop the alert being repeated.
+        alert = make_alert(alert_fields(device=rig.config.device.id), rig.service.identity.sign)
+        rig.service.alerts.add(alert)
+        acks = protocol.topic("recorders", rig.config.device.id, protocol.ALERT_ACK)
+        refused = sum("refused an alert acknowledgement" in r.getMessage() for r in caplog.records)
+        send(broker, [(acks, protocol.encode_alert_ack(alert.id, rig.config.device.id, forger.sign)),
+                      (acks, protocol.encode_alert_ack(alert.id, rig.config.device.id))])
+        assert wait_until(lambda: sum("refused an alert acknowledgement" in r.getMessage()
+                                      for r in caplog.records) >= refused + 2)
+        assert rig.service.alerts.waiting() == [alert]
+        send(broker, [(acks, protocol.encode_alert_ack(alert.id, rig.config.device.id, central.sign))])
+        assert wait_until(lambda: not rig.service.alerts.waiting())
     finally:
         rig.close()

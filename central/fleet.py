@@ -1,0 +1,66 @@
+"""Fleet health at central: what each device last said of itself on its status topic (PROTOCOL §4.4), and
+since when it has been online or offline (its Last Will says when it vanished).
+
+A status is monitoring, not evidence: it is not signed, and nothing here decides anything about a
+recording. It is read strictly all the same (a bounded, strict JSON object naming the device of its topic,
+with the known fields of the known types), so a hostile message cannot mislead the table or crash the
+receiver; unknown fields are ignored, as PROTOCOL §4.4 asks of consumers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from central.errors import Refused
+from evidence.canonical import read_object
+
+MAX_STATUS = 64 * 1024
+"""A status is about 600 bytes; one naming many late sessions or alerts stays far below this."""
+
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "state": (str,), "session": (str, type(None)), "backlog_entries": (int,), "backlog_bytes": (int,),
+    "oldest_unreceipted_s": (int, float, type(None)), "free_bytes": (int,), "clock_synced": (bool,),
+    "last_fault": (str, type(None)), "upload_alerts": (list,), "alerts": (list,), "time": (str,),
+}
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    device: str
+    online: bool
+    fields: dict[str, Any]
+    """The known fields the device sent, each of its type (PROTOCOL §4.4); absent ones are left out."""
+    received: str
+    """When central received it (UTC, ISO 8601)."""
+    since: str
+    """When central first saw the device in this online state (UTC, ISO 8601)."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"device": self.device, "online": self.online, "since": self.since, "received": self.received,
+                **self.fields}
+
+
+def parse_status(device: str, payload: bytes) -> tuple[bool, dict[str, Any]]:
+    """A status message from `device`'s topic: whether it is online, and its known fields. Refused if it is not
+    a strict JSON object of at most MAX_STATUS bytes naming `device`, with `online` a boolean."""
+    value = read_object(payload, MAX_STATUS, f"status from {device}", Refused, exact=False)
+    if value.get("device") != device:
+        raise Refused(f"status on {device}'s topic names device {value.get('device')!r}")
+    online = value.get("online")
+    if not isinstance(online, bool):
+        raise Refused(f"status from {device}: 'online' must be true or false")
+    fields = {}
+    for key, types in _FIELDS.items():
+        if key in value and isinstance(value[key], types) and not (isinstance(value[key], bool) and bool not in types):
+            fields[key] = value[key]
+    return online, fields
+
+
+def updated(previous: DeviceStatus | None, device: str, online: bool, fields: dict[str, Any],
+            now: dt.datetime) -> DeviceStatus:
+    """The device's status after this message: `since` moves only when it goes online or offline."""
+    stamp = now.isoformat(timespec="seconds")
+    since = previous.since if previous is not None and previous.online == online else stamp
+    return DeviceStatus(device, online, fields, stamp, since)
