@@ -67,7 +67,7 @@ from mqtt import protocol
 from mqtt.broker import LocalBroker
 from mqtt.client import make_client
 from mqtt.uploader import Uploader
-from provisioning.central_key import create_central_key, load_central_key
+from provisioning.central_key import create_central_key, create_signing_key, load_central_key
 from provisioning.identity import DeviceIdentity
 
 DEVICE = "BENCH-1"
@@ -174,9 +174,13 @@ def _serve_receiver(config: dict[str, Any], ready: multiprocessing.synchronize.E
 
 
 def _central_config(store: Path, port: int, central_pem: Path, name: str, group: str) -> dict[str, Any]:
+    # Central signs every receipt, as deployed: its signing key sits next to its encryption key (as the rig
+    # keeps them, so a device made by the rig trusts it).
+    signing = central_pem.with_name("central-signing-key.pem")
+    create_signing_key(signing)
     return {"mqtt": {"host": "127.0.0.1", "port": port},
             "receiver": {"store_dir": str(store), "client_id": name, "private_key_file": str(central_pem),
-                         "share_group": group}}
+                         "share_group": group, "signing_key_file": str(signing)}}
 
 
 class Central:
