@@ -60,7 +60,10 @@ def parse_status(device: str, payload: bytes) -> tuple[bool, dict[str, Any]]:
 
 def updated(previous: DeviceStatus | None, device: str, online: bool, fields: dict[str, Any],
             now: dt.datetime) -> DeviceStatus:
-    """The device's status after this message: `since` moves only when it goes online or offline."""
+    """The device's status after this message: `since` moves only when it goes online or offline. An offline
+    message (the Last Will) says nothing else, so what the device last said of itself is kept with it."""
     stamp = now.isoformat(timespec="seconds")
     since = previous.since if previous is not None and previous.online == online else stamp
+    if not online and not fields and previous is not None:
+        fields = previous.fields
     return DeviceStatus(device, online, fields, stamp, since)

@@ -56,6 +56,8 @@ def test_statuses_are_kept_and_offline_since_is_shown__FAULT(receiver: Receiver,
     assert "extra" not in first.fields  # unknown fields are ignored
     send(broker, [(status_topic("ROOM-1"), b'{"device": "ROOM-1", "online": false}')])  # its Last Will
     assert wait_until(lambda: (s := store.device_status("ROOM-1")) is not None and not s.online)
+    gone = store.device_status("ROOM-1")
+    assert gone is not None and gone.fields["free_bytes"] == 50_000_000_000  # as it last said, kept
     assert main(["central", "devices", "--store", str(store.root)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["DEVICE", "ONLINE", "SINCE"]
