@@ -193,10 +193,6 @@ class Recording:
     def opening(self) -> Opening:
         return self._opening
 
-    def wall_of(self, media_ns: int) -> str:
-        """The wall-clock time of a media time of this session."""
-        return self._wall_at(media_ns)
-
     @property
     def current_index(self) -> int:
         """The index of the segment being written, or of the next one between runs (for the stamp)."""
@@ -205,7 +201,7 @@ class Recording:
     def media_time(self, mono_ns: int) -> MediaTime:
         """Where a moment of the monotonic clock lies on the session's timeline."""
         media_ns = mono_ns - self._t0_ns
-        return MediaTime(media_ns, self._wall_at(media_ns))
+        return MediaTime(media_ns, self.wall_of(media_ns))
 
     @property
     def covered_to(self) -> int:
@@ -264,9 +260,9 @@ class Recording:
     def _interruption(self, pending: Break, resumed_ns: int | None) -> Entry:
         began = self.covered_to
         body: dict[str, Any] = {"cause": pending.cause, "detail": pending.detail, "began_ns": began,
-                                "began_wall": self._wall_at(began), "resumed_ns": resumed_ns}
+                                "began_wall": self.wall_of(began), "resumed_ns": resumed_ns}
         if resumed_ns is not None:
-            body["resumed_wall"] = self._wall_at(resumed_ns)
+            body["resumed_wall"] = self.wall_of(resumed_ns)
         body["recovered_segments"] = self._unaccounted()
         entry = self.ledger.append("interruption", body)
         self.last_interruption = entry
@@ -281,7 +277,7 @@ class Recording:
         assert self.pending is not None
         self._interruption(self.pending, start_ns)
 
-    def _wall_at(self, media_ns: int) -> str:
+    def wall_of(self, media_ns: int) -> str:
         # Added in UTC and shown in the local zone, so a daylight-saving change mid-session shifts the
         # offset, not the instant.
         instant = self._wall0.astimezone(dt.UTC) + dt.timedelta(microseconds=media_ns // 1000)
@@ -293,8 +289,8 @@ class Recording:
         # make segments overlap or run backwards.
         return {
             "clock_synced": self.parts.clock.is_synchronised(),
-            "start_wall": self._wall_at(closed.start_ns),
-            "end_wall": self._wall_at(closed.end_ns),
+            "start_wall": self.wall_of(closed.start_ns),
+            "end_wall": self.wall_of(closed.end_ns),
             "meta": self._classify,
         }
 

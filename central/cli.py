@@ -289,11 +289,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
     for kept in store.alerts():
         if kept.handled is None:
             waiting[kept.alert.device] = waiting.get(kept.alert.device, 0) + 1
-    devices = sorted(set(store.enrolled()) | set(waiting))
+    enrolled = set(store.enrolled())
+    devices = sorted(enrolled | set(waiting))
     rows: list[dict[str, Any]] = []
     for device in devices:
         status = store.device_status(device)
-        row: dict[str, Any] = {"device": device, "enrolled": device in store.enrolled(),
+        row: dict[str, Any] = {"device": device, "enrolled": device in enrolled,
                                "alerts_at_central": waiting.get(device, 0)}
         row.update(status.as_json() if status is not None else {"online": None})
         rows.append(row)
