@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -113,6 +113,8 @@ class Spool:
         they were made (the scan inserts in order, new entries arrive in order), so no listing is ever sorted
         again and the cost per segment does not grow with the spool."""
         self._finished: dict[str, float] = {}
+        self.delivered_listeners: list[Callable[[str], None]] = []
+        """Called with a session's id when its last pending entry has been receipted."""
         self._count = 0
         self._bytes = 0
         if root.is_dir():
@@ -220,6 +222,7 @@ class Spool:
                 # The first receipt is the proof of delivery time; a later duplicate must not move it.
                 writes[kept] = receipt.raw
         group_commit(self.root, list(writes.items()))
+        delivered = []
         with self._changed:
             for (item, _), ok in zip(batch, matched, strict=True):
                 entries = self._pending.get(item.session, {})
@@ -227,11 +230,19 @@ class Spool:
                     pending = entries.pop(item.seq)
                     self._count -= 1
                     self._bytes -= pending.media_bytes
-                if ok and not entries:
-                    self._pending.pop(item.session, None)
+                if ok and not entries and self._pending.pop(item.session, None) is not None:
                     self._finished.pop(item.session, None)
+                    delivered.append(item.session)
             self._changed.notify_all()
+        for session in delivered:
+            for listener in self.delivered_listeners:
+                listener(session)
         return matched
+
+    def has_pending(self, session: str) -> bool:
+        """Whether any entry of `session` still waits for central's receipt."""
+        with self._lock:
+            return session in self._pending
 
     def backlog(self) -> Backlog:
         with self._lock:

@@ -172,6 +172,16 @@ class NoticeConfig(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class SpoolConfig(Section):
+    keep_receipted_days: Annotated[float, Range(0, 3650)] = 30.0
+    """A closed session whose every entry has central's signed receipt is removed from the device this many days
+    after it closed (never without those receipts: see capture/pruning.py)."""
+    free_space_floor_sessions: Annotated[float, Range(0, 100)] = 2.0
+    """And earlier, oldest first, while free space is below what this many sessions of session.max_minutes
+    need at the configured bitrate."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Config(Section):
     device: DeviceConfig = DeviceConfig()
     session: SessionConfig = SessionConfig()
@@ -179,6 +189,7 @@ class Config(Section):
     video: VideoConfig = VideoConfig()
     audio: AudioConfig = AudioConfig()
     notice: NoticeConfig = NoticeConfig()
+    spool: SpoolConfig = SpoolConfig()
     mqtt: MqttConfig = dataclasses.field(default_factory=MqttConfig)
     upload: UploadPolicy = dataclasses.field(default_factory=UploadPolicy)
 

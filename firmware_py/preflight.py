@@ -37,6 +37,12 @@ def bytes_needed(video_bitrate: int, minutes: int) -> int:
     return int((video_bitrate + AUDIO_OVERHEAD_BPS) / 8 * minutes * 60 * 1.2)
 
 
+def recording_hours(free_bytes: int, video_bitrate: int) -> float:
+    """How many hours of recording `free_bytes` hold at `video_bitrate` (with the same margin as a session's
+    reservation)."""
+    return free_bytes / bytes_needed(video_bitrate, 60)
+
+
 class Preflight:
     def __init__(self, hal: Hal, prompts: PromptCache, needed_prompts: list[Prompt], video_bitrate: int,
                  max_minutes: int, device_timeout: float = 2.0) -> None:
@@ -68,8 +74,10 @@ class Preflight:
             return CheckResult("storage", False, str(err))
         if free < need:
             return CheckResult("storage", False,
-                               f"{free / 1e6:.0f} MB free, {need / 1e6:.0f} MB needed for {self._minutes} minutes")
-        return CheckResult("storage", True, f"{free / 1e9:.1f} GB free")
+                               f"{free / 1e6:.0f} MB free (about {recording_hours(free, self._bitrate):.1f} h of "
+                               f"recording), {need / 1e6:.0f} MB needed for {self._minutes} minutes")
+        return CheckResult("storage", True, f"{free / 1e9:.1f} GB free, room for about "
+                                            f"{recording_hours(free, self._bitrate):.1f} h of recording")
 
     def _prompts_ready(self) -> CheckResult:
         try:

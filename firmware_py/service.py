@@ -13,10 +13,12 @@ import datetime as dt
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from capture.pruning import Pruner
 from capture.recovery import Recovered, recover_spool
 from capture.spool import Spool
 from capture.stamp import find_cjk_font
@@ -31,17 +33,21 @@ from firmware_py.config import Config
 from firmware_py.controller import Controller
 from firmware_py.deadlines import Assessment, assess, worst_warning
 from firmware_py.errors import ServiceError
+from firmware_py.preflight import bytes_needed, recording_hours
 from firmware_py.prompts import PromptCache, PromptError, notice_prompts
 from firmware_py.state_machine import State
 from firmware_py.systemd import Notifier
 from hal.buttons.base import Buttons
 from hal.camera.base import VideoFormat
+from hal.errors import HalError
 from hal.factory import Hal, HalSettings, build_hal
 from mqtt.alert_outbox import AlertOutbox
+from mqtt.protocol import proves_delivery
 from mqtt.uploader import Uploader
 from provisioning.identity import DeviceIdentity
 
 log = logging.getLogger(__name__)
+PRUNE_INTERVAL_S = 300.0
 
 
 def hal_settings(config: Config, backend: str | None = None) -> HalSettings:
@@ -95,20 +101,30 @@ class Service:
                         "anyone who can publish on the broker could mark evidence as delivered; set it to central's "
                         "signing key (recorder central key --signing-out FILE prints it)")
         m = config.mqtt
+        central_key = (load_public_key_b64(config.device.central_signing_key)
+                       if config.device.central_signing_key else None)
         self.alerts = AlertOutbox(config.device.state_dir / "alerts", m.resend_seconds)
         self.uploader = Uploader(self.spool, config.device.id, m.host, m.port, m.topic_prefix, m.keepalive,
                                  m.retry_max_seconds, status=self.health, tls=m.tls,
                                  live_session=lambda: self.controller.session_id, resend_after=m.resend_seconds,
-                                 spawn=self.supervisor.spawn, alerts=self.alerts,
-                                 central_key=(load_public_key_b64(config.device.central_signing_key)
-                                              if config.device.central_signing_key else None))
+                                 spawn=self.supervisor.spawn, alerts=self.alerts, central_key=central_key)
+        floor = bytes_needed(config.video.bitrate, config.session.max_minutes) * config.spool.free_space_floor_sessions
+        self.pruner = Pruner(
+            self.spool,
+            None if central_key is None else (
+                lambda raw, session, seq, digest: proves_delivery(raw, session, seq, digest, central_key)),
+            config.spool.keep_receipted_days, int(floor), self._free_bytes, lambda: self.controller.session_id)
+        self._prune_now = threading.Event()
+        """Set when a session has ended or been wholly receipted: the pruner looks at once rather than at its
+        next round."""
+        self.spool.delivered_listeners.append(lambda session: self._prune_now.set())
         self.recovery = recover_spool(config.spool_dir, self.identity, self.hal.clock, self._on_entry,
                                       self._may_resume, self._read_hung_marker())
         self.controller = Controller(config, self.hal, self.identity, self.prompts, find_cjk_font(), self._on_entry,
                                      self.supervisor.spawn, self._alert)
         for closed in self.recovery.closed:
             self._alert_not_resumed(closed)
-        self.controller.state_listeners.append(self._write_status)
+        self.controller.state_listeners += [self._write_status, self._on_state]
         self.supervisor.set_fault_handler(self.controller.on_thread_fault)
         self._buttons: Buttons | None = None
         self._watch_interval = 5.0
@@ -215,6 +231,29 @@ class Service:
             time.sleep(min(left, 1.0))
             beat()
 
+    def _free_bytes(self) -> int:
+        try:
+            return self.hal.storage.free_bytes()
+        except (HalError, OSError) as err:
+            log.error("cannot tell the free space of the spool's storage: %s", err)
+            return 0
+
+    def _prune(self, beat: Beat) -> None:
+        """Free the spool of sessions central has proven it holds: at start, after each session, then every few
+        minutes (receipts and the free space change meanwhile)."""
+        while not self._stopping:
+            beat()
+            self.pruner.run(beat=beat)
+            end = time.monotonic() + PRUNE_INTERVAL_S
+            while not self._stopping and not self._prune_now.is_set() and (left := end - time.monotonic()) > 0:
+                self._prune_now.wait(min(left, 1.0))
+                beat()
+            self._prune_now.clear()
+
+    def _on_state(self, state: State | None) -> None:
+        if state is State.IDLE:
+            self._prune_now.set()
+
     def _watchdog(self, beat: Beat) -> None:
         """Tell systemd the service is alive, but only while every supervised thread is (WatchdogSec=)."""
         while not self._stopping:
@@ -242,7 +281,8 @@ class Service:
             "backlog_entries": backlog.entries,
             "backlog_bytes": backlog.bytes,
             "oldest_unreceipted_s": backlog.oldest_age_s,
-            "free_bytes": self.hal.storage.free_bytes(),
+            "free_bytes": (free := self._free_bytes()),
+            "recording_hours_left": round(recording_hours(free, self.config.video.bitrate), 1),
             "clock_synced": self.hal.clock.is_synchronised(),
             "last_fault": self.controller.last_fault,
             "backend": self.hal.backend,
@@ -283,6 +323,7 @@ class Service:
                                         self.controller.on_held)
         self.supervisor.spawn("deadlines", self._watch_deadlines, silence_s=30.0)
         self.supervisor.spawn("watchdog", self._watchdog, silence_s=30.0)
+        self.supervisor.spawn("pruner", self._prune, silence_s=120.0)
         self._write_status(State.IDLE)
         self.notifier.ready()
         log.info("recorder %s up on the %s backend; spool %s", self.config.device.id, self.hal.backend,

@@ -178,6 +178,17 @@ def decode_receipt(payload: bytes) -> Receipt:
     return Receipt(session, seq, digest, receipt["stored_at"], receipt["receiver"], payload, sig, message)
 
 
+def proves_delivery(raw: bytes, session: str, seq: int, entry_hash: str, central_key: Ed25519PublicKey) -> bool:
+    """Whether `raw`, a receipt kept in the spool, is central's signed word that it holds exactly this entry:
+    the one test a device applies before it may free evidence (capture/pruning.py)."""
+    try:
+        receipt = decode_receipt(raw)
+    except ProtocolError:
+        return False
+    return (receipt.session == session and receipt.seq == seq and receipt.entry_hash == entry_hash
+            and receipt.signed_by(central_key))
+
+
 @dataclass(frozen=True)
 class AlertAck(SignedByCentral):
     """Central stored the alert `alert` of `device` (PROTOCOL §4.6)."""

@@ -57,6 +57,9 @@ def test_empty_config_is_valid_for_the_simulator() -> None:
         ({"session": {"cannot_continue_after_seconds": float("nan")}},
          "session.cannot_continue_after_seconds: must be a finite number"),
         ({"session": {"input_timeout_seconds": -1}}, "session.input_timeout_seconds: must be at least 0.2"),
+        ({"spool": {"keep_receipted_days": float("nan")}}, "spool.keep_receipted_days: must be a finite number"),
+        ({"spool": {"keep_receipted_days": -1}}, "spool.keep_receipted_days: must be at least 0"),
+        ({"spool": {"free_space_floor_sessions": 1000}}, "spool.free_space_floor_sessions: must be at least 0 and at most 100"),
     ],
 )
 def test_bad_config_names_the_field(data: dict[str, object], field: str) -> None:
