@@ -65,9 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _load_config(args.config)
     if args.check_config:
-        print(f"configuration OK: device {cfg.device.id}, room {cfg.device.room}, backend {cfg.hal.backend}, "
-              f"broker {cfg.mqtt.host}:{cfg.mqtt.port}, spool {cfg.spool_dir}")
-        return 0
+        return _check_config(cfg, args.hal or cfg.hal.backend)
     steps = scenario_mod.load(args.scenario) if args.scenario else None
     backend = args.hal or cfg.hal.backend
     if steps is not None and backend != "sim":
@@ -82,6 +80,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_scenario(service, steps, stop, args.drain_seconds)
     finally:
         service.stop()
+
+
+def _check_config(cfg: Any, requested: str) -> int:
+    """Exit 0 if the service would start with `cfg`, after listing every weakness; a refusal is an error."""
+    from firmware_py.weaknesses import refusal, weaknesses
+    from hal.factory import is_raspberry_pi, resolve_backend
+
+    on_pi = is_raspberry_pi()
+    backend = resolve_backend(requested)  # as the service will (and saying so when "auto" falls back)
+    found = weaknesses(cfg, on_pi)
+    refused = refusal(cfg, backend, on_pi)
+    if refused is not None:
+        raise ServiceError(refused)
+    for weakness in found:
+        print(f"WEAK {weakness}")
+    print(f"configuration OK{' but weak (see above)' if found else ''}: device {cfg.device.id}, room "
+          f"{cfg.device.room}, backend {backend}{' (lab set-up)' if cfg.device.lab_setup else ''}, broker "
+          f"{cfg.mqtt.host}:{cfg.mqtt.port} ({'mutual TLS' if cfg.mqtt.tls else 'plain MQTT'}), spool {cfg.spool_dir}")
+    return 0
 
 
 def _run_scenario(service: Any, steps: list[Any], stop: threading.Event, drain_seconds: float) -> int:
@@ -251,6 +268,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "last_fault": status.get("last_fault"),
         "broker_connected": status.get("broker_connected") if running else None,
         "free_bytes": status.get("free_bytes"),
+        "recording_hours_left": status.get("recording_hours_left"),
         "clock_synced": status.get("clock_synced"),
         "backlog_entries": backlog.entries,
         "backlog_bytes": backlog.bytes,

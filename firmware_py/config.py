@@ -50,6 +50,9 @@ class DeviceConfig(Section):
     central_signing_key: str = ""
     """Central's Ed25519 public key (base64): a receipt or alert acknowledgement counts only if it signed it.
     Empty trusts unsigned ones (a lab set-up; the service warns)."""
+    lab_setup: bool = False
+    """A lab box, never a room: on the `pi` backend the service starts even with the weaknesses of
+    firmware_py/weaknesses.py (plain MQTT, no central keys). Without it, it refuses."""
 
     def validate(self) -> None:
         if not layout.DEVICE_ID.match(self.id):

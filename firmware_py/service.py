@@ -37,10 +37,11 @@ from firmware_py.preflight import bytes_needed, recording_hours
 from firmware_py.prompts import PromptCache, PromptError, notice_prompts
 from firmware_py.state_machine import State
 from firmware_py.systemd import Notifier
+from firmware_py.weaknesses import refusal, weaknesses
 from hal.buttons.base import Buttons
 from hal.camera.base import VideoFormat
 from hal.errors import HalError
-from hal.factory import Hal, HalSettings, build_hal
+from hal.factory import Hal, HalSettings, build_hal, is_raspberry_pi, resolve_backend
 from mqtt.alert_outbox import AlertOutbox
 from mqtt.protocol import proves_delivery
 from mqtt.uploader import Uploader
@@ -87,19 +88,18 @@ class Service:
         _prepare_state_dir(config.device.state_dir)
         self.supervisor = Supervisor()
         self.notifier = notifier or Notifier(None)
-        self.hal = hal or build_hal(hal_settings(config, backend), self.supervisor.spawn)
+        chosen = hal.backend if hal is not None else resolve_backend(backend or config.hal.backend)
+        on_pi = is_raspberry_pi()
+        refused = refusal(config, chosen, on_pi)
+        if refused is not None:
+            raise ServiceError(refused)
+        for weakness in weaknesses(config, on_pi):
+            log.warning("%s", weakness)
+        self.hal = hal or build_hal(hal_settings(config, chosen), self.supervisor.spawn)
         self.identity = DeviceIdentity.load_or_create(config.keys_dir)
         self.spool = Spool(config.spool_dir)
         self.prompts = PromptCache(config.prompt_dir, config.audio.sample_rate, config.notice.words_per_minute)
         self._warm_prompts()
-        if not config.device.central_public_key:
-            message = ("device.central_public_key is not set: recordings are stored UNENCRYPTED on this device; "
-                       "set it to central's X25519 public key (recorder central key prints one)")
-            log.warning(message)
-        if not config.device.central_signing_key:
-            log.warning("device.central_signing_key is not set: receipts are trusted WITHOUT central's signature, so "
-                        "anyone who can publish on the broker could mark evidence as delivered; set it to central's "
-                        "signing key (recorder central key --signing-out FILE prints it)")
         m = config.mqtt
         central_key = (load_public_key_b64(config.device.central_signing_key)
                        if config.device.central_signing_key else None)

@@ -95,10 +95,22 @@ class Hal:
             self.sim.room.close()
 
 
+def board_model(model_file: Path = _MODEL) -> str:
+    """The board's model as the device tree names it ("Raspberry Pi 5 Model B Rev 1.0"); "" if unknown."""
+    try:
+        return model_file.read_text(errors="replace").strip("\x00\n ")
+    except OSError:
+        return ""
+
+
+def is_raspberry_pi(model_file: Path = _MODEL) -> bool:
+    return "Raspberry Pi" in board_model(model_file)
+
+
 def resolve_backend(requested: str, model_file: Path = _MODEL) -> str:
     if requested != "auto":
         return requested
-    model = model_file.read_text(errors="replace").strip("\x00\n ") if model_file.exists() else ""
+    model = board_model(model_file)
     if "Raspberry Pi" not in model:
         why = f"this is not a Raspberry Pi ({model_file} says {model!r})" if model else f"{model_file} is absent"
     elif importlib.util.find_spec("picamera2") is None:

@@ -9,6 +9,7 @@ import pytest
 from evidence.errors import ConfigError
 from firmware_py import config as config_mod
 from firmware_py.cli import main
+from firmware_py.errors import ServiceError
 
 
 def test_empty_config_is_valid_for_the_simulator() -> None:
@@ -59,7 +60,8 @@ def test_empty_config_is_valid_for_the_simulator() -> None:
         ({"session": {"input_timeout_seconds": -1}}, "session.input_timeout_seconds: must be at least 0.2"),
         ({"spool": {"keep_receipted_days": float("nan")}}, "spool.keep_receipted_days: must be a finite number"),
         ({"spool": {"keep_receipted_days": -1}}, "spool.keep_receipted_days: must be at least 0"),
-        ({"spool": {"free_space_floor_sessions": 1000}}, "spool.free_space_floor_sessions: must be at least 0 and at most 100"),
+        ({"spool": {"free_space_floor_sessions": 1000}},
+         "spool.free_space_floor_sessions: must be at least 0 and at most 100"),
     ],
 )
 def test_bad_config_names_the_field(data: dict[str, object], field: str) -> None:
@@ -123,3 +125,44 @@ def test_broken_toml_is_reported_with_its_path(tmp_path: Path) -> None:
     path.write_text("[device\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         config_mod.load(path)
+
+
+def _secure(tmp_path: Path) -> dict[str, dict[str, object]]:
+    from provisioning.central_key import create_central_key, create_signing_key
+
+    tls = {}
+    for name in ("ca_file", "cert_file", "key_file"):
+        (tmp_path / name).write_text("-----BEGIN-----\n")
+        tls[name] = str(tmp_path / name)
+    return {"device": {"central_public_key": create_central_key(tmp_path / "c.pem"),
+                       "central_signing_key": create_signing_key(tmp_path / "s.pem")},
+            "hal": {"backend": "pi"}, "mqtt": {"tls": tls}}
+
+
+def test_each_weakness_is_named_and_a_room_box_refuses_to_start_with_any__NO_LEAK(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from firmware_py.service import Service
+    from firmware_py.weaknesses import weaknesses
+
+    weak = tmp_path / "weak.toml"
+    weak.write_text('[device]\nstate_dir = "%s"\n[hal]\nbackend = "pi"\n' % (tmp_path / "state"))
+    assert main(["run", "--config", str(weak), "--check-config"]) == 2
+    err = capsys.readouterr().err
+    for field in ("mqtt.tls: plain MQTT", "device.central_public_key: recordings are stored UNENCRYPTED",
+                  "device.central_signing_key: receipts are trusted WITHOUT", "device.lab_setup = true"):
+        assert field in err, err
+    # The service itself refuses, before it touches any hardware.
+    with pytest.raises(ServiceError, match="refusing to record in a real room"):
+        Service(config_mod.load(weak))
+
+    lab = tmp_path / "lab.toml"
+    lab.write_text(weak.read_text().replace("[hal]", "lab_setup = true\n[hal]"))
+    assert main(["run", "--config", str(lab), "--check-config"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("WEAK ") == 3 and "(lab set-up)" in out
+
+    secure = config_mod.from_dict(_secure(tmp_path))
+    assert weaknesses(secure, on_raspberry_pi=True) == []
+    auto = config_mod.replace(secure, hal=config_mod.HalConfig(backend="auto"))
+    assert [w.field for w in weaknesses(auto, on_raspberry_pi=True)] == ["hal.backend"]
+    assert weaknesses(auto, on_raspberry_pi=False) == []
