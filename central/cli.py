@@ -368,6 +368,10 @@ def cmd_certs(args: argparse.Namespace) -> int:
     if args.broker_host or not broker.cert.exists():
         ca.issue_broker(args.broker_host)
         print(f"broker     {broker.cert}, {broker.key} (valid for {', '.join(broker_hosts(args.broker_host))})")
+    if not ca.admins():
+        admin = ca.issue_admin()
+        print(f"admin      {admin.name}: {admin.cert}, {admin.key} (central's identity for adding and revoking "
+              "devices at the broker)")
     for role, names, issue in (("device", args.device, ca.issue_device), ("receiver", args.receiver,
                                                                           ca.issue_receiver)):
         for name in names:
@@ -379,7 +383,7 @@ def cmd_certs(args: argparse.Namespace) -> int:
 
 def cmd_broker_config(args: argparse.Namespace) -> int:
     from evidence.durable import atomic_write
-    from mqtt.broker_config import BrokerSettings, render_acl, render_conf
+    from mqtt.broker_config import BrokerSettings, find_plugin, render_conf, render_dynsec
     from mqtt.settings import MqttConfig
     from mqtt.tls import TlsFiles
     from provisioning.ca import CertificateAuthority
@@ -400,19 +404,31 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
                            f"write receipts; issue one with `recorder central certs --out {args.certs} "
                            "--receiver NAME`")
     out = args.out.resolve()
-    acl = (args.acl or out.with_suffix(".acl")).resolve()
-    if acl == out:
-        raise CentralError(f"--acl: {acl} is the configuration file itself; name another")
-    for path in {out.parent, acl.parent}:
+    dynsec = (args.dynsec or out.with_name("dynamic-security.json")).resolve()
+    if dynsec == out:
+        raise CentralError(f"--dynsec: {dynsec} is the configuration file itself; name another")
+    for path in {out.parent, dynsec.parent}:
         if not path.is_dir():
             raise CentralError(f"{path}: no such folder; create it first (mkdir -p {path})")
+    plugin = args.plugin or find_plugin()
+    if not plugin.is_file():
+        raise CentralError(f"--plugin: {plugin} is not a file")
+    if not ca.crl_file.exists():
+        ca.write_crl()
     settings = BrokerSettings(port=args.port, bind=args.bind, tls=TlsFiles(ca.ca_file, broker.cert, broker.key),
-                              acl_file=acl, persistence_dir=args.persistence_dir)
-    atomic_write(acl, render_acl(prefix, receivers).encode())
+                              dynsec_file=dynsec, crl_file=ca.crl_file, plugin=plugin,
+                              persistence_dir=args.persistence_dir)
+    if dynsec.exists():
+        # The plugin's own file from now on: it holds every device added since. Only $CONTROL changes it.
+        print(f"rights     {dynsec}: kept (the broker's plugin keeps it; `recorder central broker-sync` brings it "
+              "in line with the enrolled and revoked devices)")
+    else:
+        atomic_write(dynsec, render_dynsec(prefix, receivers, ca.devices(), ca.admins()).encode(), mode=0o600)
+        print(f"rights     {dynsec}: receivers {', '.join(receivers)}; admins {', '.join(ca.admins()) or 'none'}; "
+              f"{len(ca.devices())} device(s) under {prefix}/, each to its own topics only")
     atomic_write(out, render_conf(settings).encode())
-    print(f"ACL        {acl}: devices by certificate CN under {prefix}/; receivers {', '.join(receivers)}")
-    print(f"config     {out}: port {args.port}, mutual TLS with {ca.ca_file}")
-    print(f"run        mosquitto -c {out}  (its user must be able to read {broker.key})")
+    print(f"config     {out}: port {args.port}, mutual TLS with {ca.ca_file}, revocation list {ca.crl_file}")
+    print(f"run        mosquitto -c {out}  (its user must be able to read {broker.key} and write {dynsec})")
     return 0
 
 
@@ -492,13 +508,17 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     certs.add_argument("--broker-host", action="append", default=[], metavar="HOST",
                        help="(re-)issue the broker's certificate for this name or address too (repeatable)")
 
-    broker = action("broker-config", "mosquitto.conf and ACL for a mutual-TLS broker", cmd_broker_config,
+    broker = action("broker-config", "mosquitto.conf and the broker's rights for a mutual-TLS broker",
+                    cmd_broker_config,
                     store=False)
     broker.add_argument("--certs", type=Path, required=True,
                         help="the CA folder of `recorder central certs`; its receiver certificates name the receivers")
     broker.add_argument("--port", type=int, default=8883, help="listener port (default 8883)")
     broker.add_argument("--out", type=Path, required=True, help="the Mosquitto configuration file to write")
-    broker.add_argument("--acl", type=Path, help="the ACL file to write (default: --out with .acl)")
+    broker.add_argument("--dynsec", type=Path,
+                        help="the dynamic-security plugin's file (default: dynamic-security.json beside --out); "
+                             "written only if absent")
+    broker.add_argument("--plugin", type=Path, help="mosquitto_dynamic_security.so (default: found under /usr/lib)")
     broker.add_argument("--bind", help="address to listen on (default: every interface)")
     broker.add_argument("--prefix", default="recorders", help="the devices' mqtt.topic_prefix (default recorders)")
     broker.add_argument("--persistence-dir", type=Path, default=Path("/var/lib/mosquitto"),

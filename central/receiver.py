@@ -27,7 +27,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from central.errors import Refused
+from central.errors import NotEnrolled, Refused
 from central.fleet import DeviceStatus, parse_status, updated
 from central.index import SessionIndex, open_index
 from central.store import CentralStore, Commit
@@ -65,6 +65,8 @@ REFUSALS_KEPT = 1000
 STAGING_MAX_AGE = 3600.0
 """Staged chunks untouched this long are removed (forged, or abandoned); a device resends a whole segment."""
 SWEEP_SECONDS = 60.0
+NOT_ENROLLED_LOG_S = 60.0
+"""How often the refusals of one unenrolled or revoked device are logged (with a count in between)."""
 STATUS_KEEP_S = 30.0
 """How often a device's status is written to the store while it stays online (or offline)."""
 
@@ -149,6 +151,7 @@ class Receiver:
         self.refused: collections.deque[str] = collections.deque(maxlen=REFUSALS_KEPT)
         """The latest refusal reasons (all of them are logged)."""
         self.refusals = 0
+        self._unenrolled: dict[str, tuple[float, int]] = {}
         self.index: SessionIndex | None = open_index(store)
         """Finds sessions by their metadata; derived from the store, never consulted before a receipt."""
         self.central_key: X25519PrivateKey | None = None
@@ -239,6 +242,17 @@ class Receiver:
             # Disk full or failing: no receipt goes out, so the device keeps its copy and resends.
             self._refuse(f"storage: {err}")
             log.error("cannot store message on %s: %s; no receipt sent", where, err)
+        except NotEnrolled as err:
+            # A device nobody enrolled (or revoked) sends every few seconds: said once a minute, with a count.
+            self._refuse(str(err))
+            now = time.monotonic()
+            said, count = self._unenrolled.get(err.device, (-NOT_ENROLLED_LOG_S, 0))
+            if now - said >= NOT_ENROLLED_LOG_S:
+                more = f" ({count} more refused since)" if count else ""
+                log.warning("refused message on %s: %s%s", where, err, more)
+                self._unenrolled[err.device] = (now, 0)
+            else:
+                self._unenrolled[err.device] = (said, count + 1)
         except RecorderError as err:  # Refused, a Violation of the rules, a malformed entry or message
             self._refuse(str(err))
             log.warning("refused message on %s: %s", where, err)
@@ -277,20 +291,28 @@ class Receiver:
         with self._lock:
             self._accept(device, entry, since)
 
+    def _enrolled_key(self, device: str) -> str:
+        """The key `device` signs with now, or the refusal of everything it sends (not enrolled, or revoked)."""
+        key = self.store.device_key(device)
+        if key is not None:
+            return key
+        revoked = self.store.revocation(device)
+        if revoked is not None:
+            raise NotEnrolled(device, f"device {device} was revoked ({revoked.get('time')}, by {revoked.get('by')}: "
+                                      f"{revoked.get('reason')}); nothing it sends is accepted")
+        raise NotEnrolled(device, f"device {device} is not enrolled: enroll it (recorder central token, then "
+                                  "recorder enroll on the device)")
+
     def _media(self, device: str, payload: bytes) -> None:
         chunk = protocol.decode_media(payload)
-        if self.store.device_key(device) is None:
-            raise Refused(f"device {device} is not enrolled")
+        self._enrolled_key(device)
         self.store.stage_chunk(device, chunk)
 
     def _entry(self, device: str, data: bytes) -> None:
         entry = parse_entry(data)
         if entry.device != device:
             raise Refused(f"entry names device {entry.device} but came on {device}'s topic")
-        enrolled = self.store.device_key(device)
-        if enrolled is None:
-            raise Refused(f"device {device} is not enrolled")
-        SessionRules.check_alone(entry, enrolled)
+        SessionRules.check_alone(entry, self._enrolled_key(device))
         self._accept(device, entry, time.monotonic())
 
     def _chain(self, device: str, session: str) -> _Chain:
@@ -518,10 +540,7 @@ class Receiver:
             raise Refused(f"alert from {device}: {err}") from err
         if alert.device != device:
             raise Refused(f"alert on {device}'s topic names device {alert.device!r}")
-        key = self.store.device_key(device)
-        if key is None:
-            raise Refused(f"alert from {device}, which is not enrolled")
-        if not alert.signed_by(key):
+        if not alert.signed_by(self._enrolled_key(device)):
             raise Refused(f"alert {alert.id} from {device} is not signed by its enrolled key")
         if self.store.store_alert(alert):
             log.error("ALERT from %s: %s", device, alert.summary())

@@ -26,13 +26,15 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-from central.errors import CentralError
+from central.errors import CentralError, KeyChangeRefused
 from central.fleet import DeviceStatus
 from evidence import layout
 from evidence.alert import ALERT_ID, Alert, MalformedAlert, parse_alert
 from evidence.durable import atomic_write, fsync_dir, group_commit
-from evidence.errors import StorageFault
+from evidence.entry import parse_entry
+from evidence.errors import MalformedEntry, StorageFault
 from evidence.hashing import EMPTY_SHA256, sha256_file
 from evidence.layout import SessionFiles, SessionFolder
 from mqtt.protocol import MediaChunk
@@ -100,10 +102,47 @@ class CentralStore(abc.ABC):
         """The devices with an enrolled key, in order."""
 
     @abc.abstractmethod
-    def enroll(self, device: str, key_b64: str) -> None: ...
+    def enroll(self, device: str, key_b64: str, record: dict[str, Any] | None = None,
+               approved_by: str = "") -> bool:
+        """Enroll `key_b64` as `device`'s signing key; False if it was already. A different key than the one
+        enrolled is refused (KeyChangeRefused, and kept as pending) unless `approved_by` names the operator
+        who approved the change; the old key stays on record (`device_keys`). `record` says how (who issued
+        the token, the room, the certificate's serial...)."""
 
     @abc.abstractmethod
-    def device_key(self, device: str) -> str | None: ...
+    def device_key(self, device: str) -> str | None:
+        """The key `device` signs with now; None if it is not enrolled, or was revoked."""
+
+    @abc.abstractmethod
+    def device_keys(self, device: str) -> list[dict[str, Any]]:
+        """Every key ever enrolled for `device`, oldest first, each with its record (`key`, `enrolled`,
+        `retired`...): a session recorded under an older key still verifies against it."""
+
+    def session_key(self, device: str, session: str) -> str | None:
+        """The key to anchor `session` to: the one its `open` entry names if that was ever enrolled for the
+        device (a session recorded before a key change), else the current key (and the verifier says the
+        session's key is unknown)."""
+        known = {k["key"] for k in self.device_keys(device)}
+        data = self.get_entry(device, session, 0)
+        if data is not None:
+            try:
+                opening = parse_entry(data).opening
+            except MalformedEntry:
+                opening = None
+            if opening is not None and opening.device_key in known:
+                return opening.device_key
+        return self.device_key(device)
+
+    @abc.abstractmethod
+    def pending_key(self, device: str) -> dict[str, Any] | None:
+        """A changed key that tried to enroll and waits for an operator's approval."""
+
+    @abc.abstractmethod
+    def revoke(self, device: str, by: str, reason: str) -> None:
+        """From now on nothing from `device` is accepted; its keys stay on record for what it sent before."""
+
+    @abc.abstractmethod
+    def revocation(self, device: str) -> dict[str, Any] | None: ...
 
     @abc.abstractmethod
     def stage_chunk(self, device: str, chunk: MediaChunk) -> None: ...
@@ -197,8 +236,75 @@ class FileStore(CentralStore):
             return None
         return cls(root, create=False), path.parent.name, path.name
 
-    def enroll(self, device: str, key_b64: str) -> None:
-        atomic_write(self.root / "devices" / f"{device}.pub", key_b64.encode() + b"\n")
+    def _device_file(self, device: str, suffix: str) -> Path:
+        if not layout.DEVICE_ID.match(device):
+            raise CentralError(f"{device!r} is not a device id")
+        return self.root / "devices" / f"{device}{suffix}"
+
+    def _read_json(self, path: Path) -> Any:
+        try:
+            return json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            raise CentralError(f"{path}: cannot read this device record: {err}; restore it from a backup") from err
+
+    def _write_json(self, path: Path, value: Any) -> None:
+        atomic_write(path, json.dumps(value, ensure_ascii=False, indent=1).encode() + b"\n")
+
+    def enroll(self, device: str, key_b64: str, record: dict[str, Any] | None = None,
+               approved_by: str = "") -> bool:
+        if self.revocation(device) is not None:
+            raise CentralError(f"device {device} was revoked: it cannot be enrolled again under that id; give the "
+                               "replacement box a new device id")
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        current = self.device_key(device)
+        if current == key_b64:
+            return False
+        entry = {"key": key_b64, "enrolled": now, **(record or {}), "retired": None}
+        if current is not None:
+            if not approved_by:
+                self._write_json(self._device_file(device, ".pending.json"), entry)
+                raise KeyChangeRefused(
+                    f"device {device} already has a key, enrolled {self._since(device)}; a different key is not taken "
+                    f"silently (a new card, or an impostor?): an operator approves it with `recorder central "
+                    f"approve-key {device} --by NAME`, and sessions signed with the old key keep verifying against it")
+            entry["approved_by"] = approved_by
+        history = self.device_keys(device)
+        for old in history:
+            if old.get("retired") is None:
+                old["retired"] = now
+        self._write_json(self._device_file(device, ".keys.json"), [*history, entry])
+        atomic_write(self._device_file(device, ".pub"), key_b64.encode() + b"\n")
+        self._device_file(device, ".pending.json").unlink(missing_ok=True)
+        return True
+
+    def _since(self, device: str) -> str:
+        enrolled = [k.get("enrolled") for k in self.device_keys(device) if k.get("retired") is None]
+        return f"on {enrolled[-1]}" if enrolled and enrolled[-1] else "before key records were kept"
+
+    def device_keys(self, device: str) -> list[dict[str, Any]]:
+        history = self._read_json(self._device_file(device, ".keys.json"))
+        if isinstance(history, list):
+            return [k for k in history if isinstance(k, dict) and isinstance(k.get("key"), str)]
+        # Enrolled before key records were kept: the current key is the whole history.
+        current = self._current_key(device)
+        return [] if current is None else [{"key": current, "enrolled": None, "retired": None}]
+
+    def pending_key(self, device: str) -> dict[str, Any] | None:
+        pending = self._read_json(self._device_file(device, ".pending.json"))
+        return pending if isinstance(pending, dict) else None
+
+    def revoke(self, device: str, by: str, reason: str) -> None:
+        if self.revocation(device) is None:
+            now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            self._write_json(self._device_file(device, ".revoked.json"), {"by": by, "reason": reason, "time": now})
+        self._device_file(device, ".pub").unlink(missing_ok=True)
+        self._keys.pop(device, None)
+
+    def revocation(self, device: str) -> dict[str, Any] | None:
+        revoked = self._read_json(self._device_file(device, ".revoked.json"))
+        return revoked if isinstance(revoked, dict) else None
 
     def enrolled(self) -> list[str]:
         folder = self.root / "devices"
@@ -226,6 +332,9 @@ class FileStore(CentralStore):
             return None
 
     def device_key(self, device: str) -> str | None:
+        return self._current_key(device)
+
+    def _current_key(self, device: str) -> str | None:
         path = self.root / "devices" / f"{device}.pub"
         try:
             st = path.stat()

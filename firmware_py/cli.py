@@ -170,8 +170,8 @@ def _trusted_key(args: argparse.Namespace, session_dir: Path) -> tuple[str | Non
         return key, source
     located = FileStore.locate(session_dir)
     if located is not None:
-        store, device, _ = located
-        enrolled = store.device_key(device)
+        store, device, session = located
+        enrolled = store.session_key(device, session)
         if enrolled is not None:
             return enrolled, f"the key enrolled for {device} at {store.root}"
     return None, ""

@@ -52,13 +52,13 @@ def run_demo(seconds: float, workdir: Path | None, broker_addr: tuple[str, int] 
         device = {section: {**INTERRUPT_SETTINGS.get(section, {}), **(device or {}).get(section, {})}
                   for section in {*INTERRUPT_SETTINGS, *(device or {})}}
     cfg, central = rig_mod.configs(workdir, host, port, device)
-    broker_tls = None
+    ca = None
     if tls:
-        cfg, central, broker_tls = rig_mod.with_pki(workdir / "certs", cfg, central)
+        cfg, central, ca = rig_mod.with_pki(workdir / "certs", cfg, central)
     broker: LocalBroker | None = None
     if broker_addr is None:
-        broker = LocalBroker(workdir / "broker", port=cfg.mqtt.port, tls=broker_tls,
-                             receivers=[central.receiver.client_id], prefix=cfg.mqtt.topic_prefix)
+        broker = (rig_mod.pki_broker(workdir / "broker", ca, cfg.mqtt.port, cfg.mqtt.topic_prefix) if ca is not None
+                  else LocalBroker(workdir / "broker", port=cfg.mqtt.port))
         broker.start()
         mode = f", mutual TLS with certificates from {workdir / 'certs'}" if tls else ""
         print(f"broker     mosquitto on {broker.host}:{broker.port}{mode}")

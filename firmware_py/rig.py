@@ -23,6 +23,7 @@ from firmware_py import config as config_mod
 from firmware_py.service import Service, wait_for_state
 from firmware_py.state_machine import State
 from hal.buttons.base import ButtonName
+from mqtt.broker import LocalBroker
 from mqtt.tls import TlsFiles
 from provisioning.ca import CertificateAuthority, Issued
 from provisioning.central_key import create_central_key, create_signing_key
@@ -73,11 +74,12 @@ def fast(extra: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, 
 
 
 def with_pki(directory: Path, device: config_mod.Config, central: central_config.CentralConfig,
-             ) -> tuple[config_mod.Config, central_config.CentralConfig, TlsFiles]:
-    """A CA in `directory` with certificates for the broker, the device and the receiver: both
-    configurations with their own [mqtt.tls], and the broker's files."""
+             ) -> tuple[config_mod.Config, central_config.CentralConfig, CertificateAuthority]:
+    """A CA in `directory` with certificates for the broker, the device, the receiver and central's broker
+    admin: both configurations with their own [mqtt.tls], and the CA (for `pki_broker`)."""
     ca, _ = CertificateAuthority.load_or_create(directory)
-    broker = ca.issue_broker()
+    ca.issue_broker()
+    ca.issue_admin()
 
     def tls(issued: Issued) -> TlsFiles:
         return TlsFiles(ca.ca_file, issued.cert, issued.key)
@@ -85,8 +87,16 @@ def with_pki(directory: Path, device: config_mod.Config, central: central_config
     device_tls = tls(ca.issue_device(device.device.id))
     central_tls = tls(ca.issue_receiver(central.receiver.client_id))
     return (config_mod.replace(device, mqtt=dataclasses.replace(device.mqtt, tls=device_tls)),
-            central_config.replace(central, mqtt=dataclasses.replace(central.mqtt, tls=central_tls)),
-            TlsFiles(ca.ca_file, broker.cert, broker.key))
+            central_config.replace(central, mqtt=dataclasses.replace(central.mqtt, tls=central_tls)), ca)
+
+
+def pki_broker(workdir: Path, ca: CertificateAuthority, port: int | None = None,
+               prefix: str = "recorders") -> LocalBroker:
+    """A local Mosquitto as `recorder central broker-config` sets one up: mutual TLS with `ca`'s broker
+    certificate and revocation list, and every receiver, admin and (unrevoked) device the CA has issued."""
+    broker = ca.broker_paths()
+    return LocalBroker(workdir, port=port, tls=TlsFiles(ca.ca_file, broker.cert, broker.key), crl_file=ca.crl_file,
+                       receivers=ca.receivers(), devices=ca.devices(), admins=ca.admins(), prefix=prefix)
 
 
 @dataclass

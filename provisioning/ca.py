@@ -4,8 +4,12 @@ Until real provisioning exists, `recorder central certs` keeps one CA in a folde
 
     ca.crt, ca.key                      the CA (P-256); the key never needs to leave this folder
     broker.crt, broker.key              the broker's server certificate (SAN 127.0.0.1, localhost, extras)
-    device-<ID>.crt, device-<ID>.key    one per device, CN = the device id
+    device-<ID>.crt, device-<ID>.key    one per device, CN = the device id (no key here when the device
+                                        made its own and sent a CSR: provisioning/enrollment.py)
     receiver-<NAME>.crt, .key           one per central receiver, CN = the receiver name
+    admin-<NAME>.crt, .key              central's identity for changing the broker's list of devices
+    revoked.json, crl.pem               revoked certificates (serial, name, when, why) and the CRL the
+                                        broker checks every client against
 
 The broker takes a client certificate's CN as its MQTT username, and its ACL grants rights by username
 (mqtt/broker_config.py), so the CN is the whole identity. That is why a name may hold only one role here,
@@ -17,14 +21,17 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from evidence import layout
@@ -37,7 +44,11 @@ LEAF_DAYS = 3 * 365
 _BACKDATE = dt.timedelta(minutes=5)
 """Devices whose clock is a little behind still accept a certificate issued just now."""
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
-DEVICE, RECEIVER = "device", "receiver"
+DEVICE, RECEIVER, ADMIN = "device", "receiver", "admin"
+ROLES = (DEVICE, RECEIVER, ADMIN)
+ADMIN_NAME = "central-admin"
+CRL_DAYS = 30
+"""A CRL is valid this long; it is written again on every revocation and by `recorder central crl`."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +76,11 @@ def _name(common_name: str) -> x509.Name:
 
 
 def common_name(cert: x509.Certificate) -> str:
-    values = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return common_name_of(cert.subject)
+
+
+def common_name_of(name: x509.Name) -> str:
+    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(values[0].value) if values else ""
 
 
@@ -99,7 +114,10 @@ class CertificateAuthority:
             CertificateAuthority, bool]:
         """The CA kept in `directory`, and whether it was made just now."""
         if (directory / "ca.crt").exists() or (directory / "ca.key").exists():
-            return cls.load(directory), False
+            ca = cls.load(directory)
+            if not ca.crl_file.exists():
+                ca.write_crl()
+            return ca, False
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -126,7 +144,9 @@ class CertificateAuthority:
         # reports, rather than a certificate whose key is lost.
         _write_key(directory / "ca.key", key)
         _write(directory / "ca.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
-        return cls(directory, cert, key), True
+        ca = cls(directory, cert, key)
+        ca.write_crl()  # the broker refuses to start without one
+        return ca, True
 
     @classmethod
     def load(cls, directory: Path) -> CertificateAuthority:
@@ -162,14 +182,67 @@ class CertificateAuthority:
             return False
         return True
 
-    def receivers(self) -> list[str]:
-        """The receiver names this CA has issued certificates for, from the certificates themselves."""
+    @property
+    def crl_file(self) -> Path:
+        return self.directory / "crl.pem"
+
+    def _holders(self, role: str) -> list[str]:
+        """The names this CA has issued `role` certificates for, not revoked, from the certificates themselves."""
+        revoked = {entry["serial"] for entry in self.revoked()}
         names = []
-        for path in sorted(self.directory.glob(f"{RECEIVER}-*.crt")):
+        for path in sorted(self.directory.glob(f"{role}-*.crt")):
             cert = read_certificate(path)
-            if self.issued_by_me(cert):
+            if self.issued_by_me(cert) and cert.serial_number not in revoked:
                 names.append(common_name(cert))
         return names
+
+    def receivers(self) -> list[str]:
+        return self._holders(RECEIVER)
+
+    def devices(self) -> list[str]:
+        return self._holders(DEVICE)
+
+    def admins(self) -> list[str]:
+        return self._holders(ADMIN)
+
+    def revoked(self) -> list[dict[str, Any]]:
+        path = self.directory / "revoked.json"
+        if not path.exists():
+            return []
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ProvisioningError(f"{path}: cannot read the revocation list: {err}; restore it from a backup "
+                                    "(without it revoked devices would be let in again)") from err
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("serial"), int)
+                                                    for e in entries):
+            raise ProvisioningError(f"{path}: not a revocation list (a list of objects with an integer serial)")
+        return entries
+
+    def revoke(self, role: str, name: str, reason: str, by: str) -> int:
+        """Revoke `name`'s current `role` certificate: recorded, and in a new CRL. Returns its serial."""
+        cert = read_certificate(self.leaf_paths(role, name).cert)
+        entries = self.revoked()
+        if all(e["serial"] != cert.serial_number for e in entries):
+            entries.append({"serial": cert.serial_number, "role": role, "name": name, "reason": reason, "by": by,
+                            "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+            _write(self.directory / "revoked.json", (json.dumps(entries, indent=1) + "\n").encode(), 0o644)
+        self.write_crl()
+        return cert.serial_number
+
+    def write_crl(self) -> Path:
+        """The CRL of every revoked certificate, signed now and valid CRL_DAYS (the broker reads it at start
+        and on SIGHUP)."""
+        now = dt.datetime.now(dt.UTC)
+        builder = (x509.CertificateRevocationListBuilder().issuer_name(self._cert.subject)
+                   .last_update(now - _BACKDATE).next_update(now + dt.timedelta(days=CRL_DAYS)))
+        for entry in self.revoked():
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(entry["serial"])
+                .revocation_date(dt.datetime.fromisoformat(entry["time"])).build())
+        crl = builder.sign(self._key, hashes.SHA256())
+        _write(self.crl_file, crl.public_bytes(serialization.Encoding.PEM), 0o644)
+        return self.crl_file
 
     def issue_broker(self, hosts: Iterable[str] = ()) -> Issued:
         """The broker's server certificate, valid for the loopback names and `hosts` (names or IP addresses)."""
@@ -184,34 +257,62 @@ class CertificateAuthority:
         return paths
 
     def issue_device(self, device_id: str) -> Issued:
-        return self._issue_client(DEVICE, RECEIVER, device_id)
+        return self._issue_client(DEVICE, device_id)
 
     def issue_receiver(self, name: str) -> Issued:
-        return self._issue_client(RECEIVER, DEVICE, name)
+        return self._issue_client(RECEIVER, name)
 
-    def _issue_client(self, role: str, other: str, name: str) -> Issued:
-        # The CN becomes an MQTT username and, for devices, a topic level in the ACL's patterns; the device
-        # id rules keep '+', '#' and '/' out of it.
+    def issue_admin(self, name: str = ADMIN_NAME) -> Issued:
+        return self._issue_client(ADMIN, name)
+
+    def _check_name(self, role: str, name: str) -> None:
+        # The CN becomes an MQTT username and, for devices, a topic level in their rights; the device id
+        # rules keep '+', '#' and '/' out of it.
         if not layout.DEVICE_ID.match(name):
             raise ProvisioningError(f"{role} name {name!r} must be 1-64 letters, digits, '.', '_' or '-', "
                                     "starting with a letter or digit")
-        if self.leaf_paths(other, name).cert.exists():
-            raise ProvisioningError(f"{name!r} is already a {other} in {self.directory}: the broker knows a "
-                                    "client only by its name, so one name cannot hold both roles")
+        for other in ROLES:
+            if other != role and self.leaf_paths(other, name).cert.exists():
+                raise ProvisioningError(f"{name!r} is already a {other} in {self.directory}: the broker knows a "
+                                        "client only by its name, so one name cannot hold two roles")
+
+    def _issue_client(self, role: str, name: str) -> Issued:
+        self._check_name(role, name)
         paths = self.leaf_paths(role, name)
         self._issue(paths, name, ExtendedKeyUsageOID.CLIENT_AUTH, None)
         return paths
 
-    def _issue(self, paths: Issued, cn: str, usage: x509.ObjectIdentifier,
-               san: x509.SubjectAlternativeName | None) -> None:
-        key = ec.generate_private_key(ec.SECP256R1())
+    def sign_device_request(self, device_id: str, csr_pem: bytes) -> x509.Certificate:
+        """A device certificate for the key the device made itself (its private key never leaves it): the
+        request must be well signed and name `device_id` as its CN. Kept here as device-<ID>.crt."""
+        self._check_name(DEVICE, device_id)
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+        except ValueError as err:
+            raise ProvisioningError("the certificate request is not a PEM CSR") from err
+        if not csr.is_signature_valid:
+            raise ProvisioningError("the certificate request's signature does not verify")
+        if common_name_of(csr.subject) != device_id:
+            raise ProvisioningError(f"the certificate request names {common_name_of(csr.subject)!r}, not "
+                                    f"{device_id!r}")
+        key = csr.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey | Ed25519PublicKey):
+            raise ProvisioningError("the certificate request's key must be EC (P-256) or Ed25519")
+        cert = self._certificate(key, device_id, ExtendedKeyUsageOID.CLIENT_AUTH, None)
+        paths = self.leaf_paths(DEVICE, device_id)
+        paths.key.unlink(missing_ok=True)  # a key once issued here for this name is no longer its key
+        _write(paths.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        return cert
+
+    def _certificate(self, public_key: ec.EllipticCurvePublicKey | Ed25519PublicKey, cn: str,
+                     usage: x509.ObjectIdentifier, san: x509.SubjectAlternativeName | None) -> x509.Certificate:
         now = dt.datetime.now(dt.UTC)
         ca_ski = self._cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(cn))
             .issuer_name(self._cert.subject)
-            .public_key(key.public_key())
+            .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - _BACKDATE)
             .not_valid_after(min(now + dt.timedelta(days=LEAF_DAYS), self._cert.not_valid_after_utc))
@@ -220,11 +321,16 @@ class CertificateAuthority:
                                          data_encipherment=False, key_agreement=False, key_cert_sign=False,
                                          crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
         )
         if san is not None:
             builder = builder.add_extension(san, critical=False)
-        cert = builder.sign(self._key, hashes.SHA256())
+        return builder.sign(self._key, hashes.SHA256())
+
+    def _issue(self, paths: Issued, cn: str, usage: x509.ObjectIdentifier,
+               san: x509.SubjectAlternativeName | None) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = self._certificate(key.public_key(), cn, usage, san)
         _write_key(paths.key, key)
         _write(paths.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)

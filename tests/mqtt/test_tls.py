@@ -7,14 +7,15 @@ would be in too.
 
   * A client certificate the broker does not accept: with TLS 1.3 the client's half of the handshake is
     done before the broker checks the certificate, so paho sees a disconnect before any CONNACK.
-  * PUBLISH to a topic the ACL does not allow: MQTT 5 PUBACK "Not authorized" (0x87).
-  * SUBSCRIBE to a topic the ACL does not allow: granted (Mosquitto 2.0's acl_file does not check
-    subscriptions); each message is checked against the reader's rights when it is delivered.
+  * PUBLISH to a topic the client may not write: MQTT 5 PUBACK "Not authorized" (0x87).
+  * SUBSCRIBE to a filter the client may not subscribe to: SUBACK "Not authorized" (the dynamic-security
+    plugin checks subscriptions, `$share/...` included; Mosquitto's ACL file would have granted them).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import queue
@@ -45,7 +46,6 @@ from firmware_py import rig as rig_mod
 from firmware_py.cli import main
 from firmware_py.demo import run_demo
 from mqtt.broker import LocalBroker, free_port
-from mqtt.broker_config import render_acl
 from mqtt.client import make_client
 from mqtt.errors import MqttError
 from mqtt.tls import TlsFiles
@@ -69,6 +69,8 @@ class Pki:
     receiver: Issued
     stranger: Issued
     """A certificate for device A's id, issued by another CA."""
+    others: tuple[Issued, ...]
+    """Two more enrolled devices, to try what three devices at once can do."""
 
     def files(self, issued: Issued) -> TlsFiles:
         return TlsFiles(self.ca.ca_file, issued.cert, issued.key)
@@ -78,13 +80,14 @@ class Pki:
 def pki(tmp_path: Path) -> Pki:
     ca, _ = CertificateAuthority.load_or_create(tmp_path / "certs")
     other, _ = CertificateAuthority.load_or_create(tmp_path / "other-ca")
+    ca.issue_admin()
     return Pki(ca, ca.issue_broker(), ca.issue_device(A), ca.issue_device(B), ca.issue_receiver(RECEIVER),
-               other.issue_device(A))
+               other.issue_device(A), (ca.issue_device("SIM-0003"), ca.issue_device("SIM-0004")))
 
 
 @pytest.fixture
 def tls_broker(tmp_path: Path, pki: Pki) -> Iterator[LocalBroker]:
-    with LocalBroker(tmp_path / "broker", tls=pki.files(pki.broker), receivers=[RECEIVER], prefix=PREFIX) as b:
+    with rig_mod.pki_broker(tmp_path / "broker", pki.ca, prefix=PREFIX) as b:
         yield b
 
 
@@ -255,16 +258,16 @@ def test_device_cannot_read_another_devices_receipts_or_uploads__NO_LEAK(
     a, b, receiver = clients
     # Nobody has subscribed yet (MQTT 5 says so in the PUBACK); retained, it is offered to later subscribers.
     assert b.publish(topic(B, "status"), b"B retained", retain=True) == "No matching subscribers"
-    for name in (topic(B, "receipt"), topic("+", "receipt"), f"{PREFIX}/#", "#"):
-        # Granted: Mosquitto 2.0 checks a subscriber's rights on delivery, message by message.
-        assert a.subscribe(name) == "Granted QoS 1"
-    assert b.publish(topic(B, "entry"), b"B's entry") == "Success"
-    assert b.publish(topic(B, "media"), b"B's media") == "Success"
-    assert receiver.publish(topic(B, "receipt"), b"for B") == "Success"
+    for name in (topic(B, "receipt"), topic("+", "receipt"), f"{PREFIX}/#", "#", topic(B, "status")):
+        assert a.subscribe(name) == "Not authorized"
+    assert a.subscribe(topic(A, "receipt")) == "Granted QoS 1"
+    # Nobody may read these: their subscriptions were refused.
+    assert b.publish(topic(B, "entry"), b"B's entry") == "No matching subscribers"
+    assert b.publish(topic(B, "media"), b"B's media") == "No matching subscribers"
+    assert receiver.publish(topic(B, "receipt"), b"for B") == "No matching subscribers"
     assert receiver.publish(topic(A, "receipt"), b"for A") == "Success"
-    # A's own receipt comes through each of the wildcard subscriptions that match it, and nothing of B's. The
-    # broker delivers to a client in order: once a last message (sent after all of those) is in, everything
-    # that was coming to A has come.
+    # A's own receipts come through, and nothing of B's. The broker delivers to a client in order: once a last
+    # message (sent after all of those) is in, everything that was coming to A has come.
     assert receiver.publish(topic(A, "receipt"), b"last") == "Success"
     received = a.wait_for(topic(A, "receipt"), b"last")
     while not a.messages.empty():
@@ -288,25 +291,36 @@ def test_receiver_reads_entries_and_writes_receipts_but_forges_nothing__NO_LEAK(
     assert a.wait_for(topic(A, "receipt"), b"receipt") == [(topic(A, "receipt"), b"receipt")]
 
 
-def test_shared_subscriptions_need_no_acl_lines_of_their_own__NO_LEAK(clients: tuple[Probe, Probe, Probe]) -> None:
-    # Mosquitto 2.0 checks a $share/<group>/<filter> delivery against the topic itself, so the receivers'
-    # plain read lines cover shared subscriptions (ACL lines naming $share/... grant nothing).
-    a, _, receiver = clients
-    assert "$share" not in render_acl(PREFIX, [RECEIVER])
-    assert receiver.subscribe(f"$share/central/{topic('+', 'entry')}") == "Granted QoS 1"
+def test_receivers_share_a_group_that_no_device_may_join__NO_LEAK(clients: tuple[Probe, Probe, Probe]) -> None:
+    a, b, receiver = clients
+    shared = f"$share/central/{topic('+', 'entry')}"
+    assert receiver.subscribe(shared) == "Granted QoS 1"
+    for intruder in (a, b):
+        for name in (shared, f"$share/central/{PREFIX}/#", f"$share/central/{topic(A, 'entry')}", "$share/x/#",
+                     "$CONTROL/dynamic-security/v1/response"):
+            assert intruder.subscribe(name) == "Not authorized", name
     assert a.publish(topic(A, "entry"), b"shared") == "Success"
     assert receiver.wait_for(topic(A, "entry"), b"shared") == [(topic(A, "entry"), b"shared")]
+    assert a.publish("$CONTROL/dynamic-security/v1", b'{"commands": []}') == "Not authorized"
 
 
-def test_device_uploads_end_to_end_over_mutual_tls__NO_LEAK(
+def test_device_uploads_end_to_end_over_mutual_tls_while_three_devices_try_to_join_the_receivers__NO_LEAK(
         tmp_path: Path, tls_broker: LocalBroker, pki: Pki) -> None:
     device_tls = {"ca_file": str(pki.ca.ca_file), "cert_file": str(pki.a.cert), "key_file": str(pki.a.key)}
-    rig = make_rig(tmp_path, tls_broker.port, with_receiver=False, mqtt={"tls": device_tls})
+    rig = make_rig(tmp_path, tls_broker.port, with_receiver=False, mqtt={"tls": device_tls},
+                   central={"receiver": {"share_group": "central"}})
     # The receiver runs from central's own configuration, with its own certificate.
     receiver_cfg = central_config.replace(rig.central, mqtt=dataclasses.replace(rig.central.mqtt,
                                                                                 tls=pki.files(pki.receiver)))
     receiver = build_receiver(receiver_cfg, rig.store)
+    # Enrolled devices posing as receivers: with Mosquitto's ACL file each was granted a place in the share
+    # group, and every message the broker gave it was dropped (one intruder: 15.6 s to drain a session that
+    # takes 0.6 s; two: 11 of 32 entries after 360 s). Now each is refused, so they take nothing.
+    intruders = [probe(tls_broker.port, pki.files(issued), issued.name) for issued in (pki.b, *pki.others)]
     try:
+        for intruder in intruders:
+            for kind in ("entry", "media"):
+                assert intruder.subscribe(f"$share/central/{topic('+', kind)}") == "Not authorized"
         receiver.start()
         assert receiver.connected.wait(10), "the receiver could not connect over mutual TLS"
         session = rig.record(1.0)
@@ -314,7 +328,10 @@ def test_device_uploads_end_to_end_over_mutual_tls__NO_LEAK(
         assert not receiver.refused
         report = verify_session(rig.central_dir(session), trusted_key_b64=rig.service.identity.public_key_b64)
         assert report.ok, report.findings
+        assert all(intruder.messages.empty() for intruder in intruders)
     finally:
+        for intruder in intruders:
+            intruder.close()
         receiver.stop()
         rig.close()
 
@@ -414,8 +431,9 @@ def test_certs_and_broker_config_commands_give_a_broker_that_enforces_the_acl__N
     assert main(["central", "broker-config", "--certs", str(certs), "--port", str(port), "--bind", "127.0.0.1",
                  "--out", str(conf), "--persistence-dir", str(tmp_path / "state")]) == 0
     said = capsys.readouterr().out
-    assert f"{A}: [mqtt.tls]" in said and f"receivers {RECEIVER}" in said
-    assert f"user {RECEIVER}" in (tmp_path / "etc" / "recorder.acl").read_text()
+    assert f"{A}: [mqtt.tls]" in said and f"receivers {RECEIVER}" in said and "2 device(s)" in said
+    rights = json.loads((tmp_path / "etc" / "dynamic-security.json").read_text())
+    assert {c["username"] for c in rights["clients"]} == {A, B, RECEIVER, "central-admin"}
     if os.geteuid() == 0:
         # As root Mosquitto would switch to the 'mosquitto' user, which cannot read this test's keys.
         conf.write_text(conf.read_text() + "user root\n")
@@ -435,6 +453,7 @@ def test_certs_and_broker_config_commands_give_a_broker_that_enforces_the_acl__N
         try:
             assert a.publish(topic(A, "entry"), b"own") == "No matching subscribers"  # allowed; nobody listens
             assert a.publish(topic(B, "entry"), b"forged") == "Not authorized"
+            assert a.subscribe(f"$share/central/{topic('+', 'entry')}") == "Not authorized"
         finally:
             a.close()
     finally:
