@@ -368,6 +368,10 @@ def cmd_certs(args: argparse.Namespace) -> int:
     if args.broker_host or not broker.cert.exists():
         ca.issue_broker(args.broker_host)
         print(f"broker     {broker.cert}, {broker.key} (valid for {', '.join(broker_hosts(args.broker_host))})")
+    enrollment = ca.enrollment_paths()
+    if args.enrollment_host or not enrollment.cert.exists():
+        ca.issue_enrollment_server(args.enrollment_host)
+        print(f"enrollment {enrollment.cert} (valid for {', '.join(broker_hosts(args.enrollment_host))})")
     if not ca.admins():
         admin = ca.issue_admin()
         print(f"admin      {admin.name}: {admin.cert}, {admin.key} (central's identity for adding and revoking "
@@ -432,6 +436,81 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _enrollment(args: argparse.Namespace) -> Any:
+    from central.enrollment import Enrollment
+    from central.store import FileStore
+
+    cfg = _config(args)
+    return Enrollment(cfg, FileStore(_store_root(args, cfg)))
+
+
+def _officer(text: str) -> Any:
+    from provisioning.enrollment import Officer
+
+    name, sep, certificate = text.partition(":")
+    if not sep or not name.strip() or not certificate.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: give an officer as NAME:CERTIFICATE_NUMBER")
+    return Officer(name.strip(), certificate.strip())
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from provisioning.enrollment import Room
+
+    enrollment = _enrollment(args)
+    if not layout.DEVICE_ID.match(args.device):
+        raise CentralError(f"--device: {args.device!r} is not a valid device id (1-64 letters, digits, '.', '_' or "
+                           "'-'; it names the box's folders and its MQTT topic)")
+    try:
+        zoneinfo.ZoneInfo(args.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:
+        raise CentralError(f"--timezone: {args.timezone!r} is not a known time zone") from err
+    if args.hours is not None and not (math.isfinite(args.hours) and 0.1 <= args.hours <= 24 * 30):
+        raise CentralError(f"--hours: must be between 0.1 and 720, got {args.hours}")
+    room = Room(args.device, args.unit, args.room, args.location, args.timezone, tuple(args.officer))
+    issued = enrollment.issue_token(room, args.by, args.hours)
+    settings = enrollment.config.enrollment
+    host = settings.host or enrollment.config.mqtt.host
+    print(f"token      {issued.token}")
+    print(f"for        {room.device}: {room.unit}, {room.room}, {room.location}; issued by {args.by}; single use, "
+          f"valid until {issued.expires}")
+    print(f"on the box sudo recorder enroll https://{host}:{settings.port} {issued.token}")
+    return 0
+
+
+def cmd_enroll_server(args: argparse.Namespace) -> int:
+    from central.enroll_server import EnrollServer
+
+    enrollment = _enrollment(args)
+    settings = enrollment.config.enrollment
+    server = EnrollServer(enrollment, settings.listen, settings.port)
+    stop = stop_on_signals()
+    server.start()
+    log.info("taking enrollments on https://%s:%d (certificate pin %s)", settings.listen, server.port,
+             enrollment.server_pin())
+    stop.wait()
+    server.stop()
+    return 0
+
+
+def cmd_approve_key(args: argparse.Namespace) -> int:
+    key = _enrollment(args).approve_key(args.device, args.by)
+    print(f"approved   {args.device}'s new key {key} (by {args.by}); its earlier keys stay on record, so its older "
+          "sessions still verify. Run `recorder enroll` on the box again with its token.")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    for line in _enrollment(args).revoke(args.device, args.by, args.reason):
+        print(f"revoked    {line}")
+    return 0
+
+
+def cmd_broker_sync(args: argparse.Namespace) -> int:
+    said = _enrollment(args).broker_sync()
+    print(said)
+    return 0 if "NOT" not in said and "not changed" not in said else 1
+
+
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """`recorder central …`, under the top-level parser's subcommands `sub`."""
     central = sub.add_parser("central", parents=[common], help="central's commands: receive, find, report",
@@ -453,9 +532,38 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--host", help="the broker's address (default mqtt.host)")
     serve.add_argument("--port", type=int, help="the broker's port (default mqtt.port)")
 
-    enroll = action("enroll", "register a device's public signing key (from `recorder identity` on it)", cmd_enroll)
+    enroll = action("enroll", "register a device's public signing key by hand (from `recorder identity` on it); "
+                              "a changed key needs approve-key", cmd_enroll)
     enroll.add_argument("device", help="the device id (its device.id)")
     enroll.add_argument("key", help="its base64 Ed25519 public key")
+
+    token = action("token", "a one-time enrollment token for a room's box (give it to the technician)", cmd_token)
+    token.add_argument("--device", required=True, help="the box's device id (its MQTT topic and folder name)")
+    token.add_argument("--unit", required=True, help="the unit the room belongs to")
+    token.add_argument("--room", required=True, help="the room's name, as stamped on every frame")
+    token.add_argument("--location", required=True, help="the room's address, as stamped on every frame")
+    token.add_argument("--officer", action="append", default=[], type=_officer, metavar="NAME:CERT",
+                       help="an officer who works in the room, with certificate number (repeatable)")
+    token.add_argument("--timezone", default="Asia/Shanghai", help="the room's time zone (default Asia/Shanghai)")
+    token.add_argument("--by", required=True, help="who issues the token (recorded)")
+    token.add_argument("--hours", type=float, help="valid this long (default enrollment.token_hours)")
+
+    action("enroll-server", "take the boxes' enrollment claims over HTTPS (enrollment.listen, enrollment.port)",
+           cmd_enroll_server)
+
+    approve = action("approve-key", "approve the changed signing key a box came back with (the old one stays on "
+                                    "record)", cmd_approve_key)
+    approve.add_argument("device")
+    approve.add_argument("--by", required=True, help="who approves it (recorded)")
+
+    revoke = action("revoke", "revoke a device (a stolen box): central refuses it, its certificate goes on the CRL, "
+                              "the broker drops it", cmd_revoke)
+    revoke.add_argument("device")
+    revoke.add_argument("--by", required=True, help="who revokes it (recorded)")
+    revoke.add_argument("--reason", required=True, help="why (recorded)")
+
+    action("broker-sync", "make the broker's list of devices match central's enrolled and revoked devices",
+           cmd_broker_sync)
 
     find = action("sessions", "list stored sessions matching every filter given (text matches if it contains "
                               "the value)", cmd_sessions)
@@ -507,6 +615,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                        help="issue a client certificate with CN = this receiver name (repeatable)")
     certs.add_argument("--broker-host", action="append", default=[], metavar="HOST",
                        help="(re-)issue the broker's certificate for this name or address too (repeatable)")
+    certs.add_argument("--enrollment-host", action="append", default=[], metavar="HOST",
+                       help="(re-)issue central's enrollment certificate for this name or address too (repeatable)")
 
     broker = action("broker-config", "mosquitto.conf and the broker's rights for a mutual-TLS broker",
                     cmd_broker_config,

@@ -2,7 +2,8 @@
 this receiver is, the broker, the upload deadline and the agency's time zone.
 
     [central]   timezone: the zone times are shown and entered in (default Asia/Shanghai)
-    [receiver]  store_dir, client_id, private_key_file, share_group
+    [receiver]  store_dir, client_id, private_key_file, signing_key_file, share_group
+    [enrollment] ca_dir, listen, port, broker_host, broker_port, token_hours: enrollment by token
     [mqtt]      as on the devices (mqtt/settings.py), with the receiver's own [mqtt.tls]
     [upload]    deadline_hours, warn_hours: the devices warn by the same numbers
 """
@@ -18,7 +19,7 @@ from typing import Annotated, Any
 from evidence import layout
 from evidence.deadline import UploadPolicy
 from evidence.errors import ConfigError
-from evidence.settings import NonEmpty, Section, build, read_toml
+from evidence.settings import NonEmpty, Port, Range, Section, build, read_toml
 from mqtt.settings import MqttConfig
 
 
@@ -43,10 +44,10 @@ class ReceiverConfig(Section):
     store_dir: Path = Path("/var/lib/recorder-central")
     client_id: Annotated[str, NonEmpty()] = "receiver-1"
     private_key_file: str = ""
+    """Central's X25519 private key (PEM); with it the receiver keeps a decrypted working copy."""
     signing_key_file: str = ""
     """Central's Ed25519 key that signs receipts and alert acknowledgements (`recorder central key
     --signing-out`); empty sends them unsigned, which devices with `device.central_signing_key` refuse."""
-    """Central's X25519 private key (PEM); with it the receiver keeps a decrypted working copy."""
     share_group: str = ""
     """MQTT 5 shared-subscription group: receivers sharing one store and one group split the load."""
 
@@ -60,9 +61,26 @@ class ReceiverConfig(Section):
 
 
 @dataclass(frozen=True)
+class EnrollmentConfig(Section):
+    ca_dir: str = ""
+    """The agency CA's folder (`recorder central certs`): it signs each box's certificate at enrollment."""
+    listen: Annotated[str, NonEmpty()] = "0.0.0.0"
+    port: Annotated[int, Port] = 8443
+    """Where `recorder central enroll-server` takes the boxes' claims (HTTPS)."""
+    host: str = ""
+    """Central's address as the boxes reach it, printed with each token; empty: mqtt.host."""
+    broker_host: str = ""
+    """The broker's address as the boxes reach it; empty: mqtt.host."""
+    broker_port: Annotated[int, Port] = 8883
+    token_hours: Annotated[float, Range(0.1, 24 * 30)] = 24.0
+    """How long an enrollment token stays valid."""
+
+
+@dataclass(frozen=True)
 class CentralConfig(Section):
     central: AgencyConfig = AgencyConfig()
     receiver: ReceiverConfig = ReceiverConfig()
+    enrollment: EnrollmentConfig = EnrollmentConfig()
     mqtt: MqttConfig = dataclasses.field(default_factory=MqttConfig)
     upload: UploadPolicy = dataclasses.field(default_factory=UploadPolicy)
 

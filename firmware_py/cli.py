@@ -238,6 +238,20 @@ def cmd_identity(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from firmware_py.enroll import enroll
+
+    path = args.config or DEFAULT_CONFIG
+    done = enroll(args.url, args.token, path, args.state_dir)
+    room = done.answer.room
+    print(f"enrolled   {room.device}: {room.unit}, {room.room}, {room.location}")
+    print(f"keys       {done.keys_dir} (made here; the private keys never left this box)")
+    print(f"broker     {done.answer.broker_host}:{done.answer.broker_port}, mutual TLS")
+    print(f"config     {done.config} (recordings sealed to central's key, receipts checked against its signature)")
+    print("next       sudo systemctl restart recorder   (then: recorder status; recorder selftest)")
+    return 0
+
+
 def _alive(pid: object) -> bool:
     return isinstance(pid, int) and Path(f"/proc/{pid}").exists()
 
@@ -327,6 +341,16 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG} if present)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+
+    enroll = command("enroll", "claim this box's place at central with a one-time token: makes its keys, gets its "
+                               "certificate, room and central's keys, and writes its configuration")
+    enroll.add_argument("url", help="central's enrollment address, https://HOST:PORT (printed with the token)")
+    enroll.add_argument("token", help="the token from `recorder central token`")
+    enroll.add_argument("--config", type=Path, help=f"the configuration file to write (default {DEFAULT_CONFIG}); "
+                                                    "its other settings are kept")
+    enroll.add_argument("--state-dir", type=Path, help="device.state_dir, where the keys are made (default: the "
+                                                       "configuration's, or /var/lib/recorder)")
+    enroll.set_defaults(func=cmd_enroll)
 
     identity = command("identity", "the device's public signing key, for enrolling it at central")
     identity.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG} if present)")

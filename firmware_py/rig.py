@@ -17,13 +17,16 @@ from typing import Any
 
 from central import config as central_config
 from central.build import build_receiver
+from central.enroll_server import EnrollServer
+from central.enrollment import Enrollment
 from central.receiver import Receiver
 from central.store import FileStore
+from evidence.settings import read_toml
 from firmware_py import config as config_mod
 from firmware_py.service import Service, wait_for_state
 from firmware_py.state_machine import State
 from hal.buttons.base import ButtonName
-from mqtt.broker import LocalBroker
+from mqtt.broker import LocalBroker, free_port
 from mqtt.tls import TlsFiles
 from provisioning.ca import CertificateAuthority, Issued
 from provisioning.central_key import create_central_key, create_signing_key
@@ -166,3 +169,72 @@ def make_rig(device: config_mod.Config, central: central_config.CentralConfig, w
     store.enroll(device.device.id, service.identity.public_key_b64)
     service.start()
     return Rig(device, central, service, store, receiver)
+
+
+@dataclass
+class DeployedCentral:
+    """Central as a deployment runs it, on loopback: the agency CA, central's keys, a Mosquitto with mutual
+    TLS, the revocation list and the dynamic-security plugin (no device yet), the receiver, and the
+    enrollment endpoint. Boxes join it with `recorder enroll` (the tests, `bench_provision`)."""
+
+    workdir: Path
+    config: central_config.CentralConfig
+    ca: CertificateAuthority
+    store: FileStore
+    enrollment: Enrollment
+    server: EnrollServer
+    broker: LocalBroker
+    receiver: Receiver
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.server.port}"
+
+    def close(self) -> None:
+        self.server.stop()
+        self.receiver.stop()
+        self.broker.stop()
+
+
+def start_deployed_central(workdir: Path) -> DeployedCentral:
+    ca, _ = CertificateAuthority.load_or_create(workdir / "ca")
+    ca.issue_broker()
+    ca.issue_enrollment_server()
+    ca.issue_admin()
+    receiver_tls = ca.issue_receiver("receiver-1")
+    create_central_key(workdir / "central-key.pem")
+    create_signing_key(workdir / "central-signing-key.pem")
+    broker = pki_broker(workdir / "broker", ca)
+    broker.start()
+    config = central_config.from_dict({
+        "receiver": {"store_dir": str(workdir / "central"), "private_key_file": str(workdir / "central-key.pem"),
+                     "signing_key_file": str(workdir / "central-signing-key.pem")},
+        "mqtt": {"host": "127.0.0.1", "port": broker.port,
+                 "tls": {"ca_file": str(ca.ca_file), "cert_file": str(receiver_tls.cert),
+                         "key_file": str(receiver_tls.key)}},
+        "enrollment": {"ca_dir": str(ca.directory), "listen": "127.0.0.1", "port": free_port(),
+                       "broker_port": broker.port},
+    })
+    store = FileStore(config.receiver.store_dir)
+    try:
+        receiver = start_receiver(config, store)
+        try:
+            enrollment = Enrollment(config, store)
+            server = EnrollServer(enrollment, config.enrollment.listen, config.enrollment.port)
+        except BaseException:
+            receiver.stop()
+            raise
+    except BaseException:
+        broker.stop()
+        raise
+    server.start()
+    return DeployedCentral(workdir, config, ca, store, enrollment, server, broker, receiver)
+
+
+def enrolled_config(path: Path, extra: dict[str, dict[str, Any]] | None = None) -> config_mod.Config:
+    """The configuration `recorder enroll` wrote at `path`, on the simulated hardware, with FAST settings (and
+    `extra`) on top: what the box would run, made quick for a test."""
+    data = read_toml(path)
+    for section, values in fast({"hal": {"backend": "sim"}, **(extra or {})}).items():
+        data.setdefault(section, {}).update(values)
+    return config_mod.from_dict(data)

@@ -76,11 +76,7 @@ def _name(common_name: str) -> x509.Name:
 
 
 def common_name(cert: x509.Certificate) -> str:
-    return common_name_of(cert.subject)
-
-
-def common_name_of(name: x509.Name) -> str:
-    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    values = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(values[0].value) if values else ""
 
 
@@ -219,16 +215,23 @@ class CertificateAuthority:
             raise ProvisioningError(f"{path}: not a revocation list (a list of objects with an integer serial)")
         return entries
 
-    def revoke(self, role: str, name: str, reason: str, by: str) -> int:
-        """Revoke `name`'s current `role` certificate: recorded, and in a new CRL. Returns its serial."""
-        cert = read_certificate(self.leaf_paths(role, name).cert)
+    def current_serial(self, role: str, name: str) -> int | None:
+        path = self.leaf_paths(role, name).cert
+        return read_certificate(path).serial_number if path.exists() else None
+
+    def revoke(self, role: str, name: str, reason: str, by: str, serial: int | None = None) -> int | None:
+        """Revoke certificate `serial` of `name` (by default its current `role` certificate): recorded, and in a
+        new CRL. Returns the serial revoked; None if `name` has no certificate here."""
+        serial = self.current_serial(role, name) if serial is None else serial
+        if serial is None:
+            return None
         entries = self.revoked()
-        if all(e["serial"] != cert.serial_number for e in entries):
-            entries.append({"serial": cert.serial_number, "role": role, "name": name, "reason": reason, "by": by,
+        if all(e["serial"] != serial for e in entries):
+            entries.append({"serial": serial, "role": role, "name": name, "reason": reason, "by": by,
                             "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
             _write(self.directory / "revoked.json", (json.dumps(entries, indent=1) + "\n").encode(), 0o644)
         self.write_crl()
-        return cert.serial_number
+        return serial
 
     def write_crl(self) -> Path:
         """The CRL of every revoked certificate, signed now and valid CRL_DAYS (the broker reads it at start
@@ -246,14 +249,23 @@ class CertificateAuthority:
 
     def issue_broker(self, hosts: Iterable[str] = ()) -> Issued:
         """The broker's server certificate, valid for the loopback names and `hosts` (names or IP addresses)."""
+        return self._issue_server(self.broker_paths(), "recorder-broker", hosts)
+
+    def enrollment_paths(self) -> Issued:
+        return Issued("enrollment", self.directory / "enrollment.crt", self.directory / "enrollment.key")
+
+    def issue_enrollment_server(self, hosts: Iterable[str] = ()) -> Issued:
+        """The server certificate of central's enrollment endpoint (provisioning/enrollment.py)."""
+        return self._issue_server(self.enrollment_paths(), "recorder-enrollment", hosts)
+
+    def _issue_server(self, paths: Issued, cn: str, hosts: Iterable[str]) -> Issued:
         names: list[x509.GeneralName] = []
         for host in broker_hosts(hosts):
             try:
                 names.append(x509.IPAddress(ipaddress.ip_address(host)))
             except ValueError:
                 names.append(x509.DNSName(host))
-        paths = self.broker_paths()
-        self._issue(paths, "recorder-broker", ExtendedKeyUsageOID.SERVER_AUTH, x509.SubjectAlternativeName(names))
+        self._issue(paths, cn, ExtendedKeyUsageOID.SERVER_AUTH, x509.SubjectAlternativeName(names))
         return paths
 
     def issue_device(self, device_id: str) -> Issued:
@@ -283,8 +295,9 @@ class CertificateAuthority:
         return paths
 
     def sign_device_request(self, device_id: str, csr_pem: bytes) -> x509.Certificate:
-        """A device certificate for the key the device made itself (its private key never leaves it): the
-        request must be well signed and name `device_id` as its CN. Kept here as device-<ID>.crt."""
+        """A device certificate for the key the device made itself (its private key never leaves it). The
+        request's signature proves the device holds that key; its subject is not used: the CN is `device_id`,
+        which central decided. Kept here as device-<ID>.crt."""
         self._check_name(DEVICE, device_id)
         try:
             csr = x509.load_pem_x509_csr(csr_pem)
@@ -292,9 +305,6 @@ class CertificateAuthority:
             raise ProvisioningError("the certificate request is not a PEM CSR") from err
         if not csr.is_signature_valid:
             raise ProvisioningError("the certificate request's signature does not verify")
-        if common_name_of(csr.subject) != device_id:
-            raise ProvisioningError(f"the certificate request names {common_name_of(csr.subject)!r}, not "
-                                    f"{device_id!r}")
         key = csr.public_key()
         if not isinstance(key, ec.EllipticCurvePublicKey | Ed25519PublicKey):
             raise ProvisioningError("the certificate request's key must be EC (P-256) or Ed25519")

@@ -322,3 +322,21 @@ def test_nothing_is_stored_after_a_known_close_or_far_ahead__NO_EDIT(
     dealt_with(central, len(replay(recorded)) + 2)
     assert any("entry after the closing entry" in r for r in central.refused), list(central.refused)
     assert layout.entry_seqs(stored_dir(central, recorded)) == seqs
+
+
+def test_everything_from_a_revoked_device_is_refused_and_said_once__TAMPER_PROOF_IT(
+        central: Receiver, broker: LocalBroker, recorded: RecordedSession, caplog: pytest.LogCaptureFixture) -> None:
+    # A stolen box still holding a valid certificate on a broker that has not caught up (or plain MQTT): central
+    # itself refuses whatever it sends from the moment it is revoked, and says so once, not once per message.
+    device = recorded.rig.config.device.id
+    assert isinstance(central.store, FileStore)
+    central.store.revoke(device, "值班长 孙", "box stolen")
+    messages = replay(recorded)
+    send(broker, messages)
+    dealt_with(central, len(messages))
+    assert central.refusals == len(messages)
+    assert all("was revoked" in reason and "box stolen" in reason for reason in central.refused)
+    said = [r for r in caplog.records if "was revoked" in r.getMessage()]
+    assert len(said) == 1
+    assert not stored_dir(central, recorded).exists()
+    assert central.store.device_keys(device)[0]["key"] == recorded.rig.service.identity.public_key_b64

@@ -1,0 +1,147 @@
+"""Bringing up a room by claim, against a real Mosquitto with mutual TLS and the dynamic-security plugin:
+a one-time token from central, one command on the box, and the room's first session receipted; a changed key
+waits for an operator; a revoked box is refused everywhere (DEVICE-CHECK, TAMPER-PROOF-IT, NO-LEAK)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from central.errors import CentralError
+from evidence.verify import verify_session
+from firmware_py import rig as rig_mod
+from firmware_py.cli import main
+from firmware_py.enroll import enroll
+from firmware_py.errors import ServiceError
+from mqtt.client import make_client
+from provisioning.enrollment import Officer, Room, Token
+from tests.conftest import wait_until
+from tests.mqtt.test_tls import Probe
+
+ROOM = Room("GZ-TH-R01", "城关派出所", "询问室一", "城关路1号", "Asia/Shanghai",
+            (Officer("赵六", "44000000009"), Officer("钱七", "44000000010")))
+
+
+@pytest.fixture
+def central(tmp_path: Path) -> Iterator[rig_mod.DeployedCentral]:
+    deployed = rig_mod.start_deployed_central(tmp_path / "site")
+    yield deployed
+    deployed.close()
+
+
+def _token(central: rig_mod.DeployedCentral, room: Room = ROOM) -> str:
+    return str(central.enrollment.issue_token(room, "技术员 王工").token)
+
+
+def test_a_token_brings_up_a_room_whose_first_session_is_receipted__DEVICE_CHECK(
+        tmp_path: Path, central: rig_mod.DeployedCentral, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "box" / "recorder.toml"
+    state = tmp_path / "box" / "state"
+    assert main(["enroll", central.url, _token(central), "--config", str(config), "--state-dir", str(state)]) == 0
+    said = capsys.readouterr().out
+    assert "enrolled   GZ-TH-R01: 城关派出所, 询问室一" in said
+    # The box made its keys itself: central holds its certificate, never its private key.
+    assert (state / "keys" / "tls.key").stat().st_mode & 0o777 == 0o600
+    assert not central.ca.leaf_paths("device", ROOM.device).key.exists()
+    record = central.store.device_keys(ROOM.device)[-1]
+    assert record["token_issued_by"] == "技术员 王工" and record["room"]["room"] == "询问室一"
+    cert = x509.load_pem_x509_certificate((state / "keys" / "tls.crt").read_bytes())
+    assert record["serial"] == cert.serial_number
+    # What it wrote is a room box's configuration, with nothing weak about it.
+    written = rig_mod.enrolled_config(config)
+    assert written.device.id == ROOM.device and written.session.officers[0].name == "赵六"
+    assert written.mqtt.tls is not None and written.device.central_public_key and written.device.central_signing_key
+    rig = rig_mod.make_rig(written, central.config, with_receiver=False)
+    try:
+        session = rig.record(1.0)
+        assert rig.service.spool.wait_drained(30), "central did not receipt the enrolled box's first session"
+        assert central.receiver.settle(30)
+        report = verify_session(central.store.session_dir(ROOM.device, session),
+                                trusted_key_b64=central.store.device_key(ROOM.device))
+        assert report.ok, report.findings
+    finally:
+        rig.close()
+
+
+def test_a_token_is_single_use_expires_and_must_be_whole__DEVICE_CHECK(
+        tmp_path: Path, central: rig_mod.DeployedCentral) -> None:
+    token = _token(central)
+    enroll(central.url, token, tmp_path / "a.toml", tmp_path / "a")
+    with pytest.raises(ServiceError, match=r"\(403\): the enrollment token was already used"):
+        enroll(central.url, token, tmp_path / "b.toml", tmp_path / "b")
+    expired = Token.parse(_token(central, Room("GZ-TH-R02", "u", "r", "l", "Asia/Shanghai", ())))
+    record_file = central.enrollment.tokens_dir / f"{expired.id}.json"
+    record = json.loads(record_file.read_text())
+    record["expires"] = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).isoformat(timespec="seconds")
+    record_file.write_text(json.dumps(record))
+    with pytest.raises(ServiceError, match=r"\(403\): the enrollment token expired"):
+        enroll(central.url, str(expired), tmp_path / "c.toml", tmp_path / "c")
+    guessed = Token.parse(_token(central, Room("GZ-TH-R03", "u", "r", "l", "Asia/Shanghai", ())))
+    wrong_secret = Token(guessed.id, "a" * 32, guessed.pin)
+    with pytest.raises(ServiceError, match=r"\(403\): the enrollment token is not known"):
+        enroll(central.url, str(wrong_secret), tmp_path / "d.toml", tmp_path / "d")
+    # A server that is not the one the token pins gets nothing: the check comes before the request.
+    impostor = Token(guessed.id, guessed.secret, "a" * 52)
+    with pytest.raises(ServiceError, match="is not central's enrollment endpoint"):
+        enroll(central.url, str(impostor), tmp_path / "e.toml", tmp_path / "e")
+    with pytest.raises(ServiceError, match="the enrollment token is malformed"):
+        enroll(central.url, token[:-3], tmp_path / "f.toml", tmp_path / "f")
+    assert central.store.device_key("GZ-TH-R03") is None and not (tmp_path / "e.toml").exists()
+
+
+def test_a_changed_key_waits_for_approval_and_the_old_key_stays_on_record__TAMPER_PROOF_IT(
+        tmp_path: Path, central: rig_mod.DeployedCentral) -> None:
+    enroll(central.url, _token(central), tmp_path / "first.toml", tmp_path / "first")
+    first_key = central.store.device_key(ROOM.device)
+    # The same room's box with a new card (a new signing key) presents a fresh token: not taken silently.
+    again = _token(central)
+    with pytest.raises(ServiceError, match=r"\(409\): device GZ-TH-R01 already has a key"):
+        enroll(central.url, again, tmp_path / "second.toml", tmp_path / "second")
+    assert central.store.device_key(ROOM.device) == first_key
+    with pytest.raises(CentralError, match="no changed key waiting"):
+        central.enrollment.approve_key("GZ-TH-R02", "值班长 孙")
+    new_key = central.enrollment.approve_key(ROOM.device, "值班长 孙")
+    enroll(central.url, again, tmp_path / "second.toml", tmp_path / "second")
+    keys = central.store.device_keys(ROOM.device)
+    assert [k["key"] for k in keys] == [first_key, new_key]
+    assert keys[0]["retired"] is not None and keys[1]["approved_by"] == "值班长 孙"
+
+
+def test_a_revoked_box_is_refused_by_the_broker_and_by_central__TAMPER_PROOF_IT(
+        tmp_path: Path, central: rig_mod.DeployedCentral) -> None:
+    config = tmp_path / "box.toml"
+    enroll(central.url, _token(central), config, tmp_path / "box")
+    box = rig_mod.enrolled_config(config)
+    assert box.mqtt.tls is not None
+    probe = Probe(central.broker.port, ROOM.device, make_client(ROOM.device, 1, box.mqtt.tls))
+    try:
+        assert probe.connected.wait(5)
+        topic = f"recorders/{ROOM.device}/status"
+        assert probe.publish(topic, b"{}") != "Not authorized"
+        done = central.enrollment.revoke(ROOM.device, "值班长 孙", "box stolen from room 1")
+        assert any("the broker disconnected" in line for line in done), done
+        # The plugin drops it at once; when it comes back it may do nothing.
+        assert wait_until(lambda: probe.disconnects > 0, 5)
+        assert wait_until(lambda: probe.connected.is_set() and probe.publish(topic, b"{}") == "Not authorized", 10)
+    finally:
+        probe.close()
+    revoked = central.ca.revoked()
+    assert revoked[-1]["name"] == ROOM.device and revoked[-1]["reason"] == "box stolen from room 1"
+    crl = x509.load_pem_x509_crl(central.ca.crl_file.read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(revoked[-1]["serial"]) is not None
+    # Reloaded, the broker reads the new CRL: the certificate no longer gets through TLS.
+    central.broker.reload()
+    after = Probe(central.broker.port, ROOM.device, make_client(ROOM.device, 1, box.mqtt.tls))
+    try:
+        assert after.refused.wait(5) and not after.connected.is_set()
+    finally:
+        after.close()
+    with pytest.raises(CentralError, match="was revoked"):
+        central.enrollment.issue_token(ROOM, "技术员 王工")
+    assert central.store.device_key(ROOM.device) is None
+    assert central.store.device_keys(ROOM.device)  # its key stays on record for what it sent before
