@@ -4,8 +4,9 @@
 #
 #     sudo ./image/install.sh [options]          (image/README.md explains every step)
 #
-# It is safe to run again: it installs what is missing, updates the program, never overwrites
-# /etc/recorder/recorder.toml, and only turns on the read-only root once /var/lib/recorder (the evidence
+# It is safe to run again: it installs what is missing, updates the program when the checkout changed, never
+# overwrites /etc/recorder/recorder.toml unless given --config or --enroll, restarts the service only when
+# something changed, and only turns on the read-only root once /var/lib/recorder (the evidence
 # spool) is on a persistent disk of its own.
 #
 # The helper functions above main() read and write only the files they are given, so the tests source
@@ -19,6 +20,7 @@ CONF=$CONF_DIR/recorder.toml
 UNIT=/etc/systemd/system/recorder.service
 STATE=/var/lib/recorder
 KEY_FILE=$STATE/keys/device-ed25519.pem
+ENROLLED_MARK=$CONF_DIR/.enrolled-token
 FSTAB=/etc/fstab
 ASOUND_CONF=/etc/asound.conf
 ASOUND_MARK="# managed by the recorder's image/install.sh"
@@ -63,13 +65,16 @@ Install options:
   --mic CARD             ALSA card id of the microphone (default: the first USB card that records)
   --speaker CARD         ALSA card id of the speaker (default: the first USB card that plays)
   --ntp "SERVER ..."     NTP servers to use instead of the distribution's (e.g. the site's time server)
+  --enroll URL TOKEN     enroll this box at central with a token from `recorder central token` (runs
+                         `recorder enroll`: keys made here, certificate, room and central's keys into the
+                         configuration)
   --no-overlay           leave the root filesystem writable (bench or development box)
   --yes                  do not ask before erasing a disk with --format-spool
 
 Other actions (no installing):
   --overlay on|off       turn the read-only root on or off from the next boot (off: to update or edit)
   --status               what is installed, and whether this box is ready and hardened
-  --enrollment           print the command that enrolls this box's key at central
+  --enrollment           print this box's signing key (for enrolling it by hand: recorder central enroll)
   -h, --help             this text
 
 Exit status: 0 done; 1 error; 2 bad usage; 3 installed, but the read-only root was refused because
@@ -78,6 +83,15 @@ EOF
 }
 
 # ---- helpers that only touch the files they are given (the tests call these) ----------------------------
+
+# source_digest DIR: one SHA-256 over the names and contents of the files the installer builds from (what
+# install_program copies), so a second run over the same checkout knows the program is already installed.
+source_digest() {
+    (cd "$1" && find . \( -path ./.git -o -path ./.venv -o -path ./build -o -name '*.egg-info' -o -name __pycache__ \
+        -o -path ./.hypothesis -o -path ./.mypy_cache -o -path ./.pytest_cache -o -path ./.ruff_cache \
+        -o -path ./bench/work \) -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) |
+        sha256sum | cut -c1-64
+}
 
 # cmdline_overlay_state FILE: "off", "on" (tmpfs overlay on / only) or "all-mounts" (overlayroot's default,
 # which also puts /var/lib/recorder in RAM).
@@ -279,7 +293,14 @@ create_user() {
 }
 
 install_program() {
-    local build
+    local build digest
+    digest=$(source_digest "$SRC")
+    if [[ -x $VENV/bin/recorder && -r $PREFIX/.source-digest && $(cat "$PREFIX/.source-digest") == "$digest" ]] &&
+        grep -qx 'include-system-site-packages = true' "$VENV/pyvenv.cfg"; then
+        note "the program in $VENV is already this checkout's: left as it is"
+        return
+    fi
+    CHANGED=1
     if [[ -x $VENV/bin/python ]] && ! grep -qx 'include-system-site-packages = true' "$VENV/pyvenv.cfg"; then
         warn "$VENV cannot see the system's picamera2 and libcamera: making it again"
         rm -rf "$VENV"
@@ -314,25 +335,41 @@ EOF
     install -d -m 0755 "$PREFIX/image"
     install -m 0644 "$SRC/image/README.md" "$SRC/image/recorder.service" "$SRC/image/recorder.toml" "$PREFIX/image/"
     install -m 0755 "$SRC/image/install.sh" "$PREFIX/image/"
+    printf '%s\n' "$digest" >"$PREFIX/.source-digest"
 }
 
-check_config_file() { "$VENV/bin/recorder" run --config "$1" --check-config; }
+# check_config_file FILE: the product's own check. A template given with --enroll is checked as on the
+# simulator: it has no TLS files and no central keys yet (the enrollment writes them), which on the pi
+# backend would be refused; start_service checks the enrolled result as the service will run it.
+check_config_file() {
+    local -a hal=()
+    if [[ -n $ENROLL_URL ]]; then hal=(--hal sim); fi
+    "$VENV/bin/recorder" run --config "$1" --check-config "${hal[@]}"
+}
 
 install_config() {
     install -d -m 0750 -o root -g recorder "$CONF_DIR"
     install -m 0640 -o root -g recorder "$SRC/image/recorder.toml" "$CONF.example"
-    if [[ -n $CONFIG_FILE ]]; then
+    if [[ -n $CONFIG_FILE ]] && enrolled_with_token; then
+        note "$CONF was made from $CONFIG_FILE and enrolled with this token: left as it is"
+    elif [[ -n $CONFIG_FILE ]]; then
         check_config_file "$CONFIG_FILE" || die "$CONFIG_FILE is not a valid configuration (above); nothing changed"
         if [[ -e $CONF ]] && ! cmp -s "$CONFIG_FILE" "$CONF"; then
             cp -p "$CONF" "$CONF.bak-$(date +%Y%m%d-%H%M%S)"
             note "kept the previous configuration as $CONF.bak-*"
         fi
-        install -m 0640 -o root -g recorder "$CONFIG_FILE" "$CONF"
-        say "installed $CONFIG_FILE as $CONF"
+        if cmp -s "$CONFIG_FILE" "$CONF"; then
+            note "$CONF is already $CONFIG_FILE"
+        else
+            install -m 0640 -o root -g recorder "$CONFIG_FILE" "$CONF"
+            CHANGED=1
+            say "installed $CONFIG_FILE as $CONF"
+        fi
     elif [[ -e $CONF ]]; then
         note "$CONF exists: left as it is (the new example is $CONF.example)"
     else
         install -m 0640 -o root -g recorder "$SRC/image/recorder.toml" "$CONF"
+        CHANGED=1
         say "installed the example configuration as $CONF"
     fi
 }
@@ -357,7 +394,13 @@ setup_sound() {
     fi
     asound_conf "$mic" "$speaker" >"$ASOUND_CONF.recorder-new"
     chmod 0644 "$ASOUND_CONF.recorder-new"
+    if cmp -s "$ASOUND_CONF.recorder-new" "$ASOUND_CONF"; then
+        rm -f "$ASOUND_CONF.recorder-new"
+        note "sound: ALSA default already records from '$mic' and plays to '$speaker'"
+        return
+    fi
     mv "$ASOUND_CONF.recorder-new" "$ASOUND_CONF"
+    CHANGED=1
     say "sound: ALSA default records from card '$mic' and plays to card '$speaker' ($ASOUND_CONF)"
     note "set the levels with: alsamixer -c $mic (capture) and alsamixer -c $speaker, then: sudo alsactl store"
 }
@@ -463,10 +506,34 @@ format_spool() {
 }
 
 install_unit() {
-    install -m 0644 "$SRC/image/recorder.service" "$UNIT"
-    systemctl daemon-reload
+    if ! cmp -s "$SRC/image/recorder.service" "$UNIT"; then
+        install -m 0644 "$SRC/image/recorder.service" "$UNIT"
+        systemctl daemon-reload
+        CHANGED=1
+    fi
     systemctl enable --quiet recorder.service
     note "$UNIT installed and enabled"
+}
+
+# enroll_box: the product's own `recorder enroll` (PROTOCOL §12): the box makes its keys, claims its place at
+# central with the token, and gets its certificate, room and central's keys into $CONF.
+# A token is used once: a second run with the same command line finds it in $ENROLLED_MARK and leaves the
+# enrollment as it is.
+token_mark() { printf '%s' "$ENROLL_TOKEN" | sha256sum | cut -c1-64; }
+enrolled_with_token() { [[ -n $ENROLL_TOKEN && -r $ENROLLED_MARK && $(cat "$ENROLLED_MARK") == "$(token_mark)" ]]; }
+
+enroll_box() {
+    if enrolled_with_token; then
+        note "already enrolled with this token: left as it is"
+        return
+    fi
+    say "enrolling this box at $ENROLL_URL"
+    "$VENV/bin/recorder" enroll "$ENROLL_URL" "$ENROLL_TOKEN" --config "$CONF" ||
+        die "enrollment failed (the line above says why); nothing else was changed by it"
+    chown root:recorder "$CONF"
+    chmod 0640 "$CONF"
+    token_mark >"$ENROLLED_MARK"
+    CHANGED=1
 }
 
 service_state() {
@@ -487,6 +554,10 @@ start_service() {
             "for this room (image/README.md, step 6)"
     fi
     if systemctl is-active --quiet recorder.service; then
+        if [[ -z $CHANGED ]]; then
+            note "nothing changed: the running service is left alone"
+            return
+        fi
         state=$(service_state)
         if [[ $BUSY_STATES == *" $state "* ]]; then
             warn "a session is in progress ($state): not restarting. The new version runs after the next" \
@@ -598,7 +669,7 @@ main() {
     local args="$*" problem status=0
     ACTION=install
     CONFIG_FILE="" SPOOL_PART="" FORMAT_DISK="" MIC="" SPEAKER="" NTP_SERVERS="" NO_OVERLAY="" YES=""
-    OVERLAY_PENDING=""
+    OVERLAY_PENDING="" CHANGED="" ENROLL_URL="" ENROLL_TOKEN=""
     while (($#)); do
         case $1 in
             -h | --help)
@@ -629,6 +700,14 @@ main() {
                         ;;
                 esac
                 shift
+                ;;
+            --enroll)
+                (($# >= 3)) || {
+                    printf 'install.sh: --enroll needs the address and the token: --enroll https://HOST:PORT TOKEN\n' >&2
+                    exit 2
+                }
+                ENROLL_URL=$2 ENROLL_TOKEN=$3
+                shift 2
                 ;;
             --no-overlay) NO_OVERLAY=1 ;;
             --yes) YES=1 ;;
@@ -694,6 +773,7 @@ main() {
     setup_time
     if [[ -n $FORMAT_DISK ]]; then format_spool "$FORMAT_DISK"; fi
     if [[ -n $SPOOL_PART ]]; then attach_spool "$SPOOL_PART"; fi
+    if [[ -n $ENROLL_URL ]]; then enroll_box; fi
     install_unit
     start_service
 
@@ -713,7 +793,9 @@ main() {
 
     say "done"
     note "check:    systemctl status recorder; journalctl -u recorder -f; sudo -u recorder recorder status"
-    note "enroll:   sudo $PREFIX/image/install.sh --enrollment   (prints the command for central)"
+    if [[ -z $ENROLL_URL ]]; then
+        note "enroll:   sudo recorder enroll https://CENTRAL:8443 TOKEN   (token: recorder central token, at central)"
+    fi
     note "overview: sudo $PREFIX/image/install.sh --status"
     if [[ -n $OVERLAY_PENDING ]]; then
         say "reboot now to start on the read-only root: sudo reboot"

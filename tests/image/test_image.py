@@ -244,7 +244,7 @@ def test_install_help_lists_the_options() -> None:
     result = _run_install("--help")
     assert result.returncode == 0
     for option in ("--config", "--spool-device", "--format-spool", "--mic", "--speaker", "--ntp", "--no-overlay",
-                   "--overlay on|off", "--status", "--enrollment"):
+                   "--overlay on|off", "--status", "--enrollment", "--enroll URL TOKEN"):
         assert option in result.stdout
 
 
@@ -255,6 +255,7 @@ def test_install_help_lists_the_options() -> None:
         (["--overlay", "sideways"], "--overlay takes on or off"),
         (["--mic"], "--mic needs a value"),
         (["--spool-device", "/dev/sdz1", "--format-spool", "/dev/sdz"], "not both"),
+        (["--enroll", "https://central:8443"], "--enroll needs the address and the token"),
     ],
 )
 def test_install_rejects_bad_arguments_before_doing_anything(args: list[str], message: str) -> None:
@@ -267,6 +268,23 @@ def _call(function: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run one of install.sh's helper functions (sourcing the script defines them and runs nothing)."""
     return subprocess.run(["bash", "-c", 'source "$1" && shift && "$@"', "_", str(INSTALL), function, *args],
                           capture_output=True, text=True, timeout=30)
+
+
+def test_a_second_run_over_the_same_checkout_knows_the_program_is_installed(tmp_path: Path) -> None:
+    # install.sh reinstalls the program (and so restarts the service) only when this digest changes.
+    tree = tmp_path / "checkout"
+    (tree / "firmware_py").mkdir(parents=True)
+    (tree / "firmware_py" / "cli.py").write_text("print('v1')\n")
+    (tree / ".git").mkdir()
+    (tree / ".git" / "HEAD").write_text("ref: a\n")
+    first = _call("source_digest", str(tree)).stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", first)
+    (tree / ".git" / "HEAD").write_text("ref: b\n")  # what is not installed does not count
+    (tree / "firmware_py" / "__pycache__").mkdir()
+    (tree / "firmware_py" / "__pycache__" / "cli.pyc").write_bytes(b"x")
+    assert _call("source_digest", str(tree)).stdout.strip() == first
+    (tree / "firmware_py" / "cli.py").write_text("print('v2')\n")
+    assert _call("source_digest", str(tree)).stdout.strip() != first
 
 
 RPI_CMDLINE = ("console=serial0,115200 console=tty1 root=PARTUUID=4e639091-02 rootfstype=ext4 fsck.repair=yes "
@@ -374,5 +392,7 @@ def test_readme_names_the_commands_a_technician_runs() -> None:
     text = README.read_text(encoding="utf-8")
     for command in ("install.sh", "recorder run --config /etc/recorder/recorder.toml --check-config",
                     "systemctl status recorder", "journalctl -u recorder", "recorder status",
-                    "raspi-config nonint enable_overlayfs", "--overlay off"):
+                    "raspi-config nonint enable_overlayfs", "--overlay off", "recorder enroll https://",
+                    "recorder central token --device", "install.sh --format-spool /dev/sda --yes",
+                    "recorder central revoke", "recorder central approve-key"):
         assert command in text, command
