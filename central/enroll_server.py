@@ -1,4 +1,4 @@
-"""Central's enrollment endpoint: HTTPS, one request (PROTOCOL §12).
+"""Central's enrollment endpoint: HTTPS, one request (PROTOCOL §13).
 
 `POST /v1/enroll` with a `provisioning.enrollment.Request` (canonical JSON) answers 200 with an `Answer`,
 or an error status with `{"error": "..."}` saying what to do: 400 malformed, 403 token unknown, used or

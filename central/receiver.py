@@ -197,7 +197,7 @@ class Receiver:
         if reason.is_failure:
             log.warning("receiver: broker refused the connection: %s", reason)
             return
-        for kind in (protocol.MEDIA, protocol.ENTRY, protocol.ALERT, protocol.STATUS):
+        for kind in (protocol.MEDIA, protocol.ENTRY, protocol.ALERT, protocol.STATUS, protocol.SELFTEST):
             topic = protocol.topic(self._prefix, "+", kind)
             # In a share group the broker hands each message to one member (MQTT 5 shared subscription).
             _, mid = client.subscribe(f"$share/{self._share_group}/{topic}" if self._share_group else topic, qos=1)
@@ -228,6 +228,8 @@ class Receiver:
                 self._alert(device, payload)
             elif kind == protocol.STATUS:
                 self._status(device, payload)
+            elif kind == protocol.SELFTEST:
+                self._selftest(device, payload)
             else:
                 raise Refused(f"receiver does not take {kind!r} messages")
 
@@ -531,6 +533,20 @@ class Receiver:
             # Whatever goes wrong in the index must not cost a receipt: the entry is stored, and the index
             # catches up from the store on the session's next entry or on `recorder central reindex`.
             log.exception("session index: could not record %s/%s", device, session)
+
+    def _selftest(self, device: str, payload: bytes) -> None:
+        """The latest self-test of each device is kept (fleet health) and acknowledged, which is the device's
+        proof of a round trip to central. Only a report the device signed, on its own topic, counts."""
+        report = protocol.decode_selftest(payload)
+        if report.device != device:
+            raise Refused(f"self-test report on {device}'s topic names device {report.device!r}")
+        if not report.signed_by(self._enrolled_key(device)):
+            raise Refused(f"self-test report {report.id} from {device} is not signed by its enrolled key")
+        self.store.record_selftest(device, report.raw)
+        log.log(logging.INFO if report.passed else logging.WARNING, "self-test of %s: %s", device,
+                "passed" if report.passed else "FAILED " + ", ".join(c.name for c in report.checks if not c.ok))
+        self._client.publish(protocol.topic(self._prefix, device, protocol.ALERT_ACK),
+                             protocol.encode_alert_ack(report.id, device, self.sign), qos=1)
 
     def _alert(self, device: str, payload: bytes) -> None:
         """Kept and acknowledged only when signed by the device it names, as sent on that device's topic."""

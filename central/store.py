@@ -98,6 +98,13 @@ class CentralStore(abc.ABC):
     def device_status(self, device: str) -> DeviceStatus | None: ...
 
     @abc.abstractmethod
+    def record_selftest(self, device: str, report: bytes) -> None:
+        """Keep a device's latest self-test report as it signed it (monitoring, not evidence)."""
+
+    @abc.abstractmethod
+    def latest_selftest(self, device: str) -> bytes | None: ...
+
+    @abc.abstractmethod
     def enrolled(self) -> list[str]:
         """The devices with an enrolled key, in order."""
 
@@ -318,6 +325,15 @@ class FileStore(CentralStore):
     def record_status(self, status: DeviceStatus) -> None:
         data = {"online": status.online, "since": status.since, "received": status.received, "fields": status.fields}
         atomic_write(self._status_path(status.device), json.dumps(data, ensure_ascii=False).encode())
+
+    def record_selftest(self, device: str, report: bytes) -> None:
+        atomic_write(self._device_file(device, ".selftest.json"), report)
+
+    def latest_selftest(self, device: str) -> bytes | None:
+        try:
+            return self._device_file(device, ".selftest.json").read_bytes()
+        except FileNotFoundError:
+            return None
 
     def device_status(self, device: str) -> DeviceStatus | None:
         path = self._status_path(device)

@@ -252,6 +252,43 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from evidence.supervisor import Supervisor
+    from firmware_py.prompts import PromptCache
+    from firmware_py.selftest import SelfTest, Timing
+    from firmware_py.service import hal_settings
+    from hal.factory import build_hal
+    from provisioning.identity import DeviceIdentity
+
+    cfg = _load_config(args.config)
+    try:
+        status = json.loads((cfg.device.state_dir / "status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        status = {}
+    if isinstance(status, dict) and _alive(status.get("pid")) and status.get("state") != "stopped":
+        raise ServiceError("the recorder service is running and holds the camera, microphone and buttons: stop it "
+                           "first (sudo systemctl stop recorder) and start it again after the test")
+    supervisor = Supervisor()
+    hal = build_hal(hal_settings(cfg, args.hal or cfg.hal.backend), supervisor.spawn)
+    try:
+        test = SelfTest(cfg, hal, PromptCache(cfg.prompt_dir, cfg.audio.sample_rate, cfg.notice.words_per_minute),
+                        DeviceIdentity.load_or_create(cfg.keys_dir),
+                        out=(lambda line: None) if args.json else print, timing=Timing(answer_s=args.answer_seconds))
+        print(f"self-test of {cfg.device.id} ({cfg.device.room}); answer with the box's buttons", file=sys.stderr)
+        checks = test.run()
+    finally:
+        hal.close()
+        supervisor.stop()
+    failed = [c for c in checks if not c.ok]
+    if args.json:
+        print(json.dumps([{"name": c.name, "ok": c.ok, "detail": c.detail, "remedy": c.remedy} for c in checks],
+                         ensure_ascii=False, indent=1))
+    else:
+        print(f"{len(checks) - len(failed)} of {len(checks)} passed" + (
+            f"; FAILED: {', '.join(c.name for c in failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 def _alive(pid: object) -> bool:
     return isinstance(pid, int) and Path(f"/proc/{pid}").exists()
 
@@ -351,6 +388,16 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--state-dir", type=Path, help="device.state_dir, where the keys are made (default: the "
                                                        "configuration's, or /var/lib/recorder)")
     enroll.set_defaults(func=cmd_enroll)
+
+    selftest = command("selftest", "walk through every part of the box with spoken and printed instructions "
+                                   "(buttons, tally, speaker and microphone, camera, storage, clock, power, broker, "
+                                   "central); exit 1 if anything failed. Stop the service first")
+    selftest.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG} if present)")
+    selftest.add_argument("--hal", choices=["pi", "sim", "auto"], help="override hal.backend")
+    selftest.add_argument("--answer-seconds", type=_positive_seconds, default=20.0,
+                          help="how long to wait for each button the test asks for (default 20)")
+    selftest.add_argument("--json", action="store_true", help="machine-readable checklist")
+    selftest.set_defaults(func=cmd_selftest)
 
     identity = command("identity", "the device's public signing key, for enrolling it at central")
     identity.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG} if present)")

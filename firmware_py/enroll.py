@@ -1,4 +1,4 @@
-"""`recorder enroll URL TOKEN`: the box claims its place at central (PROTOCOL §12).
+"""`recorder enroll URL TOKEN`: the box claims its place at central (PROTOCOL §13).
 
 The box makes its own keys (the Ed25519 key that signs its evidence, and a P-256 key for TLS, each 0600
 in `device.state_dir/keys`; neither ever leaves it), reaches central's enrollment endpoint, checks that

@@ -515,7 +515,7 @@ install_unit() {
     note "$UNIT installed and enabled"
 }
 
-# enroll_box: the product's own `recorder enroll` (PROTOCOL §12): the box makes its keys, claims its place at
+# enroll_box: the product's own `recorder enroll` (PROTOCOL §13): the box makes its keys, claims its place at
 # central with the token, and gets its certificate, room and central's keys into $CONF.
 # A token is used once: a second run with the same command line finds it in $ENROLLED_MARK and leaves the
 # enrollment as it is.

@@ -5,9 +5,10 @@ plugin holding who may do what. The same text runs under the tests and the demo 
 Identity: the broker requires a client certificate from the agency CA, not on its revocation list, and takes
 its CN as the username (`use_identity_as_username`); no passwords, no anonymous clients. Rights, by username:
 
-    device D     publish P/D/entry, P/D/media, P/D/status, P/D/alert
+    device D     publish P/D/entry, P/D/media, P/D/status, P/D/alert, P/D/selftest
                  subscribe to and receive P/D/receipt, P/D/alert_ack            (those two topics exactly)
-    receiver R   subscribe to and receive P/+/entry, P/+/media, P/+/status, P/+/alert (shared or not)
+    receiver R   subscribe to and receive P/+/entry, P/+/media, P/+/status, P/+/alert, P/+/selftest
+                 (shared or not)
                  publish P/+/receipt, P/+/alert_ack
     admin A      the plugin's own $CONTROL/dynamic-security/v1 topics: central adds and removes devices
 
@@ -30,9 +31,9 @@ from mqtt import protocol
 from mqtt.errors import BrokerError
 from mqtt.tls import TlsFiles
 
-DEVICE_WRITES = (protocol.ENTRY, protocol.MEDIA, protocol.STATUS, protocol.ALERT)
+DEVICE_WRITES = (protocol.ENTRY, protocol.MEDIA, protocol.STATUS, protocol.ALERT, protocol.SELFTEST)
 DEVICE_READS = (protocol.RECEIPT, protocol.ALERT_ACK)
-RECEIVER_READS = (protocol.ENTRY, protocol.MEDIA, protocol.STATUS, protocol.ALERT)
+RECEIVER_READS = (protocol.ENTRY, protocol.MEDIA, protocol.STATUS, protocol.ALERT, protocol.SELFTEST)
 RECEIVER_WRITES = (protocol.RECEIPT, protocol.ALERT_ACK)
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 CONTROL_RESPONSE = CONTROL_TOPIC + "/response"

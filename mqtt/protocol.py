@@ -7,7 +7,9 @@ Topics, for device D under prefix P:
     P/D/status   device -> central  retained health message; the Last Will sets it offline
     P/D/alert    device -> central  a signed alert: recording cannot continue (evidence/alert.py), QoS 1,
                                     repeated until acknowledged
-    P/D/alert_ack central -> device  central stored that alert, QoS 1
+    P/D/alert_ack central -> device  central stored that alert (or self-test report), QoS 1
+    P/D/selftest device -> central  a signed self-test report (`recorder selftest`), QoS 1; central keeps
+                                    the latest per device and acknowledges it on P/D/alert_ack
 
 A media frame is b"RRM1", a 4-byte big-endian header length, a UTF-8 JSON header, then the chunk bytes.
 """
@@ -26,7 +28,7 @@ from evidence import layout
 from evidence.alert import ALERT_ID
 from evidence.canonical import NotCanonical, canonical, parse_strict, read_object
 from evidence.entry import HEX64
-from evidence.keys import verify_signature
+from evidence.keys import load_public_key_b64, verify_signature
 from mqtt.errors import ProtocolError
 
 MEDIA_MAGIC = b"RRM1"
@@ -38,8 +40,10 @@ MAX_RECEIPT = 4096
 """A receipt is about 250 bytes; anything over this is refused unread."""
 
 ENTRY, MEDIA, RECEIPT, STATUS = "entry", "media", "receipt", "status"
-ALERT, ALERT_ACK = "alert", "alert_ack"
+ALERT, ALERT_ACK, SELFTEST = "alert", "alert_ack", "selftest"
 MAX_ALERT_ACK = 1024
+MAX_SELFTEST = 64 * 1024
+SELFTEST_CONTEXT = b"room-recorder/selftest/v1\x00"
 
 
 def topic(prefix: str, device: str, kind: str) -> str:
@@ -214,3 +218,58 @@ def decode_alert_ack(payload: bytes) -> AlertAck:
         raise ProtocolError("alert acknowledgement 'device' must be a device id")
     sig, message = _signature(value, ALERT_ACK_CONTEXT, "alert acknowledgement")
     return AlertAck(alert, device, sig, message)
+
+
+@dataclass(frozen=True)
+class SelfTestCheck:
+    name: str
+    ok: bool
+    detail: str
+    remedy: str
+
+
+@dataclass(frozen=True)
+class SelfTestReport:
+    """A device's self-test, signed by the device's own key (PROTOCOL §4.7)."""
+
+    id: str
+    device: str
+    time: str
+    checks: tuple[SelfTestCheck, ...]
+    sig: str
+    raw: bytes
+
+    @property
+    def passed(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def signed_by(self, key_b64: str) -> bool:
+        fields = {k: v for k, v in json.loads(self.raw).items() if k != "sig"}
+        return verify_signature(load_public_key_b64(key_b64), self.sig, SELFTEST_CONTEXT + canonical(fields))
+
+
+def encode_selftest(report_id: str, device: str, time: str, checks: list[SelfTestCheck], sign: Sign) -> bytes:
+    fields = {"id": report_id, "device": device, "time": time,
+              "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail, "remedy": c.remedy} for c in checks]}
+    return canonical({**fields, "sig": sign(SELFTEST_CONTEXT + canonical(fields))})
+
+
+def decode_selftest(payload: bytes) -> SelfTestReport:
+    value = read_object(payload, MAX_SELFTEST, "self-test report", ProtocolError)
+    if set(value) != {"id", "device", "time", "checks", "sig"}:
+        raise ProtocolError("self-test report must be an object of exactly id, device, time, checks, sig")
+    if not isinstance(value["id"], str) or not ALERT_ID.match(value["id"]):
+        raise ProtocolError("self-test report 'id' must be 16 lowercase hex digits")
+    if not isinstance(value["device"], str) or not layout.DEVICE_ID.match(value["device"]):
+        raise ProtocolError("self-test report 'device' must be a device id")
+    if not isinstance(value["time"], str) or not isinstance(value["sig"], str):
+        raise ProtocolError("self-test report 'time' and 'sig' must be strings")
+    checks = value["checks"]
+    if not isinstance(checks, list) or not all(
+            isinstance(c, dict) and set(c) == {"name", "ok", "detail", "remedy"} and isinstance(c["ok"], bool)
+            and all(isinstance(c[k], str) for k in ("name", "detail", "remedy")) for c in checks):
+        raise ProtocolError("self-test report 'checks' must be a list of objects of exactly name, ok (a boolean), "
+                            "detail and remedy")
+    return SelfTestReport(value["id"], value["device"], value["time"],
+                          tuple(SelfTestCheck(c["name"], c["ok"], c["detail"], c["remedy"]) for c in checks),
+                          value["sig"], payload)

@@ -1,5 +1,5 @@
 """Enrollment by claim: the token a technician carries from central to the box, and the one request and
-answer between them (PROTOCOL §12). Shared by the device (`recorder enroll`) and central (its enrollment
+answer between them (PROTOCOL §13). Shared by the device (`recorder enroll`) and central (its enrollment
 endpoint), each parsing what the other sends exactly once, here.
 
 A token is `<id>.<secret>.<pin>`: `id` names it at central (8 hex digits), `secret` proves the holder may
