@@ -297,6 +297,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
         row: dict[str, Any] = {"device": device, "enrolled": device in enrolled,
                                "alerts_at_central": waiting.get(device, 0)}
         row.update(status.as_json() if status is not None else {"online": None})
+        row["selftest"] = _selftest_summary(store.latest_selftest(device))
+        current = [k for k in store.device_keys(device) if k.get("retired") is None]
+        row["certificate_expires"] = current[-1].get("certificate_expires") if current else None
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=1, ensure_ascii=False))
@@ -308,12 +311,22 @@ def cmd_devices(args: argparse.Namespace) -> int:
     def local(iso: str) -> str:
         return dt.datetime.fromisoformat(iso).astimezone(zone).isoformat(sep=" ", timespec="seconds")
 
+    def tested(row: dict[str, Any]) -> str:
+        summary = row["selftest"]
+        if summary is None:
+            return "never"
+        verdict = "passed" if summary["passed"] else "FAILED " + ",".join(summary["failed"])
+        return f"{local(summary['time'])} {verdict}"
+
+    def expiry(row: dict[str, Any]) -> str:
+        return str(row["certificate_expires"])[:10] if row["certificate_expires"] else "-"
+
     table = [["DEVICE", "ONLINE", "SINCE", "STATE", "SESSION", "BACKLOG", "FREE", "CLOCK", "ALERTS", "LATE",
-              "LAST FAULT"]]
+              "LAST FAULT", "SELF-TEST", "CERT UNTIL"]]
     for row in rows:
         if row["online"] is None:
             table.append([row["device"], "never seen", "-", "-", "-", "-", "-", "-", str(row["alerts_at_central"]),
-                          "-", "-"])
+                          "-", "-", tested(row), expiry(row)])
             continue
         backlog = f"{row.get('backlog_entries', '?')} / {row.get('backlog_bytes', 0) / 1e6:.1f} MB"
         if isinstance(row.get("oldest_unreceipted_s"), (int, float)):
@@ -326,9 +339,23 @@ def cmd_devices(args: argparse.Namespace) -> int:
         table.append([row["device"], "yes" if row["online"] else "NO", local(row["since"]),
                       str(row.get("state", "-")) if row["online"] else "-", str(row.get("session") or "-"),
                       backlog if row["online"] else "-", free, clock, alerts, str(len(row.get("upload_alerts", []))),
-                      str(row.get("last_fault") or "-")])
+                      str(row.get("last_fault") or "-"), tested(row), expiry(row)])
     print("\n".join(_table(table)))
     return 0
+
+
+def _selftest_summary(raw: bytes | None) -> dict[str, Any] | None:
+    """The kept self-test report in short: when, whether it passed, what failed."""
+    from mqtt import protocol
+    from mqtt.errors import ProtocolError
+
+    if raw is None:
+        return None
+    try:
+        report = protocol.decode_selftest(raw)
+    except ProtocolError:
+        return None
+    return {"time": report.time, "passed": report.passed, "failed": [c.name for c in report.checks if not c.ok]}
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:

@@ -76,7 +76,7 @@ def _run(config: Config, answers: dict[str, str | None], broken: tuple[str, ...]
 
 
 def test_an_enrolled_box_passes_every_step_and_central_keeps_its_report__DEVICE_CHECK(
-        tmp_path: Path, central: rig_mod.DeployedCentral) -> None:
+        tmp_path: Path, central: rig_mod.DeployedCentral, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "box.toml"
     enroll(central.url, str(central.enrollment.issue_token(ROOM, "技术员 王工").token), path, tmp_path / "box")
     # The room's default picture size: the stamp's characters are large enough to read after encoding (the
@@ -92,6 +92,12 @@ def test_an_enrolled_box_passes_every_step_and_central_keeps_its_report__DEVICE_
     assert kept is not None
     report = protocol.decode_selftest(kept)
     assert report.passed and report.signed_by(central.store.device_key(ROOM.device) or "")
+    # The fleet view shows it, with the certificate's expiry from the enrollment record.
+    capsys.readouterr()
+    assert main(["central", "devices", "--store", str(central.store.root), "--json"]) == 0
+    row = next(r for r in json.loads(capsys.readouterr().out) if r["device"] == ROOM.device)
+    assert row["selftest"]["passed"] and row["selftest"]["failed"] == []
+    assert row["certificate_expires"] > "2027"
     # Nothing was recorded: a self-test is no evidence session.
     assert not [p for p in config.spool_dir.iterdir() if not p.name.startswith(".")]
 
