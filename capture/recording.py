@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from capture.sealer import Sealer
 from capture.segmenter import ClosedSegment, Segmenter
 from evidence.durable import commit_rename
 from evidence.encryption import SCHEME, public_key_b64
-from evidence.entry import Entry, Opening, Segment
+from evidence.entry import Entry, Officer, Opening, Segment, seal_personal
 from evidence.errors import StorageFault
 from evidence.rules import SessionRules
 from evidence.supervisor import Spawn
@@ -42,6 +42,12 @@ class SessionMeta:
     matter: str
     parties: tuple[str, ...]
 
+    @classmethod
+    def of(cls, opening: Opening, device_id: str) -> SessionMeta:
+        return cls(opening.unit, opening.room, opening.location, device_id,
+                   tuple((o.name, o.certificate) for o in opening.officers), opening.case, opening.matter,
+                   opening.parties)
+
     def as_body(self) -> dict[str, Any]:
         return {
             "unit": self.unit,
@@ -57,10 +63,13 @@ class SessionMeta:
 
 def opening_body(meta: SessionMeta, device_key: str, segment_seconds: float, video: VideoFormat, sample_rate: int,
                  recipient: X25519PublicKey | None, t0_ns: int, extra: dict[str, Any]) -> dict[str, Any]:
-    """The `open` entry's body (FORMAT §4.2)."""
+    """The `open` entry's body (FORMAT §4.2). With a `recipient`, the personal fields are sealed to it
+    (FORMAT §4.2.1): a stolen spool names nobody."""
+    personal = meta.as_body()
     return {
         "media_t0_mono_ns": t0_ns,
-        **meta.as_body(),
+        **({"device_id": meta.device_id, "sealed": seal_personal(personal, recipient)} if recipient is not None
+           else personal),
         "device_key": device_key,
         "segment_seconds": segment_seconds,
         "video": {"width": video.width, "height": video.height, "fps": video.fps, "codec": "h264"},
@@ -115,7 +124,7 @@ class Recording:
     `interruption` entry accounts for, so every instant of the session's timeline lies in a segment or in
     an interruption (FORMAT §7.1)."""
 
-    def __init__(self, parts: RecordingParts, ledger: Ledger, opening: Opening,
+    def __init__(self, parts: RecordingParts, ledger: Ledger, opening: Opening, meta: SessionMeta,
                  on_fault: Callable[[StorageFault], None], t0_ns: int, wall0: dt.datetime) -> None:
         """Use `Recording.open` for a new session and `Recording.resume` to take one up after a restart."""
         self.parts = parts
@@ -126,10 +135,13 @@ class Recording:
         self._t0_ns = t0_ns
         """Monotonic time of media time 0 (FORMAT §5.3) in this run of the service."""
         self._wall0 = wall0
-        self._opening = opening
-        self._classify = {"unit": opening.unit, "room": opening.room, "device_id": ledger.device_id,
-                          "officers": [{"name": o.name, "certificate": o.certificate} for o in opening.officers],
-                          "case": opening.case, "parties": list(opening.parties)}
+        self._opening = known_opening(opening, meta)
+        # CLASSIFY: every segment carries the session's classification, sealed as the `open` entry's is.
+        self._classify: dict[str, Any] = (
+            {"device_id": ledger.device_id, "sealed": opening.sealed} if opening.sealed is not None else
+            {"unit": meta.unit, "room": meta.room, "device_id": ledger.device_id,
+             "officers": [{"name": n, "certificate": c} for n, c in meta.officers], "case": meta.case,
+             "parties": list(meta.parties)})
         self.segments: list[Segment] = []
         """Every segment sealed so far, in index order."""
         self._resumed_at: int | None = None
@@ -153,16 +165,19 @@ class Recording:
             meta, parts.signer.public_key_b64, parts.segment_seconds, parts.video, parts.sample_rate, parts.recipient,
             t0_ns, open_extra)).opening
         assert opening is not None
-        recording = cls(parts, ledger, opening, on_fault, t0_ns, wall0)
+        recording = cls(parts, ledger, opening, meta, on_fault, t0_ns, wall0)
         recording.start_run()
         return recording
 
     @classmethod
     def resume(cls, parts: RecordingParts, session_dir: Path, entries: list[Entry], cause: str, detail: str,
-               on_fault: Callable[[StorageFault], None], on_entry: Callable[[Entry], None]) -> Recording:
+               on_fault: Callable[[StorageFault], None], on_entry: Callable[[Entry], None],
+               meta: SessionMeta) -> Recording:
         """A session left open by the service's last run (`entries` as read back), taken up again: its ledger
         continued, its break pending (`cause`), no run begun yet. Its timeline goes on from where it is
-        covered to, by the wall-clock time since then: the monotonic clock of the last run is gone."""
+        covered to, by the wall-clock time since then: the monotonic clock of the last run is gone. `meta` is
+        what the device knows of the session now (its configuration), for the stamp and the alerts when the
+        `open` entry's personal fields are sealed (the device cannot open them)."""
         opening = entries[0].opening
         assert opening is not None
         timeline = SessionRules()
@@ -174,7 +189,7 @@ class Recording:
         now, mono = parts.clock.now(), parts.clock.monotonic_ns()
         began = dt.datetime.fromisoformat(wall_at(entries, covered))
         media_now = covered + max(0, (now - began) // dt.timedelta(microseconds=1)) * 1000
-        recording = cls(parts, ledger, opening, on_fault, mono - media_now,
+        recording = cls(parts, ledger, opening, meta, on_fault, mono - media_now,
                         now - dt.timedelta(microseconds=media_now // 1000))
         recording.segments = [e.segment for e in entries if e.segment is not None]
         recording._resumed_at = timeline.last_end if timeline.resumed else None
@@ -305,6 +320,16 @@ class Recording:
         if self.pending is not None:
             self._interruption(self.pending, None)
         return close_session(self.ledger, reason, code, self.segments)
+
+
+def known_opening(opening: Opening, meta: SessionMeta) -> Opening:
+    """`opening` as this device knows it: with its sealed personal fields taken from `meta` (the device has no
+    key to open them; FORMAT §4.2.1), as it is when they are in the clear."""
+    if opening.sealed is None:
+        return opening
+    return replace(opening, unit=meta.unit, room=meta.room, location=meta.location, case=meta.case,
+                   matter=meta.matter, officers=tuple(Officer(n, c) for n, c in meta.officers),
+                   parties=meta.parties)
 
 
 def record_declined(parts: RecordingParts, spool_dir: Path, session_id: str, meta: SessionMeta, code: str,

@@ -176,8 +176,10 @@ def _open_index(args: argparse.Namespace, cfg: config_mod.CentralConfig) -> Sess
     if not FileStore.holds_a_store(root):
         raise CentralError(f"{root}: not a central store (it has no sessions/ folder); give --store or "
                            "receiver.store_dir")
+    from central.build import central_key
+
     try:
-        return SessionIndex(FileStore(root, create=False))
+        return SessionIndex(FileStore(root, create=False), central_key(cfg))
     except (sqlite3.Error, OSError) as err:
         raise CentralError(f"cannot open {root / INDEX_FILE}: {err}; if it is damaged, delete {INDEX_FILE}* there "
                            "and run `recorder central reindex`") from err
@@ -580,12 +582,12 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
     approve = action("approve-key", "approve the changed signing key a box came back with (the old one stays on "
                                     "record)", cmd_approve_key)
-    approve.add_argument("device")
+    approve.add_argument("device", help="the device id whose new key waits (recorder central devices lists them)")
     approve.add_argument("--by", required=True, help="who approves it (recorded)")
 
     revoke = action("revoke", "revoke a device (a stolen box): central refuses it, its certificate goes on the CRL, "
                               "the broker drops it", cmd_revoke)
-    revoke.add_argument("device")
+    revoke.add_argument("device", help="the device id to revoke")
     revoke.add_argument("--by", required=True, help="who revokes it (recorded)")
     revoke.add_argument("--reason", required=True, help="why (recorded)")
 

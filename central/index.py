@@ -22,12 +22,14 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from central.store import CentralStore
 from evidence.deadline import Level, UploadPolicy
-from evidence.entry import INTERRUPTION, SEGMENT, Entry, Officer, parse_entry
+from evidence.entry import INTERRUPTION, SEGMENT, Entry, Officer, parse_entry, unsealed
 from evidence.errors import MalformedEntry
 
 log = logging.getLogger(__name__)
@@ -221,8 +223,12 @@ class SessionIndex:
     """One connection, used from the receiver's network thread and from its owner's, so every use takes a
     lock; other processes (the `recorder central` commands) share the file through SQLite's locking."""
 
-    def __init__(self, store: CentralStore, timeout_s: float = 10.0) -> None:
+    def __init__(self, store: CentralStore, central_key: X25519PrivateKey | None = None,
+                 timeout_s: float = 10.0) -> None:
         self.store = store
+        self._central_key = central_key
+        """Opens the sealed personal fields of `open` entries (FORMAT §4.2.1); without it they index empty."""
+        self._unopened = 0
         self.path = store.state_file(INDEX_FILE)
         if not self.path.exists():
             # Owner-only: the index gathers officers' and parties' names into one searchable file.
@@ -400,9 +406,28 @@ class SessionIndex:
                 log.warning("index: %s is another entry (%s/%s %d); the session is indexed up to the entry before",
                             where, entry.device, entry.session, entry.seq)
                 return added
-            self._apply(db, entry, stored_ts)
+            self._apply(db, self._opened(entry), stored_ts)
             seq += 1
             added += 1
+
+    def _opened(self, entry: Entry) -> Entry:
+        """The entry with its `open` fields unsealed, if sealed and central's key can open them."""
+        opening = entry.opening
+        if opening is None or opening.sealed is None:
+            return entry
+        if self._central_key is not None:
+            try:
+                return replace(entry, opening=unsealed(opening, self._central_key))
+            except MalformedEntry as err:
+                log.error("index: %s/%s: %s; indexed without its unit, room, officers, parties and case",
+                          entry.device, entry.session, err)
+                return entry
+        self._unopened += 1
+        if self._unopened == 1:
+            log.warning("index: session %s/%s has its personal fields sealed to central's key, and the index has no "
+                        "key (receiver.private_key_file): indexed without unit, room, officers, parties and case",
+                        entry.device, entry.session)
+        return entry
 
     @staticmethod
     def _apply(db: sqlite3.Connection, entry: Entry, stored_ts: float) -> None:
@@ -431,11 +456,11 @@ class SessionIndex:
                        " session = ?", (entry.time, time_ts, entry.closing.reason, *key))
 
 
-def open_index(store: CentralStore) -> SessionIndex | None:
+def open_index(store: CentralStore, central_key: X25519PrivateKey | None = None) -> SessionIndex | None:
     """The receiver's index, or None (logged) if it cannot be opened: the receiver stores and receipts
     either way, and the index can be rebuilt from the store later."""
     try:
-        return SessionIndex(store)
+        return SessionIndex(store, central_key)
     except (sqlite3.Error, OSError) as err:
         log.error("session index %s cannot be opened (%s); receiving without it; `recorder central reindex`"
                   " rebuilds it", store.state_file(INDEX_FILE), err)

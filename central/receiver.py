@@ -99,7 +99,7 @@ class Receiver:
     def __init__(self, store: CentralStore, host: str, port: int, prefix: str, client_id: str,
                  tls: TlsFiles | None = None, share_group: str | None = None,
                  staging_max_age: float = STAGING_MAX_AGE, keepalive: int = 30, retry_max_seconds: float = 30.0,
-                 ) -> None:
+                 central_key: X25519PrivateKey | None = None) -> None:
         self.store = store
         self._host, self._port, self._prefix = host, port, prefix
         self._client_id = client_id
@@ -152,10 +152,11 @@ class Receiver:
         """The latest refusal reasons (all of them are logged)."""
         self.refusals = 0
         self._unenrolled: dict[str, tuple[float, int]] = {}
-        self.index: SessionIndex | None = open_index(store)
-        """Finds sessions by their metadata; derived from the store, never consulted before a receipt."""
-        self.central_key: X25519PrivateKey | None = None
-        """Set to central's private key to keep a decrypted working copy of each sealed segment."""
+        self.index: SessionIndex | None = open_index(store, central_key)
+        """Finds sessions by their metadata (opened with central's key where sealed); derived from the store,
+        never consulted before a receipt."""
+        self.central_key = central_key
+        """Central's private key: with it a decrypted working copy of each sealed segment is kept."""
         self.sign: protocol.Sign | None = None
         """Set to central's signing key's `sign` to sign every receipt and alert acknowledgement (PROTOCOL §4.3,
         §4.6)."""

@@ -13,13 +13,17 @@ What it refuses raises MalformedEntry naming the field; it never raises anything
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
 from evidence.canonical import NotCanonical, canonical, parse_canonical, parse_made
+from evidence.encryption import open_sealed, seal_bytes
 from evidence.errors import EvidenceError, MalformedEntry
 from evidence.keys import load_public_key_b64
 from evidence.layout import DEVICE_ID, MAX_INDEX, MAX_SEQ, SESSION_ID, media_name
@@ -121,6 +125,9 @@ class Opening:
     matter: str
     officers: tuple[Officer, ...]
     parties: tuple[str, ...]
+    sealed: str | None = None
+    """The personal fields sealed to central's key (FORMAT §4.2.1); while sealed, the fields above are empty
+    and only `unsealed` with central's private key fills them."""
 
     @property
     def frame_ns(self) -> int:
@@ -212,6 +219,48 @@ class Entry:
     closing: Closing | None = None
 
 
+PERSONAL_FIELDS = ("unit", "room", "location", "case", "matter", "officers", "parties")
+"""The `open` entry's fields that name people, places and cases: sealed to central's key when the session's
+segments are (FORMAT §4.2.1)."""
+
+
+def _personal(body: _Body) -> tuple[str, str, str, str, str, tuple[Officer, ...], tuple[str, ...]]:
+    officers = body.body.get("officers")
+    if not isinstance(officers, list):
+        raise body.fail("officers", "is missing or not a list")
+    listed = []
+    for i, officer in enumerate(officers):
+        if not isinstance(officer, dict):
+            raise body.fail(f"officers[{i}]", "is not an object")
+        one = _Body(officer, f"{body.where}.officers[{i}]")
+        listed.append(Officer(one.text("name"), one.text("certificate")))
+    return (body.text("unit"), body.text("room"), body.text("location"), body.text("case"), body.text("matter"),
+            tuple(listed), body.texts("parties"))
+
+
+def seal_personal(fields: Mapping[str, Any], recipient: X25519PublicKey) -> str:
+    """The personal fields of an `open` body, sealed to `recipient` (FORMAT §4.2.1): base64 of the sealed
+    canonical JSON object of exactly PERSONAL_FIELDS."""
+    return base64.b64encode(seal_bytes(canonical({k: fields[k] for k in PERSONAL_FIELDS}), recipient)).decode()
+
+
+def unsealed(opening: Opening, key: X25519PrivateKey) -> Opening:
+    """`opening` with its sealed personal fields opened by central's private key; as it is if not sealed.
+    MalformedEntry if they do not open with this key or are not the fields they must be."""
+    if opening.sealed is None:
+        return opening
+    try:
+        opened = open_sealed(base64.b64decode(opening.sealed, validate=True), key)
+        value = parse_canonical(opened.plaintext)
+    except (ValueError, EvidenceError, NotCanonical) as err:
+        raise MalformedEntry(f"open.sealed does not open with central's key: {err}") from err
+    if not opened.complete or not isinstance(value, dict) or set(value) != set(PERSONAL_FIELDS):
+        raise MalformedEntry(f"open.sealed does not hold exactly {', '.join(PERSONAL_FIELDS)}")
+    unit, room, location, case, matter, officers, parties = _personal(_Body(value, "open.sealed"))
+    return replace(opening, unit=unit, room=room, location=location, case=case, matter=matter, officers=officers,
+                   parties=parties)
+
+
 def _opening(body: _Body) -> Opening:
     key = body.text("device_key")
     try:
@@ -226,18 +275,15 @@ def _opening(body: _Body) -> Opening:
         sealed = body.table("encryption")
         sealed.text("scheme")
         recipient = sealed.text("recipient")
-    officers = body.body.get("officers")
-    if not isinstance(officers, list):
-        raise body.fail("officers", "is missing or not a list")
-    listed = []
-    for i, officer in enumerate(officers):
-        if not isinstance(officer, dict):
-            raise body.fail(f"officers[{i}]", "is not an object")
-        one = _Body(officer, f"{body.where}.officers[{i}]")
-        listed.append(Officer(one.text("name"), one.text("certificate")))
-    return Opening(key, fps, audio.whole("sample_rate", 1), recipient, body.text("unit"), body.text("room"),
-                   body.text("location"), body.text("case"), body.text("matter"), tuple(listed),
-                   body.texts("parties"))
+    if "sealed" in body.body:
+        clear = [f for f in PERSONAL_FIELDS if f in body.body]
+        if clear:
+            raise body.fail("sealed", f"is there, and so are {', '.join(clear)} in the clear")
+        if recipient is None:
+            raise body.fail("sealed", "is there, but the session has no encryption recipient to seal it to")
+        return Opening(key, fps, audio.whole("sample_rate", 1), recipient, "", "", "", "", "", (), (),
+                       body.text("sealed"))
+    return Opening(key, fps, audio.whole("sample_rate", 1), recipient, *_personal(body))
 
 
 def _segment(body: _Body) -> Segment:

@@ -349,7 +349,7 @@ class Controller:
             return
         session_id = new_session_id(self._hal.clock.now())
         try:
-            record_declined(self._parts(), self._config.spool_dir, session_id, self._meta(), code,
+            record_declined(self._parts(), self._config.spool_dir, session_id, self.session_meta(), code,
                             DECLINE_REASONS[code].zh, self._on_entry)
         except Exception as err:
             # Whatever failed (a full or read-only disk), the device goes back to idle, ready for START.
@@ -441,11 +441,10 @@ class Controller:
 
     def _take_up(self, resumable: Resumable) -> None:
         cfg = self._config
-        opening = resumable.entries[0].opening
-        assert opening is not None
         self._recording = recording = Recording.resume(
             self._parts(), resumable.session_dir, resumable.entries, resumable.cause, resumable.detail,
-            self.on_fault, self._on_entry)
+            self.on_fault, self._on_entry, self.session_meta())
+        opening = recording.opening  # with the personal fields as this device knows them (sealed in the entry)
         officers = tuple((o.name, o.certificate) for o in opening.officers)
         facts = StampFacts(opening.room, opening.location, cfg.device.id, officers, recording.session_id)
         self._stamper = Stamper(facts, self._hal.clock, cfg.video.width, cfg.video.height, self._font,
@@ -687,14 +686,14 @@ class Controller:
             log.debug("no session: %s %s not recorded in a ledger", name, details)
 
     # ---- session steps -------------------------------------------------------------------------
-    def _meta(self) -> SessionMeta:
+    def session_meta(self) -> SessionMeta:
         d, s = self._config.device, self._config.session
         return SessionMeta(d.unit, d.room, d.location, d.id, tuple((o.name, o.certificate) for o in s.officers),
                            s.case, s.matter, s.parties)
 
     def _begin_session(self) -> None:
         cfg = self._config
-        meta = self._meta()
+        meta = self.session_meta()
         session_id = new_session_id(self._hal.clock.now())
         facts = StampFacts(meta.room, meta.location, meta.device_id, meta.officers, session_id)
         self._stamper = Stamper(facts, self._hal.clock, cfg.video.width, cfg.video.height, self._font,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from capture.pruning import Pruner
+from capture.recording import known_opening
 from capture.recovery import Recovered, recover_spool
 from capture.spool import Spool
 from capture.stamp import find_cjk_font
@@ -141,7 +142,9 @@ class Service:
     def _alert_not_resumed(self, closed: Recovered) -> None:
         clock = self.hal.clock
         try:
-            alert = session_alert(NOT_RESUMED, closed.opening, self.config.device.id, closed.session, closed.cause,
+            # Sealed in the entry (FORMAT §4.2.1), the session's people are named in the alert as configured here.
+            opening = known_opening(closed.opening, self.controller.session_meta())
+            alert = session_alert(NOT_RESUMED, opening, self.config.device.id, closed.session, closed.cause,
                                   closed.why, closed.interrupted_at, 0, clock.now().isoformat(timespec="milliseconds"),
                                   clock.is_synchronised(), self.identity.sign)
         except MalformedAlert as err:

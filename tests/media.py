@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from dataclasses import dataclass
@@ -12,11 +13,22 @@ import av
 import numpy as np
 
 from evidence import layout
+from evidence.encryption import open_sealed
+from provisioning.central_key import load_central_key
 
 
 def entries(session_dir: Path) -> list[dict[str, Any]]:
     """The session's entries as plain JSON values (tests edit them to forge and tamper)."""
     return [json.loads(layout.entry_path(session_dir, s).read_bytes()) for s in layout.entry_seqs(session_dir)]
+
+
+def personal(body: dict[str, Any], key_file: str | Path) -> dict[str, Any]:
+    """An `open` body (or a segment's `meta`) with its personal fields, opened with central's key where the
+    device sealed them (FORMAT §4.2.1)."""
+    if "sealed" not in body:
+        return body
+    opened = open_sealed(base64.b64decode(body["sealed"]), load_central_key(Path(key_file)))
+    return {**body, **json.loads(opened.plaintext)}
 
 
 def events(session_dir: Path, name: str) -> list[dict[str, Any]]:

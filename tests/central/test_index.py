@@ -27,10 +27,12 @@ from firmware_py.cli import main
 from mqtt import protocol
 from mqtt.broker import LocalBroker
 from mqtt.client import make_client
+from provisioning.central_key import load_central_key
 from provisioning.identity import DeviceIdentity
 from tests import forge as forged
 from tests.central.test_receiver import send
 from tests.conftest import RecordedSession, wait_until
+from tests.media import personal
 
 ROOM = "ROOM-07"
 CST = dt.timezone(dt.timedelta(hours=8))
@@ -109,7 +111,9 @@ def central(tmp_path_factory: pytest.TempPathFactory, recorded: RecordedSession)
         store = FileStore(workdir / "central")
         store.enroll(recorded.rig.config.device.id, recorded.rig.service.identity.public_key_b64)
         store.enroll(ROOM, room.public_key_b64)
-        receiver = Receiver(store, "127.0.0.1", broker.port, "recorders", "index-receiver")
+        # With central's key: the simulator's session has its personal fields sealed to it (FORMAT §4.2.1).
+        receiver = Receiver(store, "127.0.0.1", broker.port, "recorders", "index-receiver",
+                            central_key=load_central_key(Path(recorded.rig.central.receiver.private_key_file)))
         receiver.start()
         try:
             assert receiver.connected.wait(10)
@@ -142,14 +146,15 @@ def row_of(index: SessionIndex, session: str) -> SessionRow:
 
 def test_live_upload_is_indexed_with_its_open_entry_metadata__CLASSIFY(recorded: RecordedSession) -> None:
     # The shared session went device → broker → receiver for real; the rig's receiver indexed it as it came.
-    index = SessionIndex(recorded.rig.store)
+    index = SessionIndex(recorded.rig.store, load_central_key(Path(recorded.rig.central.receiver.private_key_file)))
     try:
         (row,) = index.sessions(Query(device=recorded.rig.config.device.id))
     finally:
         index.close()
     entries = [json.loads(layout.entry_path(recorded.spool_dir, s).read_bytes())
                for s in layout.entry_seqs(recorded.spool_dir)]
-    opening, segments = entries[0]["body"], [e["body"] for e in entries if e["kind"] == "segment"]
+    opening = personal(entries[0]["body"], recorded.rig.central.receiver.private_key_file)
+    segments = [e["body"] for e in entries if e["kind"] == "segment"]
     assert (row.session, row.unit, row.room, row.location) == (
         recorded.session, opening["unit"], opening["room"], opening["location"])
     assert [(o.name, o.certificate) for o in row.officers] == [(o["name"], o["certificate"])
@@ -224,7 +229,8 @@ def test_index_rebuilt_from_the_files_alone_gives_the_same_answers__CLASSIFY(cen
     # A copy of the store without the index file (as if it were deleted): opened, it is rebuilt from the files.
     shutil.copytree(central.store.root / "sessions", tmp_path / "sessions")
     assert not (tmp_path / INDEX_FILE).exists()
-    copy = SessionIndex(FileStore(tmp_path))
+    key = load_central_key(Path(central.recorded.rig.central.receiver.private_key_file))
+    copy = SessionIndex(FileStore(tmp_path), key)
     try:
         assert answers(copy, now) == before
         assert copy.rebuild() == 4

@@ -61,7 +61,13 @@ def delete_entry(session: Path, device: DeviceIdentity) -> None:
 def edit_metadata(session: Path, device: DeviceIdentity) -> None:
     path = layout.entry_path(session, 0)
     opening = json.loads(path.read_bytes())
-    opening["body"]["officers"][0]["name"] = "无名氏"
+    body = opening["body"]
+    if "sealed" in body:  # sealed to central's key (FORMAT §4.2.1): one character of it changed
+        middle = len(body["sealed"]) // 2
+        body["sealed"] = body["sealed"][:middle] + ("B" if body["sealed"][middle] == "A" else "A") + \
+            body["sealed"][middle + 1 :]
+    else:
+        body["officers"][0]["name"] = "无名氏"
     path.write_bytes(canonical(opening))
 
 

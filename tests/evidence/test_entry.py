@@ -17,6 +17,7 @@ from evidence.rules import Problem
 from evidence.verify import verify_session
 from firmware_py.cli import main
 from tests.conftest import RecordedSession
+from tests.media import entries
 
 
 @pytest.fixture
@@ -45,11 +46,12 @@ def test_a_second_body_key_is_refused_not_read_one_way__NO_EDIT(recorded: Record
 @pytest.mark.parametrize("change", [
     lambda raw: raw.replace(b'{"body":', b'{ "body":', 1),            # a space
     lambda raw: raw.replace(b'"v":1', b'"v":1.0', 1),                 # 1.0 for 1
-    lambda raw: raw.replace("张".encode(), b"\\u5f20", 1),            # an escape for a printable character
+    lambda raw: raw.replace("出".encode(), b"\\u51fa", 1),            # an escape for a printable character
     lambda raw: raw + b"\n",                                          # a trailing newline
 ])
 def test_non_canonical_bytes_are_refused__NO_EDIT(recorded: RecordedSession, change: object) -> None:
-    raw = layout.entry_path(recorded.central_dir, 0).read_bytes()
+    mark = next(e for e in entries(recorded.central_dir) if e["kind"] == "event" and e["body"]["name"] == "mark")
+    raw = layout.entry_path(recorded.central_dir, mark["seq"]).read_bytes()  # its label is Chinese
     changed = change(raw)  # type: ignore[operator]
     assert changed != raw
     with pytest.raises(MalformedEntry):

@@ -131,7 +131,13 @@ def test_cut_tail_is_found__NO_EDIT(copy: Path, key: str) -> None:
 def test_edited_metadata_field_is_found__NO_EDIT(copy: Path, key: str) -> None:
     path = layout.entry_path(copy, 0)
     opening = json.loads(path.read_bytes())
-    opening["body"]["officers"][0]["name"] = "无名氏"
+    body = opening["body"]
+    if "sealed" in body:  # sealed to central's key (FORMAT §4.2.1): one character of it changed
+        middle = len(body["sealed"]) // 2
+        body["sealed"] = body["sealed"][:middle] + ("B" if body["sealed"][middle] == "A" else "A") + \
+            body["sealed"][middle + 1 :]
+    else:
+        body["officers"][0]["name"] = "无名氏"
     path.write_bytes(canonical(opening))
     assert first_problem(copy, key) is Problem.BAD_SIGNATURE
 

@@ -14,7 +14,7 @@ from hal.buttons.base import ButtonName
 from hal.tally.base import TallyPattern
 from tests.conftest import wait_until
 from tests.firmware_py.test_interrupt import body, wait_said
-from tests.media import entries
+from tests.media import entries, personal
 
 
 def hold_mark(rig: Rig) -> None:
@@ -45,7 +45,8 @@ def test_a_declined_session_reaches_central_with_nothing_recorded__NO_RECORD(rig
     assert body(log, "event", "declined") == [{"name": "declined", "code": "explosion_risk",
                                                "label": "易燃易爆等危险场所且无防爆设备"}]
     officers = [(o.name, o.certificate) for o in rig.config.session.officers]
-    assert [(o["name"], o["certificate"]) for o in log[0]["body"]["officers"]] == officers
+    opening = personal(log[0]["body"], rig.central.receiver.private_key_file)
+    assert [(o["name"], o["certificate"]) for o in opening["officers"]] == officers
     assert log[-1]["body"]["reason_code"] == "declined" and log[-1]["body"]["segments"] == 0
     assert not list((central / layout.MEDIA).iterdir())
     assert verify_session(central, trusted_key_b64=rig.service.identity.public_key_b64).ok

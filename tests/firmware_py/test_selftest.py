@@ -46,8 +46,8 @@ class Technician:
         self._hal.sim.pins.tap(self._pins[button], 1.0 if button == "STOP" else 0.1)
 
 
-ALL_RIGHT: dict[str, str | None] = {"press START": "START", "press STOP": "STOP", "press MARK": "MARK", "steady?": "START",
-             "slow blink?": "START", "fast blink?": "START"}
+ALL_RIGHT: dict[str, str | None] = {"press START": "START", "press STOP": "STOP", "press MARK": "MARK",
+                                    "steady?": "START", "slow blink?": "START", "fast blink?": "START"}
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 
 from capture.probe import decodes
 from capture.stamp import Stamper, StampFacts, find_cjk_font, stamp_lines
+from evidence import layout
 from evidence.verify import verify_session
 from firmware_py.cli import main
 from firmware_py.config import NOTICE_ZH
@@ -25,6 +26,7 @@ from tests.media import (
     ffprobe,
     first_frame,
     loud_fraction,
+    personal,
     segment_files,
     video_packets,
 )
@@ -108,7 +110,7 @@ def test_open_entry_holds_session_metadata__RECORD_FIELDS(recorded: RecordedSess
     cfg = recorded.rig.config
     opening = entries(recorded.central_dir)[0]
     assert opening["kind"] == "open"
-    body = opening["body"]
+    body = personal(opening["body"], recorded.rig.central.receiver.private_key_file)
     assert body["unit"] == cfg.device.unit
     assert body["room"] == cfg.device.room and body["location"] == cfg.device.location
     assert body["device_id"] == cfg.device.id
@@ -138,7 +140,7 @@ def test_event_log_has_every_state_change_and_button__NOTICE(recorded: RecordedS
 def test_stamp_burned_into_the_picture__STATEMENT(recorded: RecordedSession) -> None:
     cfg = recorded.rig.config
     frame = first_frame(segment_files(recorded.central_dir)[1])
-    opening = entries(recorded.central_dir)[0]["body"]
+    opening = personal(entries(recorded.central_dir)[0]["body"], recorded.rig.central.receiver.private_key_file)
     facts = StampFacts(cfg.device.room, cfg.device.location, cfg.device.id,
                        tuple((o["name"], o["certificate"]) for o in opening["officers"]), recorded.session)
     service = recorded.rig.service
@@ -181,7 +183,7 @@ def test_every_segment_carries_the_classification_fields__CLASSIFY(recorded: Rec
     cfg = recorded.rig.config
     segments = [e["body"] for e in entries(recorded.central_dir) if e["kind"] == "segment"]
     for body in segments:
-        meta = body["meta"]
+        meta = personal(body["meta"], recorded.rig.central.receiver.private_key_file)
         assert (meta["unit"], meta["room"], meta["device_id"]) == (cfg.device.unit, cfg.device.room, cfg.device.id)
         assert [o["certificate"] for o in meta["officers"]] == [o.certificate for o in cfg.session.officers]
         assert "case" in meta and "parties" in meta
@@ -220,3 +222,18 @@ def test_a_clock_step_during_a_session_is_logged_and_flagged_by_verify__CONTINUO
     assert any("stepped by -86400" in w for w in report.warnings), report.warnings
     assert main(["verify", str(rig.config.spool_dir / session)]) == 0
     assert "warning: entry" in capsys.readouterr().out
+
+
+def test_a_stolen_spool_names_nobody__NO_LEAK(recorded: RecordedSession) -> None:
+    # The unit, room, place, officers, parties and case are sealed to central's key in every entry, as the
+    # media is: nothing a thief reads in the spool names a person or a case. The verifier needs no key.
+    cfg = recorded.rig.config
+    names = [cfg.device.unit, cfg.device.room, cfg.device.location, *(o.name for o in cfg.session.officers),
+             *(o.certificate for o in cfg.session.officers)]
+    for seq in layout.entry_seqs(recorded.spool_dir):
+        raw = layout.entry_path(recorded.spool_dir, seq).read_bytes().decode("utf-8")
+        leaked = [name for name in names if name in raw]
+        assert not leaked, f"entry {seq} names {leaked} in the clear"
+    opening = entries(recorded.spool_dir)[0]["body"]
+    assert "sealed" in opening and "officers" not in opening
+    assert verify_session(recorded.spool_dir, trusted_key_b64=recorded.rig.service.identity.public_key_b64).ok
