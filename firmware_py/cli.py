@@ -248,7 +248,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     print(f"keys       {done.keys_dir} (made here; the private keys never left this box)")
     print(f"broker     {done.answer.broker_host}:{done.answer.broker_port}, mutual TLS")
     print(f"config     {done.config} (recordings sealed to central's key, receipts checked against its signature)")
-    print("next       sudo systemctl restart recorder   (then: recorder status; recorder selftest)")
+    print("next       sudo systemctl restart recorder   (then: recorder status)")
     return 0
 
 
