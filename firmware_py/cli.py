@@ -318,6 +318,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "session": status.get("session") if running else None,
         "last_fault": status.get("last_fault"),
         "broker_connected": status.get("broker_connected") if running else None,
+        "broker_refuses": status.get("broker_refuses") if running else None,
         "free_bytes": status.get("free_bytes"),
         "recording_hours_left": status.get("recording_hours_left"),
         "clock_synced": status.get("clock_synced"),

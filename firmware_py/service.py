@@ -294,6 +294,7 @@ class Service:
                        for a in self.alerts.waiting()],
             "threads": self.supervisor.problems(),
             "broker_connected": self.uploader.connected,
+            "broker_refuses": self.uploader.refused_by_broker,
             "pid": os.getpid(),
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }

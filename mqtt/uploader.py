@@ -30,6 +30,7 @@ from mqtt.errors import ProtocolError
 from mqtt.tls import TlsFiles
 
 log = logging.getLogger(__name__)
+REFUSAL_LOG_S = 60.0
 
 MAX_UNACKED_BYTES = 8 * 1024 * 1024
 """Bytes of published messages paho may hold before the broker acknowledges them. The window counts
@@ -103,6 +104,10 @@ class Uploader:
         self._threads: list[Supervised] = []
         self._beat: Beat = lambda: None
         self.receipts = 0
+        self.refused_by_broker: str | None = None
+        """The broker's reason when it last refused what this box published (e.g. "Not authorized": not enrolled,
+        or revoked); None once a publication is accepted again."""
+        self._refusal_said = -REFUSAL_LOG_S
 
     def _topic(self, kind: str) -> str:
         return protocol.topic(self._prefix, self._device, kind)
@@ -309,6 +314,17 @@ class Uploader:
                 self._unacked[info.mid] = size
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        if getattr(reason, "is_failure", False):
+            # The broker took the message and dropped it: without a receipt it is sent again, but nobody would
+            # know why the backlog never drains. Said once a minute, and shown by `recorder status`.
+            self.refused_by_broker = str(reason)
+            now = time.monotonic()
+            if now - self._refusal_said >= REFUSAL_LOG_S:
+                self._refusal_said = now
+                log.error("the broker refuses what this box publishes (%s): it is not enrolled at central, or it was "
+                          "revoked; enroll it with `recorder enroll https://CENTRAL:8443 TOKEN`", reason)
+        elif self.refused_by_broker is not None:
+            self.refused_by_broker = None
         with self._unacked_lock:
             size = self._unacked.pop(mid, None)
             if size is None:

@@ -52,7 +52,7 @@ from mqtt.tls import TlsFiles
 from mqtt.uploader import Uploader
 from provisioning.ca import CertificateAuthority, Issued
 from provisioning.errors import ProvisioningError
-from tests.conftest import make_rig
+from tests.conftest import make_rig, wait_until
 
 PREFIX = "recorders"
 A, B = "SIM-0001", "SIM-0002"  # A is conftest's default device id, so the rig below is device A
@@ -363,6 +363,23 @@ def test_uploader_says_when_the_broker_refuses_its_certificate__NO_LEAK(
         said = _reported_unreachable(caplog)
         assert "over TLS" in said and str(pki.stranger.cert) in said
         assert not uploader.connected
+    finally:
+        uploader.stop()
+
+
+def test_a_box_the_broker_does_not_list_is_told_it_is_not_enrolled__NO_LEAK(
+        tmp_path: Path, tls_broker: LocalBroker, pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    # A certificate of the agency's CA for a box central never enrolled (so the broker's list lacks it): it
+    # gets past TLS, and every publication is refused. The box says so, instead of resending in silence.
+    caplog.set_level(logging.ERROR, logger="mqtt.uploader")
+    unlisted = pki.ca.issue_device("SIM-0099")
+    uploader = Uploader(Spool(tmp_path / "spool"), "SIM-0099", "127.0.0.1", tls_broker.port, PREFIX, 30, 1,
+                        status=lambda: {"state": "idle"}, tls=pki.files(unlisted))
+    uploader.start()
+    try:
+        assert wait_until(lambda: uploader.refused_by_broker == "Not authorized", WAIT)
+        said = [r.getMessage() for r in caplog.records if "refuses what this box publishes" in r.getMessage()]
+        assert len(said) == 1 and "recorder enroll" in said[0]
     finally:
         uploader.stop()
 
