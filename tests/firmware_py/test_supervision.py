@@ -205,7 +205,7 @@ def test_a_fault_during_start_lets_start_try_again__FAULT(tmp_path: Path, broker
     # An unexpected error while a session starts once left the device in pre-flight for good.
     rig = make_rig(tmp_path, broker.port)
     try:
-        _once(monkeypatch, rig.service.controller, "_meta")
+        _once(monkeypatch, rig.service.controller, "session_meta")
         rig.tap(ButtonName.START)
         rig.wait_state(State.FAULT)
         assert (rig.service.controller.last_fault or "").startswith("thread session:")
