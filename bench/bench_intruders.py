@@ -5,10 +5,12 @@ part of the group's messages and dropped them at the read check: one intruder ma
 drain instead of 0.6 s, two left 11 of 32 entries receipted after 360 s. The broker now runs the
 dynamic-security plugin, which refuses those subscriptions.
 
-intruders_drain_s_<n>: a session recorded while central was away (RECORD_S seconds, a backlog), then the
-receiver (in a share group) started with n enrolled devices subscribed, or trying to subscribe, to the
-group's topics: the time until every entry is receipted. intruders_drain_ratio_3_vs_0: n = 3 against none
-(target: 1, within the run-to-run spread). Mutual TLS, loopback, the simulated device.
+intruders_session_s_<n>: with the receiver (in a share group) running and n enrolled devices having tried
+to subscribe to the group's topics, a session is recorded (START, the notice, RECORD_S seconds, STOP held)
+and streamed; the time from START to every entry receipted. An entry an intruder took would wait for the
+device's resend (15 s), so any starvation shows as seconds here; without, it is the session's own length.
+intruders_session_ratio_3_vs_0: n = 3 against none (target: 1, within the run-to-run spread). Mutual TLS,
+loopback, the simulated device.
 """
 
 from __future__ import annotations
@@ -65,14 +67,13 @@ def _trial(workdir: Path, intruders: int) -> tuple[float, int]:
     broker.start()
     device = config_mod.replace(device, mqtt=dataclasses.replace(device.mqtt, port=broker.port))
     central = central_config.replace(central, mqtt=dataclasses.replace(central.mqtt, port=broker.port))
-    rig = rig_mod.make_rig(device, central, with_receiver=False)
     joined = [_Intruder(broker.port, TlsFiles(ca.ca_file, i.cert, i.key), i.name) for i in issued]
+    for intruder in joined:
+        intruder.answered.wait(10)
+    rig = rig_mod.make_rig(device, central)
     try:
-        rig.record(RECORD_S)
-        for intruder in joined:
-            intruder.answered.wait(10)
         started = time.monotonic()
-        rig.receiver = rig_mod.start_receiver(central, rig.store)
+        rig.record(RECORD_S)
         if not rig.service.spool.wait_drained(120):
             raise RuntimeError(f"the backlog did not drain with {intruders} intruder(s)")
         return time.monotonic() - started, sum(i.refused for i in joined)
@@ -85,11 +86,11 @@ def _trial(workdir: Path, intruders: int) -> tuple[float, int]:
 
 def run(workdir: Path) -> dict[str, object]:
     results: dict[str, object] = {}
-    drains = {}
+    sessions = {}
     for n in range(4):
         drain, refused = _trial(workdir / f"intruders-{n}", n)
-        drains[n] = drain
-        results[f"intruders_drain_s_{n}"] = round(drain, 3)
+        sessions[n] = drain
+        results[f"intruders_session_s_{n}"] = round(drain, 3)
         results[f"intruders_subscriptions_refused_{n}"] = refused
-    results["intruders_drain_ratio_3_vs_0"] = round(drains[3] / drains[0], 3)
+    results["intruders_session_ratio_3_vs_0"] = round(sessions[3] / sessions[0], 3)
     return results

@@ -35,7 +35,8 @@ def _trial(central: rig_mod.DeployedCentral, box: Path, trial: int) -> tuple[flo
     command = [sys.executable, "-m", "firmware_py.cli"]
     config = box / "recorder.toml"
     scenario = box / "test-session.txt"
-    scenario.write_text(f"0.5 press start\n0 wait recording\n{RECORD_S} hold stop 2.5\n0 wait idle\n1 end\n")
+    box.mkdir(parents=True)
+    scenario.write_text(f"0.5 press start\n1 wait recording\n{RECORD_S} hold stop 2.5\n{RECORD_S} wait idle\n1 end\n")
     started = time.monotonic()
     token = central.enrollment.issue_token(_room(trial), "bench").token
     subprocess.run([*command, "enroll", central.url, str(token), "--config", str(config), "--state-dir",
