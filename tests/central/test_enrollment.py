@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from central.errors import CentralError
+from central.errors import CentralError, KeyChangeRefused
+from central.store import FileStore
 from evidence.verify import verify_session
 from firmware_py import rig as rig_mod
 from firmware_py.cli import main
@@ -20,7 +22,9 @@ from firmware_py.enroll import enroll
 from firmware_py.errors import ServiceError
 from mqtt.client import make_client
 from provisioning.enrollment import Officer, Room, Token
+from provisioning.identity import DeviceIdentity
 from tests.conftest import wait_until
+from tests.forge import StepClock, forge
 from tests.mqtt.test_tls import Probe
 
 ROOM = Room("GZ-TH-R01", "城关派出所", "询问室一", "城关路1号", "Asia/Shanghai",
@@ -151,3 +155,26 @@ def test_a_revoked_box_is_refused_by_the_broker_and_by_central__TAMPER_PROOF_IT(
         central.enrollment.issue_token(ROOM, "技术员 王工")
     assert central.store.device_key(ROOM.device) is None
     assert central.store.device_keys(ROOM.device)  # its key stays on record for what it sent before
+
+
+def test_sessions_signed_before_a_key_change_still_verify_against_their_key__TAMPER_PROOF_IT(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = FileStore(tmp_path / "central")
+    old, new, stranger = (DeviceIdentity(Ed25519PrivateKey.generate()) for _ in range(3))
+    store.enroll(ROOM.device, old.public_key_b64)
+    opened = dt.datetime(2026, 11, 1, 9, 0, tzinfo=dt.UTC)
+    before = forge(store.session_dir(ROOM.device, "20261101T090000Z-0000aa"), ROOM.device, old, StepClock(opened),
+                   {}, 2)
+    with pytest.raises(KeyChangeRefused):
+        store.enroll(ROOM.device, new.public_key_b64)
+    store.enroll(ROOM.device, new.public_key_b64, approved_by="值班长 孙")
+    after = forge(store.session_dir(ROOM.device, "20261128T090000Z-0000bb"), ROOM.device, new,
+                  StepClock(opened + dt.timedelta(days=27)), {}, 2)
+    # `recorder verify` on a session in the store anchors it to the key it was recorded under, if central ever
+    # enrolled that key for the device: both verify, and a session under a key never enrolled does not.
+    for ledger in (before, after):
+        assert main(["verify", str(ledger.session_dir)]) == 0, capsys.readouterr().out
+    forged = forge(store.session_dir(ROOM.device, "20261128T100000Z-0000cc"), ROOM.device, stranger,
+                   StepClock(opened), {}, 1)
+    assert main(["verify", str(forged.session_dir)]) == 1
+    assert "unknown signing key" in capsys.readouterr().out
