@@ -302,6 +302,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
         row["selftest"] = _selftest_summary(store.latest_selftest(device))
         current = [k for k in store.device_keys(device) if k.get("retired") is None]
         row["certificate_expires"] = current[-1].get("certificate_expires") if current else None
+        row["key_change_pending"] = store.pending_key(device) is not None
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=1, ensure_ascii=False))
@@ -326,6 +327,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
     table = [["DEVICE", "ONLINE", "SINCE", "STATE", "SESSION", "BACKLOG", "FREE", "CLOCK", "ALERTS", "LATE",
               "LAST FAULT", "SELF-TEST", "CERT UNTIL"]]
     for row in rows:
+        if row["key_change_pending"]:
+            row = {**row, "device": f"{row['device']} (NEW KEY: approve-key)"}
         if row["online"] is None:
             table.append([row["device"], "never seen", "-", "-", "-", "-", "-", "-", str(row["alerts_at_central"]),
                           "-", "-", tested(row), expiry(row)])

@@ -99,7 +99,7 @@ def test_a_token_is_single_use_expires_and_must_be_whole__DEVICE_CHECK(
 
 
 def test_a_changed_key_waits_for_approval_and_the_old_key_stays_on_record__TAMPER_PROOF_IT(
-        tmp_path: Path, central: rig_mod.DeployedCentral) -> None:
+        tmp_path: Path, central: rig_mod.DeployedCentral, capsys: pytest.CaptureFixture[str]) -> None:
     enroll(central.url, _token(central), tmp_path / "first.toml", tmp_path / "first")
     first_key = central.store.device_key(ROOM.device)
     # The same room's box with a new card (a new signing key) presents a fresh token: not taken silently.
@@ -107,6 +107,9 @@ def test_a_changed_key_waits_for_approval_and_the_old_key_stays_on_record__TAMPE
     with pytest.raises(ServiceError, match=r"\(409\): device GZ-TH-R01 already has a key"):
         enroll(central.url, again, tmp_path / "second.toml", tmp_path / "second")
     assert central.store.device_key(ROOM.device) == first_key
+    capsys.readouterr()
+    assert main(["central", "devices", "--store", str(central.store.root)]) == 0
+    assert "GZ-TH-R01 (NEW KEY: approve-key)" in capsys.readouterr().out
     with pytest.raises(CentralError, match="no changed key waiting"):
         central.enrollment.approve_key("GZ-TH-R02", "值班长 孙")
     new_key = central.enrollment.approve_key(ROOM.device, "值班长 孙")
