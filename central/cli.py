@@ -516,7 +516,7 @@ def cmd_enroll_server(args: argparse.Namespace) -> int:
     settings = enrollment.config.enrollment
     server = EnrollServer(enrollment, settings.listen, settings.port)
     stop = stop_on_signals()
-    server.start()
+    server.start(sync_every_s=settings.broker_sync_minutes * 60)
     log.info("taking enrollments on https://%s:%d (certificate pin %s)", settings.listen, server.port,
              enrollment.server_pin())
     stop.wait()

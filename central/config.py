@@ -74,6 +74,9 @@ class EnrollmentConfig(Section):
     broker_port: Annotated[int, Port] = 8883
     token_hours: Annotated[float, Range(0.1, 24 * 30)] = 24.0
     """How long an enrollment token stays valid."""
+    broker_sync_minutes: Annotated[float, Range(0.01, 24 * 60)] = 10.0
+    """`recorder central enroll-server` brings the broker's list of devices in line with central's records this
+    often: a revocation or enrollment the broker missed (it was down) reaches it within this time."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any
 from central.enrollment import ClaimRefused, Enrollment
 from central.errors import CentralError
 from evidence.errors import RecorderError
+from evidence.supervisor import Beat, Supervisor
 from provisioning.enrollment import MAX_MESSAGE, PATH, Request
 from provisioning.errors import ProvisioningError
 
@@ -104,17 +105,31 @@ class EnrollServer(ThreadingHTTPServer):
         self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
         self.enrollment = enrollment
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._supervisor = Supervisor()
 
     @property
     def port(self) -> int:
         return int(self.server_address[1])
 
-    def start(self) -> None:
-        """Serve on a thread of its own (the CLI serves in the foreground with `serve_forever`)."""
+    def start(self, sync_every_s: float | None = None) -> None:
+        """Serve on a thread of its own; with `sync_every_s`, also bring the broker's list of devices in line
+        with central's records that often (supervised: a failure is logged and the next round comes)."""
         self._thread = threading.Thread(target=self.serve_forever, name="enroll-server", daemon=True)
         self._thread.start()
+        if sync_every_s is not None:
+            self._supervisor.spawn("broker-sync", lambda beat: self._sync(beat, sync_every_s),
+                                   silence_s=max(60.0, 2 * sync_every_s))
+
+    def _sync(self, beat: Beat, every_s: float) -> None:
+        while not self._stopping.wait(every_s):
+            beat()
+            said = self.enrollment.broker_sync()
+            (log.error if "NOT" in said else log.info)("broker sync: %s", said)
 
     def stop(self) -> None:
+        self._stopping.set()
+        self._supervisor.stop()
         self.shutdown()
         self.server_close()
         if self._thread is not None:

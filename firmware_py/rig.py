@@ -196,7 +196,7 @@ class DeployedCentral:
         self.broker.stop()
 
 
-def start_deployed_central(workdir: Path) -> DeployedCentral:
+def start_deployed_central(workdir: Path, broker_sync_s: float | None = None) -> DeployedCentral:
     ca, _ = CertificateAuthority.load_or_create(workdir / "ca")
     ca.issue_broker()
     ca.issue_enrollment_server()
@@ -227,7 +227,7 @@ def start_deployed_central(workdir: Path) -> DeployedCentral:
     except BaseException:
         broker.stop()
         raise
-    server.start()
+    server.start(broker_sync_s)
     return DeployedCentral(workdir, config, ca, store, enrollment, server, broker, receiver)
 
 

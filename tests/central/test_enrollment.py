@@ -20,7 +20,9 @@ from firmware_py import rig as rig_mod
 from firmware_py.cli import main
 from firmware_py.enroll import enroll
 from firmware_py.errors import ServiceError
+from mqtt.broker_admin import BrokerAdmin
 from mqtt.client import make_client
+from mqtt.tls import TlsFiles
 from provisioning.enrollment import Officer, Room, Token
 from provisioning.identity import DeviceIdentity
 from tests.conftest import wait_until
@@ -181,3 +183,19 @@ def test_sessions_signed_before_a_key_change_still_verify_against_their_key__TAM
                    StepClock(opened), {}, 1)
     assert main(["verify", str(forged.session_dir)]) == 1
     assert "unknown signing key" in capsys.readouterr().out
+
+
+def test_a_revocation_the_broker_missed_reaches_it_within_the_sync_interval__TAMPER_PROOF_IT(tmp_path: Path) -> None:
+    # Revoked while the broker was unreachable: central's records say so at once; the enrollment server's
+    # periodic sync (enrollment.broker_sync_minutes) takes the device off the broker's list at its next round.
+    central = rig_mod.start_deployed_central(tmp_path / "site", broker_sync_s=0.3)
+    try:
+        enroll(central.url, _token(central), tmp_path / "box.toml", tmp_path / "box")
+        admin = central.ca.leaf_paths("admin", central.ca.admins()[0])
+        with BrokerAdmin("127.0.0.1", central.broker.port, TlsFiles(central.ca.ca_file, admin.cert, admin.key),
+                         "recorders") as broker:
+            assert ROOM.device in broker.devices()
+            central.store.revoke(ROOM.device, "值班长 孙", "box stolen")  # the broker is not told here
+            assert wait_until(lambda: ROOM.device not in broker.devices(), 10)
+    finally:
+        central.close()
