@@ -57,8 +57,14 @@ def central(tmp_path: Path) -> Iterator[rig_mod.DeployedCentral]:
     deployed.close()
 
 
-def _run(config: Config, answers: dict[str, str | None], broken: tuple[str, ...] = ()) -> tuple[
-        list[protocol.SelfTestCheck], Technician]:
+@pytest.fixture(scope="module")
+def prompt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One prompt cache for the module: each test says the same sentences, rendered once."""
+    return tmp_path_factory.mktemp("prompts")
+
+
+def _run(config: Config, answers: dict[str, str | None], prompts: Path, broken: tuple[str, ...] = (),
+         answer_s: float = 4.0) -> tuple[list[protocol.SelfTestCheck], Technician]:
     supervisor = Supervisor()
     hal = build_hal(hal_settings(config, "sim"), supervisor.spawn)
     try:
@@ -66,9 +72,9 @@ def _run(config: Config, answers: dict[str, str | None], broken: tuple[str, ...]
         for device in broken:
             hal.sim.fault(device, True)
         technician = Technician(hal, config, answers)
-        test = SelfTest(config, hal, PromptCache(config.prompt_dir, config.audio.sample_rate, 320),
+        test = SelfTest(config, hal, PromptCache(prompts, config.audio.sample_rate, 320),
                         DeviceIdentity.load_or_create(config.keys_dir), out=technician.hear,
-                        timing=Timing(answer_s=4.0, camera_s=1.5, network_s=10.0))
+                        timing=Timing(answer_s=answer_s, camera_s=1.5, network_s=10.0))
         return test.run(), technician
     finally:
         hal.close()
@@ -76,13 +82,14 @@ def _run(config: Config, answers: dict[str, str | None], broken: tuple[str, ...]
 
 
 def test_an_enrolled_box_passes_every_step_and_central_keeps_its_report__DEVICE_CHECK(
-        tmp_path: Path, central: rig_mod.DeployedCentral, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, central: rig_mod.DeployedCentral, capsys: pytest.CaptureFixture[str],
+        prompt_dir: Path) -> None:
     path = tmp_path / "box.toml"
     enroll(central.url, str(central.enrollment.issue_token(ROOM, "技术员 王工").token), path, tmp_path / "box")
     # The room's default picture size: the stamp's characters are large enough to read after encoding (the
     # tests' usual 320 x 240 is not, and the self-test says so).
     config = rig_mod.enrolled_config(path, {"video": {"width": 640, "height": 360, "bitrate": 800_000}})
-    checks, technician = _run(config, ALL_RIGHT)
+    checks, technician = _run(config, ALL_RIGHT, prompt_dir)
     assert [c.name for c in checks if not c.ok] == []
     assert {c.name for c in checks} >= {"button start", "button stop", "button mark", "tally steady", "audio",
                                         "camera exposure", "camera not frozen", "camera stamp", "storage speed",
@@ -102,10 +109,10 @@ def test_an_enrolled_box_passes_every_step_and_central_keeps_its_report__DEVICE_
     assert not [p for p in config.spool_dir.iterdir() if not p.name.startswith(".")]
 
 
-def test_each_failure_is_named_with_its_remedy__DEVICE_CHECK(tmp_path: Path) -> None:
+def test_each_failure_is_named_with_its_remedy__DEVICE_CHECK(tmp_path: Path, prompt_dir: Path) -> None:
     config = rig_mod.configs(tmp_path, "127.0.0.1", 1, rig_mod.fast())[0]  # plain MQTT, nothing listening
     answers = {**ALL_RIGHT, "press STOP": None, "slow blink?": "MARK"}
-    checks, _ = _run(config, answers, broken=("microphone", "camera"))
+    checks, _ = _run(config, answers, prompt_dir, broken=("microphone", "camera"), answer_s=2.0)
     failed = {c.name: c for c in checks if not c.ok}
     assert set(failed) == {"button stop", "tally slow blink", "audio", "camera", "broker", "central"}, failed
     assert "GPIO27" in failed["button stop"].remedy
