@@ -106,22 +106,33 @@ class Pruner:
                 found.append(ClosedSession(session, closed_at, last.time, len(seqs)))
         return sorted(found, key=lambda c: (c.closed_at, c.session))
 
-    def unproven_entry(self, session: str) -> int | None:
-        """The first entry of `session` that central's signed receipt does not prove delivered (None: all are
-        proven). Entries must run 0, 1, 2, … without a gap, each with a receipt that verifies."""
+    def unproven(self, session: str) -> str | None:
+        """What in `session`'s folder central's signed receipts do not prove delivered, in words (None: all is
+        proven). Entries must run 0, 1, 2, … without a gap, each with a receipt that verifies, and every file
+        in the folder must be one of them, a receipt, or a media file a receipted entry commits: a segment
+        left unsealed by crash recovery (capture/leftovers.py) never reached central, so it keeps the session
+        here."""
         if self._receipt_ok is None:
-            return 0
+            return "no central signing key to check receipts with"
         session_dir = self._spool.session_dir(session)
+        known: set[Path] = set()
         for expected, seq in enumerate(layout.entry_seqs(session_dir)):
             if seq != expected:
-                return expected
+                return f"entry {expected} is missing"
+            entry_path, receipt_path = layout.entry_path(session_dir, seq), layout.receipt_path(session_dir, seq)
             try:
-                entry = parse_entry(layout.entry_path(session_dir, seq).read_bytes())
-                receipt = layout.receipt_path(session_dir, seq).read_bytes()
+                entry = parse_entry(entry_path.read_bytes())
+                receipt = receipt_path.read_bytes()
             except (MalformedEntry, OSError):
-                return seq
+                return f"entry {seq} has no readable receipt"
             if not self._receipt_ok(receipt, session, seq, entry.hash):
-                return seq
+                return f"entry {seq} has no receipt signed by central for it"
+            known |= {entry_path, receipt_path}
+            if entry.segment is not None:
+                known.add(layout.media_path(session_dir, entry.segment.file))
+        for path in sorted(session_dir.rglob("*")):
+            if path.is_file() and path not in known:
+                return f"{path.relative_to(session_dir)} is in no receipted entry"
         return None
 
     def run(self, now: float | None = None, beat: Callable[[], None] = lambda: None) -> list[Pruned]:
@@ -158,13 +169,12 @@ class Pruner:
             receipts = 0
         if self._unproven.get(session) == receipts:
             return False
-        missing = self.unproven_entry(session)
+        missing = self.unproven(session)
         if missing is None:
             self._unproven.pop(session, None)
             return True
         if session not in self._unproven:
-            log.info("session %s stays on the device: entry %d has no receipt signed by central for it", session,
-                     missing)
+            log.info("session %s stays on the device: %s", session, missing)
         self._unproven[session] = receipts
         return False
 
