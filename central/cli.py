@@ -302,7 +302,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
         row["selftest"] = _selftest_summary(store.latest_selftest(device))
         current = [k for k in store.device_keys(device) if k.get("retired") is None]
         row["certificate_expires"] = current[-1].get("certificate_expires") if current else None
-        row["key_change_pending"] = store.pending_key(device) is not None
+        pending = store.pending_key(device)
+        row["key_change_pending"] = str(pending["key"])[:12] if pending is not None else None
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=1, ensure_ascii=False))
@@ -328,7 +329,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
               "LAST FAULT", "SELF-TEST", "CERT UNTIL"]]
     for row in rows:
         if row["key_change_pending"]:
-            row = {**row, "device": f"{row['device']} (NEW KEY: approve-key)"}
+            row = {**row, "device": f"{row['device']} (NEW KEY {row['key_change_pending']}…: approve-key)"}
         if row["online"] is None:
             table.append([row["device"], "never seen", "-", "-", "-", "-", "-", "-", str(row["alerts_at_central"]),
                           "-", "-", tested(row), expiry(row)])
@@ -525,7 +526,7 @@ def cmd_enroll_server(args: argparse.Namespace) -> int:
 
 
 def cmd_approve_key(args: argparse.Namespace) -> int:
-    key = _enrollment(args).approve_key(args.device, args.by)
+    key = _enrollment(args).approve_key(args.device, args.by, args.key)
     print(f"approved   {args.device}'s new key {key} (by {args.by}); its earlier keys stay on record, so its older "
           "sessions still verify. Run `recorder enroll` on the box again with its token.")
     return 0
@@ -586,6 +587,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     approve = action("approve-key", "approve the changed signing key a box came back with (the old one stays on "
                                     "record)", cmd_approve_key)
     approve.add_argument("device", help="the device id whose new key waits (recorder central devices lists them)")
+    approve.add_argument("--key", required=True, metavar="PREFIX",
+                         help="the new key's first characters (8 or more), read on the box (recorder identity)")
     approve.add_argument("--by", required=True, help="who approves it (recorded)")
 
     revoke = action("revoke", "revoke a device (a stolen box): central refuses it, its certificate goes on the CRL, "

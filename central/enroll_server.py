@@ -43,6 +43,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _error(self, status: int, message: str) -> None:
+        self.close_connection = True  # whatever of the request was not read must not be taken for the next one
         self._reply(status, json.dumps({"error": message}, ensure_ascii=False).encode())
 
     def do_GET(self) -> None:

@@ -83,7 +83,10 @@ class Enrollment:
             raise CentralError("--by: name the technician the token is issued to or by (it is recorded)")
         if self.store.revocation(room.device) is not None:
             raise CentralError(f"device {room.device} was revoked; give the replacement box a new device id")
-        token = Token.new(self.server_pin())
+        pin = self.server_pin()
+        token = Token.new(pin)
+        while self._token_path(token.id).exists():  # a 32-bit id: a collision must not replace a token
+            token = Token.new(pin)
         now = _now()
         expires = now + dt.timedelta(hours=hours if hours is not None else self.config.enrollment.token_hours)
         record: dict[str, Any] = {"id": token.id, "secret_sha256": secret_digest(token.secret), "room": room.as_dict(),
@@ -119,6 +122,7 @@ class Enrollment:
             record = self._valid_token(request)
             room = Room.from_dict(record["room"])
             device = room.device
+            keys = self._central_keys()  # before anything is changed: without them there is no answer to give
             self._check_key(device, request.signing_key, record)
             previous = self.ca.current_serial(DEVICE, device)
             try:
@@ -126,11 +130,17 @@ class Enrollment:
             except ProvisioningError as err:
                 raise ClaimRefused(400, str(err)) from err
             now = _now().isoformat(timespec="seconds")
-            self.store.enroll(device, request.signing_key, {
-                "via": "token", "token": record["id"], "token_issued_by": record["issued_by"],
-                "token_issued": record["issued"], "serial": cert.serial_number,
-                "certificate_expires": cert.not_valid_after_utc.isoformat(timespec="seconds"), "room": record["room"],
-                "peer": peer})
+            try:
+                self.store.enroll(device, request.signing_key, {
+                    "via": "token", "token": record["id"], "token_issued_by": record["issued_by"],
+                    "token_issued": record["issued"], "serial": cert.serial_number,
+                    "certificate_expires": cert.not_valid_after_utc.isoformat(timespec="seconds"),
+                    "room": record["room"], "peer": peer})
+            except CentralError as err:
+                # Revoked (or its key changed) since the checks above: the certificate just signed must not work.
+                self.ca.revoke(DEVICE, device, f"issued during a refused claim: {err}", record["issued_by"],
+                               cert.serial_number)
+                raise ClaimRefused(409 if isinstance(err, KeyChangeRefused) else 403, str(err)) from err
             if previous is not None and previous != cert.serial_number:
                 # The box has a new TLS key: its old certificate (on a lost card, perhaps) is no longer valid.
                 self.ca.revoke(DEVICE, device, "superseded by a new enrollment", record["issued_by"], previous)
@@ -140,7 +150,7 @@ class Enrollment:
         log.info("enrolled %s (%s, %s) from %s with token %s issued by %s; certificate serial %x", device, room.unit,
                  room.room, peer, record["id"], record["issued_by"], cert.serial_number)
         self.broker_add(device)
-        return self._answer(room, cert.public_bytes(serialization.Encoding.PEM).decode("ascii"))
+        return self._answer(room, cert.public_bytes(serialization.Encoding.PEM).decode("ascii"), keys)
 
     def _valid_token(self, request: Request) -> dict[str, Any]:
         unknown = ClaimRefused(403, "the enrollment token is not known here (mistyped, or for another central)")
@@ -160,6 +170,9 @@ class Enrollment:
                                     "for a new one")
         if dt.datetime.fromisoformat(record["expires"]) <= _now():
             raise ClaimRefused(403, f"the enrollment token expired at {record['expires']}; ask central for a new one")
+        device = str(record.get("room", {}).get("device", ""))
+        if self.store.revocation(device) is not None:
+            raise ClaimRefused(403, f"device {device} was revoked; its id cannot be enrolled again")
         return dict(record)
 
     def _check_key(self, device: str, key: str, record: dict[str, Any]) -> None:
@@ -173,7 +186,8 @@ class Enrollment:
             except KeyChangeRefused as err:
                 raise ClaimRefused(409, f"{err}; then run `recorder enroll` again with the same token") from err
 
-    def _answer(self, room: Room, certificate: str) -> Answer:
+    def _central_keys(self) -> tuple[str, str, str]:
+        """Central's encryption and signing public keys and the CA certificate, for the answer."""
         receiver = self.config.receiver
         if not receiver.private_key_file or not receiver.signing_key_file:
             raise ClaimRefused(500, "central has no encryption or signing key configured (receiver.private_key_file, "
@@ -181,19 +195,29 @@ class Enrollment:
         try:
             encryption = public_key_b64(load_central_key(Path(receiver.private_key_file)).public_key())
             signing = load_signing_key(Path(receiver.signing_key_file)).public_key_b64
-        except RecorderError as err:
+            ca = self.ca.ca_file.read_text(encoding="ascii")
+        except (RecorderError, OSError, UnicodeDecodeError) as err:
             raise ClaimRefused(500, f"central's keys cannot be read: {err}") from err
+        return encryption, signing, ca
+
+    def _answer(self, room: Room, certificate: str, keys: tuple[str, str, str]) -> Answer:
+        encryption, signing, ca = keys
         settings = self.config.enrollment
-        return Answer(certificate, self.ca.ca_file.read_text(encoding="ascii"),
-                      settings.broker_host or self.config.mqtt.host, settings.broker_port,
+        return Answer(certificate, ca, settings.broker_host or self.config.mqtt.host, settings.broker_port,
                       self.config.mqtt.topic_prefix, encryption, signing, room)
 
     # Keys and revocation ----------------------------------------------------------------------------
 
-    def approve_key(self, device: str, by: str) -> str:
+    def approve_key(self, device: str, by: str, key_prefix: str) -> str:
+        """Approve the changed key waiting for `device`, which must begin with `key_prefix` (at least 8 characters,
+        read off the box itself): whoever else claimed with the same token since cannot be approved by mistake."""
         pending = self.store.pending_key(device)
         if pending is None:
             raise CentralError(f"device {device} has no changed key waiting for approval")
+        if len(key_prefix) < 8 or not str(pending["key"]).startswith(key_prefix):
+            raise CentralError(f"--key: the key waiting for {device} begins {str(pending['key'])[:12]}, not "
+                               f"{key_prefix!r}: read the box's key with `recorder identity` on it (at least 8 "
+                               "characters); if they differ, the claim did not come from that box")
         self.store.enroll(device, pending["key"], {k: v for k, v in pending.items() if k not in ("key", "enrolled",
                                                                                                "retired")},
                           approved_by=by)
@@ -219,6 +243,9 @@ class Enrollment:
         return self._broker(lambda admin: admin.add_device(device), f"the broker lets {device} publish its uploads")
 
     def broker_sync(self) -> str:
+        if not (self.store.root / "devices").is_dir():
+            # A store path that is wrong or not mounted lists no device: syncing would take every box off.
+            return f"the broker was NOT changed: {self.store.root / 'devices'} is missing (check receiver.store_dir)"
         allowed = [d for d in self.store.enrolled() if self.store.revocation(d) is None]
         result: list[str] = []
 

@@ -18,8 +18,10 @@ Every commit is write-temp, flush, rename, flush (a group commit per batch of en
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import datetime as dt
+import fcntl
 import json
 import logging
 import os
@@ -259,8 +261,24 @@ class FileStore(CentralStore):
     def _write_json(self, path: Path, value: Any) -> None:
         atomic_write(path, json.dumps(value, ensure_ascii=False, indent=1).encode() + b"\n")
 
+    @contextlib.contextmanager
+    def _devices_locked(self) -> Iterator[None]:
+        """Enrolling and revoking, from any process (the enrollment server, `recorder central revoke`), one at a
+        time: a revocation can never land between an enrollment's check and its write."""
+        (self.root / "devices").mkdir(parents=True, exist_ok=True)
+        with open(self.root / "devices" / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def enroll(self, device: str, key_b64: str, record: dict[str, Any] | None = None,
                approved_by: str = "") -> bool:
+        with self._devices_locked():
+            return self._enroll(device, key_b64, record, approved_by)
+
+    def _enroll(self, device: str, key_b64: str, record: dict[str, Any] | None, approved_by: str) -> bool:
         if self.revocation(device) is not None:
             raise CentralError(f"device {device} was revoked: it cannot be enrolled again under that id; give the "
                                "replacement box a new device id")
@@ -273,9 +291,11 @@ class FileStore(CentralStore):
             if not approved_by:
                 self._write_json(self._device_file(device, ".pending.json"), entry)
                 raise KeyChangeRefused(
-                    f"device {device} already has a key, enrolled {self._since(device)}; a different key is not taken "
-                    f"silently (a new card, or an impostor?): an operator approves it with `recorder central "
-                    f"approve-key {device} --by NAME`, and sessions signed with the old key keep verifying against it")
+                    f"device {device} already has a key, enrolled {self._since(device)}; a different key "
+                    f"({key_b64[:12]}…) is not taken silently (a new card, or an impostor?): an operator who has "
+                    f"seen that key on the box (recorder identity) approves it with `recorder central approve-key "
+                    f"{device} --key {key_b64[:12]} --by NAME`, and sessions signed with the old key keep "
+                    "verifying against it")
             entry["approved_by"] = approved_by
         history = self.device_keys(device)
         for old in history:
@@ -303,11 +323,12 @@ class FileStore(CentralStore):
         return pending if isinstance(pending, dict) else None
 
     def revoke(self, device: str, by: str, reason: str) -> None:
-        if self.revocation(device) is None:
-            now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-            self._write_json(self._device_file(device, ".revoked.json"), {"by": by, "reason": reason, "time": now})
-        self._device_file(device, ".pub").unlink(missing_ok=True)
-        self._keys.pop(device, None)
+        with self._devices_locked():
+            if self.revocation(device) is None:
+                now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+                self._write_json(self._device_file(device, ".revoked.json"), {"by": by, "reason": reason, "time": now})
+            self._device_file(device, ".pub").unlink(missing_ok=True)
+            self._keys.pop(device, None)
 
     def revocation(self, device: str) -> dict[str, Any] | None:
         revoked = self._read_json(self._device_file(device, ".revoked.json"))

@@ -133,6 +133,9 @@ class Request:
                                                                              for v in value.values()):
             raise ProvisioningError("enrollment request must be an object of exactly token, secret, signing_key and "
                                     "csr, all strings")
+        if not re.fullmatch(r"[0-9a-f]{8}", value["token"]) or not re.fullmatch(r"[a-z2-7]{32}", value["secret"]):
+            raise ProvisioningError("enrollment request token and secret are not a token's (8 hex digits; 32 "
+                                    "base32 letters and digits)")
         try:
             load_public_key_b64(value["signing_key"])
         except EvidenceError as err:

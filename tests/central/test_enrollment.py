@@ -18,7 +18,7 @@ from central.store import FileStore
 from evidence.verify import verify_session
 from firmware_py import rig as rig_mod
 from firmware_py.cli import main
-from firmware_py.enroll import enroll
+from firmware_py.enroll import enroll, post
 from firmware_py.errors import ServiceError
 from mqtt.broker_admin import BrokerAdmin
 from mqtt.client import make_client
@@ -104,17 +104,23 @@ def test_a_changed_key_waits_for_approval_and_the_old_key_stays_on_record__TAMPE
         tmp_path: Path, central: rig_mod.DeployedCentral, capsys: pytest.CaptureFixture[str]) -> None:
     enroll(central.url, _token(central), tmp_path / "first.toml", tmp_path / "first")
     first_key = central.store.device_key(ROOM.device)
+    assert first_key is not None
     # The same room's box with a new card (a new signing key) presents a fresh token: not taken silently.
     again = _token(central)
     with pytest.raises(ServiceError, match=r"\(409\): device GZ-TH-R01 already has a key"):
         enroll(central.url, again, tmp_path / "second.toml", tmp_path / "second")
     assert central.store.device_key(ROOM.device) == first_key
+    box_key = DeviceIdentity.load(tmp_path / "second" / "keys").public_key_b64  # as `recorder identity` shows it
     capsys.readouterr()
     assert main(["central", "devices", "--store", str(central.store.root)]) == 0
-    assert "GZ-TH-R01 (NEW KEY: approve-key)" in capsys.readouterr().out
+    assert f"GZ-TH-R01 (NEW KEY {box_key[:12]}…: approve-key)" in capsys.readouterr().out
     with pytest.raises(CentralError, match="no changed key waiting"):
-        central.enrollment.approve_key("GZ-TH-R02", "值班长 孙")
-    new_key = central.enrollment.approve_key(ROOM.device, "值班长 孙")
+        central.enrollment.approve_key("GZ-TH-R02", "值班长 孙", box_key[:12])
+    # The operator approves the key read off the box, not whichever claimed last with the token.
+    with pytest.raises(CentralError, match="the claim did not come from that box"):
+        central.enrollment.approve_key(ROOM.device, "值班长 孙", first_key[:12])
+    new_key = central.enrollment.approve_key(ROOM.device, "值班长 孙", box_key[:12])
+    assert new_key == box_key
     enroll(central.url, again, tmp_path / "second.toml", tmp_path / "second")
     keys = central.store.device_keys(ROOM.device)
     assert [k["key"] for k in keys] == [first_key, new_key]
@@ -199,3 +205,18 @@ def test_a_revocation_the_broker_missed_reaches_it_within_the_sync_interval__TAM
             assert wait_until(lambda: ROOM.device not in broker.devices(), 10)
     finally:
         central.close()
+
+
+def test_a_token_issued_before_a_revocation_enrolls_nothing_and_bad_requests_are_refused_plainly__TAMPER_PROOF_IT(
+        tmp_path: Path, central: rig_mod.DeployedCentral) -> None:
+    token = _token(central)
+    central.enrollment.revoke(ROOM.device, "值班长 孙", "box stolen before it was installed")
+    with pytest.raises(ServiceError, match=r"\(403\): device GZ-TH-R01 was revoked"):
+        enroll(central.url, token, tmp_path / "box.toml", tmp_path / "box")
+    assert not central.ca.leaf_paths("device", ROOM.device).cert.exists()  # no certificate was signed
+    # A request that is not a token's (here, a secret of non-ASCII letters) is a 400 naming it, not a crash.
+    parsed = Token.parse(_token(central, Room("GZ-TH-R05", "u", "r", "l", "Asia/Shanghai", ())))
+    body = json.dumps({"csr": "x", "secret": "é" * 32, "signing_key": "x", "token": parsed.id},
+                      ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
+    with pytest.raises(ServiceError, match=r"\(400\): enrollment request token and secret are not a token's"):
+        post(central.url, parsed, body)
