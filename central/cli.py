@@ -490,15 +490,6 @@ def cmd_token(args: argparse.Namespace) -> int:
     from provisioning.enrollment import Room
 
     enrollment = _enrollment(args)
-    if not layout.DEVICE_ID.match(args.device):
-        raise CentralError(f"--device: {args.device!r} is not a valid device id (1-64 letters, digits, '.', '_' or "
-                           "'-'; it names the box's folders and its MQTT topic)")
-    try:
-        zoneinfo.ZoneInfo(args.timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:
-        raise CentralError(f"--timezone: {args.timezone!r} is not a known time zone") from err
-    if args.hours is not None and not (math.isfinite(args.hours) and 0.1 <= args.hours <= 24 * 30):
-        raise CentralError(f"--hours: must be between 0.1 and 720, got {args.hours}")
     room = Room(args.device, args.unit, args.room, args.location, args.timezone, tuple(args.officer))
     issued = enrollment.issue_token(room, args.by, args.hours)
     settings = enrollment.config.enrollment

@@ -19,20 +19,14 @@ from typing import Annotated, Any
 from evidence import layout
 from evidence.deadline import UploadPolicy
 from evidence.errors import ConfigError
-from evidence.settings import NonEmpty, Port, Range, Section, build, read_toml
+from evidence.settings import NonEmpty, Port, Range, Section, TimeZone, build, read_toml
 from mqtt.settings import MqttConfig
 
 
 @dataclass(frozen=True)
 class AgencyConfig(Section):
-    timezone: str = "Asia/Shanghai"
+    timezone: Annotated[str, TimeZone()] = "Asia/Shanghai"
     """The agency's time zone: every time central shows or reads is in it, with its offset."""
-
-    def validate(self) -> None:
-        try:
-            zoneinfo.ZoneInfo(self.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:
-            raise ConfigError(f"timezone: {self.timezone!r} is not a known time zone (e.g. Asia/Shanghai)") from err
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
@@ -60,6 +54,10 @@ class ReceiverConfig(Section):
             raise ConfigError(f"share_group: {group!r} must be one topic level: no '/', '+', '#'")
 
 
+TOKEN_HOURS = Range(0.1, 24 * 30)
+"""How long an enrollment token may stay valid."""
+
+
 @dataclass(frozen=True)
 class EnrollmentConfig(Section):
     ca_dir: str = ""
@@ -72,7 +70,7 @@ class EnrollmentConfig(Section):
     broker_host: str = ""
     """The broker's address as the boxes reach it; empty: mqtt.host."""
     broker_port: Annotated[int, Port] = 8883
-    token_hours: Annotated[float, Range(0.1, 24 * 30)] = 24.0
+    token_hours: Annotated[float, TOKEN_HOURS] = 24.0
     """How long an enrollment token stays valid."""
     broker_sync_minutes: Annotated[float, Range(0.01, 24 * 60)] = 10.0
     """`recorder central enroll-server` brings the broker's list of devices in line with central's records this

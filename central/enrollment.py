@@ -21,12 +21,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from central.config import CentralConfig
+from central.config import TOKEN_HOURS, CentralConfig
 from central.errors import CentralError, KeyChangeRefused
 from central.store import FileStore
+from evidence import layout
 from evidence.durable import atomic_write
 from evidence.encryption import public_key_b64
-from evidence.errors import RecorderError
+from evidence.errors import ConfigError, RecorderError
+from evidence.settings import TimeZone, check
 from mqtt.broker_admin import BrokerAdmin
 from mqtt.tls import TlsFiles
 from provisioning.ca import ADMIN, DEVICE, CertificateAuthority, read_certificate
@@ -46,7 +48,7 @@ class ClaimRefused(CentralError):
 
 
 @dataclass(frozen=True)
-class Issued:
+class IssuedToken:
     token: Token
     expires: str
 
@@ -78,9 +80,20 @@ class Enrollment:
                                f"central certs --out {self.ca.directory} --enrollment-host HOST`")
         return pin_of(read_certificate(paths.cert).public_bytes(serialization.Encoding.DER))
 
-    def issue_token(self, room: Room, by: str, hours: float | None = None) -> Issued:
+    def issue_token(self, room: Room, by: str, hours: float | None = None) -> IssuedToken:
+        """A token for `room`'s box. Everything the box will be told is checked here, as the box's own
+        configuration will check it (a bad time zone or device id would fail only there, on the Pi)."""
         if not by.strip():
             raise CentralError("--by: name the technician the token is issued to or by (it is recorded)")
+        if not layout.DEVICE_ID.match(room.device):
+            raise CentralError(f"--device: {room.device!r} is not a valid device id (1-64 letters, digits, '.', '_' "
+                               "or '-'; it names the box's folders and its MQTT topic)")
+        try:
+            check(room.timezone, "--timezone", TimeZone())
+            if hours is not None:
+                check(hours, "--hours", TOKEN_HOURS)
+        except ConfigError as err:
+            raise CentralError(str(err)) from err
         if self.store.revocation(room.device) is not None:
             raise CentralError(f"device {room.device} was revoked; give the replacement box a new device id")
         pin = self.server_pin()
@@ -94,7 +107,7 @@ class Enrollment:
                   "expires": expires.isoformat(timespec="seconds"), "used": None}
         self.tokens_dir.mkdir(parents=True, exist_ok=True)
         self._write_token(record)
-        return Issued(token, record["expires"])
+        return IssuedToken(token, record["expires"])
 
     def _token_path(self, token_id: str) -> Path:
         return self.tokens_dir / f"{token_id}.json"
@@ -102,17 +115,6 @@ class Enrollment:
     def _write_token(self, record: dict[str, Any]) -> None:
         atomic_write(self._token_path(record["id"]), json.dumps(record, ensure_ascii=False, indent=1).encode(),
                      mode=0o600)
-
-    def tokens(self) -> list[dict[str, Any]]:
-        if not self.tokens_dir.is_dir():
-            return []
-        found = []
-        for path in sorted(self.tokens_dir.glob("*.json")):
-            try:
-                found.append(json.loads(path.read_bytes()))
-            except (OSError, ValueError) as err:
-                log.error("%s: unreadable enrollment token record: %s", path, err)
-        return [{k: v for k, v in t.items() if k != "secret_sha256"} for t in found if isinstance(t, dict)]
 
     # The claim --------------------------------------------------------------------------------------
 

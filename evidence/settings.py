@@ -14,6 +14,7 @@ import math
 import tomllib
 import types
 import typing
+import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -51,6 +52,11 @@ class NonEmpty:
     """A string with something in it other than spaces."""
 
 
+@dataclass(frozen=True)
+class TimeZone:
+    """A string that is an IANA time zone name (Asia/Shanghai)."""
+
+
 Positive = Range(0, open_low=True)
 Port = Range(1, 65535)
 
@@ -65,6 +71,11 @@ def check(value: Any, field: str, *rules: Any) -> None:
                 raise ConfigError(f"{field}: must be {rule}, got {value:g}")
     if isinstance(value, str) and NonEmpty() in rules and not value.strip():
         raise ConfigError(f"{field}: must not be empty")
+    if isinstance(value, str) and TimeZone() in rules:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:
+            raise ConfigError(f"{field}: {value!r} is not a known time zone (e.g. Asia/Shanghai)") from err
 
 
 _HINTS: dict[type, dict[str, Any]] = {}

@@ -9,7 +9,6 @@ sections central's configuration (central/config.py) shares.
 from __future__ import annotations
 
 import dataclasses
-import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,7 +17,7 @@ from evidence.deadline import UploadPolicy
 from evidence.encryption import public_key_from_b64
 from evidence.errors import ConfigError, EvidenceError
 from evidence.keys import load_public_key_b64
-from evidence.settings import NonEmpty, Range, Section, build, read_toml
+from evidence.settings import NonEmpty, Range, Section, TimeZone, build, read_toml
 from mqtt.settings import MqttConfig
 
 NOTICE_ZH = "为保护您的合法权益，监督我们的执法行为，本次执法将全程录音录像"
@@ -43,7 +42,7 @@ class DeviceConfig(Section):
     unit: str = "示例执法单位"
     room: str = "询问室一"
     location: str = "示例市示例路1号"
-    timezone: str = "Asia/Shanghai"
+    timezone: Annotated[str, TimeZone()] = "Asia/Shanghai"
     state_dir: Path = Path("/var/lib/recorder")
     central_public_key: str = ""
     """Central's X25519 public key (base64) that every segment is sealed to; empty records in the clear."""
@@ -58,10 +57,6 @@ class DeviceConfig(Section):
         if not layout.DEVICE_ID.match(self.id):
             raise ConfigError(f"id: {self.id!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a "
                               "letter or digit (it names folders and an MQTT topic level)")
-        try:
-            zoneinfo.ZoneInfo(self.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:
-            raise ConfigError(f"timezone: {self.timezone!r} is not a known time zone (e.g. Asia/Shanghai)") from err
         if self.central_public_key:
             try:
                 public_key_from_b64(self.central_public_key)

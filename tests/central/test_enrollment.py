@@ -220,3 +220,14 @@ def test_a_token_issued_before_a_revocation_enrolls_nothing_and_bad_requests_are
                       ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
     with pytest.raises(ServiceError, match=r"\(400\): enrollment request token and secret are not a token's"):
         post(central.url, parsed, body)
+
+
+def test_a_token_is_refused_for_what_the_box_would_refuse__DEVICE_CHECK(central: rig_mod.DeployedCentral) -> None:
+    # Caught at central, not on the Pi after the token has been carried there.
+    with pytest.raises(CentralError, match="--timezone: 'Mars/Olympus' is not a known time zone"):
+        central.enrollment.issue_token(Room("GZ-TH-R06", "u", "r", "l", "Mars/Olympus", ()), "技术员 王工")
+    with pytest.raises(CentralError, match="--device: 'room/1' is not a valid device id"):
+        central.enrollment.issue_token(Room("room/1", "u", "r", "l", "Asia/Shanghai", ()), "技术员 王工")
+    with pytest.raises(CentralError, match="--hours: must be a finite number"):
+        central.enrollment.issue_token(ROOM, "技术员 王工", float("nan"))
+    assert not list(central.enrollment.tokens_dir.glob("*.json"))
