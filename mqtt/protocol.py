@@ -237,6 +237,8 @@ class SelfTestReport:
     time: str
     checks: tuple[SelfTestCheck, ...]
     sig: str
+    signed_message: bytes
+    """What `sig` signs (the context and the canonical JSON of the other fields), as decoded."""
     raw: bytes
 
     @property
@@ -244,8 +246,7 @@ class SelfTestReport:
         return all(c.ok for c in self.checks)
 
     def signed_by(self, key_b64: str) -> bool:
-        fields = {k: v for k, v in json.loads(self.raw).items() if k != "sig"}
-        return verify_signature(load_public_key_b64(key_b64), self.sig, SELFTEST_CONTEXT + canonical(fields))
+        return verify_signature(load_public_key_b64(key_b64), self.sig, self.signed_message)
 
 
 def encode_selftest(report_id: str, device: str, time: str, checks: list[SelfTestCheck], sign: Sign) -> bytes:
@@ -262,8 +263,11 @@ def decode_selftest(payload: bytes) -> SelfTestReport:
         raise ProtocolError("self-test report 'id' must be 16 lowercase hex digits")
     if not isinstance(value["device"], str) or not layout.DEVICE_ID.match(value["device"]):
         raise ProtocolError("self-test report 'device' must be a device id")
-    if not isinstance(value["time"], str) or not isinstance(value["sig"], str):
-        raise ProtocolError("self-test report 'time' and 'sig' must be strings")
+    if not isinstance(value["time"], str):
+        raise ProtocolError("self-test report 'time' must be a string")
+    sig, message = _signature(value, SELFTEST_CONTEXT, "self-test report")
+    if sig is None:
+        raise ProtocolError("self-test report 'sig' must be the device's signature")
     checks = value["checks"]
     if not isinstance(checks, list) or not all(
             isinstance(c, dict) and set(c) == {"name", "ok", "detail", "remedy"} and isinstance(c["ok"], bool)
@@ -272,4 +276,4 @@ def decode_selftest(payload: bytes) -> SelfTestReport:
                             "detail and remedy")
     return SelfTestReport(value["id"], value["device"], value["time"],
                           tuple(SelfTestCheck(c["name"], c["ok"], c["detail"], c["remedy"]) for c in checks),
-                          value["sig"], payload)
+                          sig, message, payload)

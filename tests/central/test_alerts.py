@@ -183,3 +183,28 @@ def test_alerts_are_listed_until_someone_deals_with_them__INTERRUPT(tmp_path: Pa
     assert listed["handled"]["by"] == "王五" and listed["handled"]["note"] == "单位负责人已知悉"
     assert listed["officers"][1] == {"name": "李四", "certificate": "110002"}
     assert listed["interrupted_at"] == "2026-11-29T15:05:40.120+08:00"
+
+
+def test_only_a_self_test_report_its_device_signed_is_kept_and_acknowledged__DEVICE_CHECK(
+        receiver: Receiver, broker: LocalBroker, device: DeviceIdentity) -> None:
+    # Fleet health shows the last self-test: nobody but the box itself may write it there.
+    check = [protocol.SelfTestCheck("clock", True, "synchronised", "")]
+    forger = DeviceIdentity(Ed25519PrivateKey.generate())
+    topic = protocol.topic("recorders", DEVICE, protocol.SELFTEST)
+    unsigned = json.loads(protocol.encode_selftest("00000000000000aa", DEVICE, "t", check, device.sign))
+    unsigned["sig"] = None
+    hostile = [protocol.encode_selftest("00000000000000ab", DEVICE, "t", check, forger.sign),  # another key
+               protocol.encode_selftest("00000000000000ac", "ROOM-8", "t", check, device.sign),  # another device
+               canonical(unsigned), b"{" * 5000]
+    acks = Acks(broker, DEVICE)
+    try:
+        send(broker, [(topic, payload) for payload in hostile])
+        assert wait_until(lambda: receiver.handled >= len(hostile))
+        assert receiver.refusals == len(hostile) and receiver.store.latest_selftest(DEVICE) is None
+        genuine = protocol.encode_selftest("00000000000000ad", DEVICE, "t", check, device.sign)
+        send(broker, [(topic, genuine)])
+        assert wait_until(lambda: [a.alert for a in acks.got] == ["00000000000000ad"])
+        assert acks.got[0].signed_by(CENTRAL.public_key)
+        assert receiver.store.latest_selftest(DEVICE) == genuine
+    finally:
+        acks.close()
