@@ -13,6 +13,7 @@ import av
 import numpy as np
 
 from evidence import layout
+from evidence.canonical import canonical
 from evidence.encryption import open_sealed
 from provisioning.central_key import load_central_key
 
@@ -29,6 +30,20 @@ def personal(body: dict[str, Any], key_file: str | Path) -> dict[str, Any]:
         return body
     opened = open_sealed(base64.b64decode(body["sealed"]), load_central_key(Path(key_file)))
     return {**body, **json.loads(opened.plaintext)}
+
+
+def edit_opening_metadata(session: Path) -> None:
+    """Change the `open` entry's officers (or, sealed, one character of them) and leave its signature as it was."""
+    path = layout.entry_path(session, 0)
+    opening = json.loads(path.read_bytes())
+    body = opening["body"]
+    if "sealed" in body:  # sealed to central's key (FORMAT §4.2.1): one character of it changed
+        middle = len(body["sealed"]) // 2
+        body["sealed"] = body["sealed"][:middle] + ("B" if body["sealed"][middle] == "A" else "A") + \
+            body["sealed"][middle + 1 :]
+    else:
+        body["officers"][0]["name"] = "无名氏"
+    path.write_bytes(canonical(opening))
 
 
 def events(session_dir: Path, name: str) -> list[dict[str, Any]]:

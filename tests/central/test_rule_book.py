@@ -35,6 +35,7 @@ from mqtt.client import make_client
 from provisioning.identity import DeviceIdentity
 from tests.conftest import RecordedSession
 from tests.evidence.test_verify import rewrite, segments
+from tests.media import edit_opening_metadata
 
 Tamper = Callable[[Path, DeviceIdentity], None]
 
@@ -59,16 +60,7 @@ def delete_entry(session: Path, device: DeviceIdentity) -> None:
 
 
 def edit_metadata(session: Path, device: DeviceIdentity) -> None:
-    path = layout.entry_path(session, 0)
-    opening = json.loads(path.read_bytes())
-    body = opening["body"]
-    if "sealed" in body:  # sealed to central's key (FORMAT §4.2.1): one character of it changed
-        middle = len(body["sealed"]) // 2
-        body["sealed"] = body["sealed"][:middle] + ("B" if body["sealed"][middle] == "A" else "A") + \
-            body["sealed"][middle + 1 :]
-    else:
-        body["officers"][0]["name"] = "无名氏"
-    path.write_bytes(canonical(opening))
+    edit_opening_metadata(session)
 
 
 def sign_one_with_another_key(session: Path, device: DeviceIdentity) -> None:

@@ -25,7 +25,7 @@ from firmware_py.cli import main
 from provisioning.central_key import load_central_key
 from provisioning.identity import DeviceIdentity
 from tests.conftest import RecordedSession
-from tests.media import entries
+from tests.media import edit_opening_metadata, entries
 
 
 @pytest.fixture
@@ -129,16 +129,7 @@ def test_cut_tail_is_found__NO_EDIT(copy: Path, key: str) -> None:
 
 
 def test_edited_metadata_field_is_found__NO_EDIT(copy: Path, key: str) -> None:
-    path = layout.entry_path(copy, 0)
-    opening = json.loads(path.read_bytes())
-    body = opening["body"]
-    if "sealed" in body:  # sealed to central's key (FORMAT §4.2.1): one character of it changed
-        middle = len(body["sealed"]) // 2
-        body["sealed"] = body["sealed"][:middle] + ("B" if body["sealed"][middle] == "A" else "A") + \
-            body["sealed"][middle + 1 :]
-    else:
-        body["officers"][0]["name"] = "无名氏"
-    path.write_bytes(canonical(opening))
+    edit_opening_metadata(copy)
     assert first_problem(copy, key) is Problem.BAD_SIGNATURE
 
 
