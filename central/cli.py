@@ -530,9 +530,9 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_broker_sync(args: argparse.Namespace) -> int:
-    said = _enrollment(args).broker_sync()
-    print(said)
-    return 0 if "NOT" not in said and "not changed" not in said else 1
+    change = _enrollment(args).broker_sync()
+    print(change.said)
+    return 0 if change.done else 1
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
+import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +21,7 @@ from typing import Any
 from central.enrollment import ClaimRefused, Enrollment
 from central.errors import CentralError
 from evidence.errors import RecorderError
-from evidence.supervisor import Beat, Supervisor
+from evidence.supervisor import Beat, Supervised, Supervisor
 from provisioning.enrollment import MAX_MESSAGE, PATH, Request
 from provisioning.errors import ProvisioningError
 
@@ -60,11 +61,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.LENGTH_REQUIRED, "a Content-Length is required")
             return
         if not 0 < length <= MAX_MESSAGE:
-            self.close_connection = True
             self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"an enrollment request is at most {MAX_MESSAGE} bytes")
             return
         try:
-            request = Request.parse(self.rfile.read(length))
+            body = self.rfile.read(length)
+        except OSError as err:
+            log.warning("enrollment from %s: the connection broke off while sending: %s", peer, err)
+            self.close_connection = True
+            return
+        try:
+            request = Request.parse(body)
             answer = self.server.enrollment.claim(request, peer)
         except ClaimRefused as err:
             log.warning("enrollment from %s refused: %s", peer, err)
@@ -105,7 +111,8 @@ class EnrollServer(ThreadingHTTPServer):
         # The handshake happens in the request's own thread, so a slow box does not hold up the others.
         self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
         self.enrollment = enrollment
-        self._thread: threading.Thread | None = None
+        self._serving: Supervised | None = None
+        self._beat: Beat = lambda: None
         self._stopping = threading.Event()
         self._supervisor = Supervisor()
 
@@ -114,24 +121,36 @@ class EnrollServer(ThreadingHTTPServer):
         return int(self.server_address[1])
 
     def start(self, sync_every_s: float | None = None) -> None:
-        """Serve on a thread of its own; with `sync_every_s`, also bring the broker's list of devices in line
-        with central's records that often (supervised: a failure is logged and the next round comes)."""
-        self._thread = threading.Thread(target=self.serve_forever, name="enroll-server", daemon=True)
-        self._thread.start()
+        """Serve on a supervised thread of its own; with `sync_every_s`, also bring the broker's list of devices
+        in line with central's records that often. An unexpected failure of either is logged and the thread
+        runs again."""
+        self._serving = self._supervisor.spawn("enroll-server", self._serve)
         if sync_every_s is not None:
             self._supervisor.spawn("broker-sync", lambda beat: self._sync(beat, sync_every_s),
                                    silence_s=max(60.0, 2 * sync_every_s))
 
+    def _serve(self, beat: Beat) -> None:
+        self._beat = beat
+        self.serve_forever()
+
+    def service_actions(self) -> None:
+        # socketserver calls this on every turn of its loop (every 0.5 s): the serving thread's sign of life.
+        self._beat()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A connection that is not TLS, or drops during the handshake: a line in the log, not a traceback.
+        log.warning("enrollment connection from %s failed: %s", client_address[0], sys.exc_info()[1])
+
     def _sync(self, beat: Beat, every_s: float) -> None:
         while not self._stopping.wait(every_s):
             beat()
-            said = self.enrollment.broker_sync()
-            (log.error if "NOT" in said else log.info)("broker sync: %s", said)
+            change = self.enrollment.broker_sync()
+            (log.info if change.done else log.error)("broker sync: %s", change.said)
 
     def stop(self) -> None:
         self._stopping.set()
         self._supervisor.stop()
         self.shutdown()
         self.server_close()
-        if self._thread is not None:
-            self._thread.join()
+        if self._serving is not None and self._serving.thread is not None:
+            self._serving.thread.join()

@@ -48,6 +48,12 @@ class ClaimRefused(CentralError):
 
 
 @dataclass(frozen=True)
+class BrokerChange:
+    done: bool
+    said: str
+
+
+@dataclass(frozen=True)
 class IssuedToken:
     token: Token
     expires: str
@@ -238,16 +244,17 @@ class Enrollment:
             done.append(f"certificate {serial:x} is on the revocation list {self.ca.crl_file} (the broker reads it "
                         "when reloaded: systemctl reload mosquitto)")
         done.append(self._broker(lambda admin: admin.remove_device(device),
-                                 f"the broker disconnected {device} and grants it nothing"))
+                                 f"the broker disconnected {device} and grants it nothing").said)
         return done
 
-    def broker_add(self, device: str) -> str:
+    def broker_add(self, device: str) -> BrokerChange:
         return self._broker(lambda admin: admin.add_device(device), f"the broker lets {device} publish its uploads")
 
-    def broker_sync(self) -> str:
+    def broker_sync(self) -> BrokerChange:
         if not (self.store.root / "devices").is_dir():
             # A store path that is wrong or not mounted lists no device: syncing would take every box off.
-            return f"the broker was NOT changed: {self.store.root / 'devices'} is missing (check receiver.store_dir)"
+            return BrokerChange(False, f"the broker was NOT changed: {self.store.root / 'devices'} is missing "
+                                       "(check receiver.store_dir)")
         allowed = [d for d in self.store.enrolled() if self.store.revocation(d) is None]
         result: list[str] = []
 
@@ -255,14 +262,14 @@ class Enrollment:
             synced = admin.sync(allowed)
             result.append(f"added {', '.join(synced.added) or 'none'}; removed {', '.join(synced.removed) or 'none'}")
 
-        said = self._broker(sync, "the broker's rights match central's records")
-        return f"{said}: {result[0]}" if result else said
+        change = self._broker(sync, "the broker's rights match central's records")
+        return BrokerChange(change.done, f"{change.said}: {result[0]}" if result else change.said)
 
-    def _broker(self, action: Any, success: str) -> str:
+    def _broker(self, action: Any, success: str) -> BrokerChange:
         admins = self.ca.admins()
         if not admins:
-            return ("the broker was not changed: the CA has no admin certificate (recorder central certs issues one); "
-                    "then run `recorder central broker-sync`")
+            return BrokerChange(False, "the broker was not changed: the CA has no admin certificate (recorder central "
+                                       "certs issues one); then run `recorder central broker-sync`")
         paths = self.ca.leaf_paths(ADMIN, admins[0])
         mqtt = self.config.mqtt
         try:
@@ -271,5 +278,6 @@ class Enrollment:
                 action(admin)
         except RecorderError as err:
             log.error("broker not changed: %s", err)
-            return f"the broker was NOT changed ({err}); run `recorder central broker-sync` once it is reachable"
-        return success
+            return BrokerChange(False, f"the broker was NOT changed ({err}); run `recorder central broker-sync` "
+                                       "once it is reachable")
+        return BrokerChange(True, success)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -231,3 +232,15 @@ def test_a_token_is_refused_for_what_the_box_would_refuse__DEVICE_CHECK(central:
     with pytest.raises(CentralError, match="--hours: must be a finite number"):
         central.enrollment.issue_token(ROOM, "技术员 王工", float("nan"))
     assert not list(central.enrollment.tokens_dir.glob("*.json"))
+
+
+def test_a_connection_that_is_not_tls_is_a_line_in_the_log_and_the_server_goes_on__TAMPER_PROOF_IT(
+        tmp_path: Path, central: rig_mod.DeployedCentral, capfd: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    with socket.create_connection(("127.0.0.1", central.server.port), timeout=5) as plain:
+        plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        plain.recv(100)  # the server closes it
+    assert wait_until(lambda: any("enrollment connection from 127.0.0.1 failed" in r.getMessage()
+                                  for r in caplog.records), 5)
+    assert "Traceback" not in capfd.readouterr().err
+    enroll(central.url, _token(central), tmp_path / "box.toml", tmp_path / "box")  # still serving
