@@ -70,6 +70,7 @@ class Pruner:
         self._floor = floor_bytes
         self._free = free_bytes
         self._live = live
+        self._closed: dict[str, ClosedSession] = {}
         self._unproven: dict[str, int] = {}
         """Sessions found not wholly proven, with their count of receipt files then: looked at again only when
         that changes (a session of hours has thousands of receipts to check)."""
@@ -94,6 +95,10 @@ class Pruner:
             session = session_dir.name
             if not layout.SESSION_ID.match(session) or session == live or self._spool.has_pending(session):
                 continue
+            known = self._closed.get(session)
+            if known is not None:
+                found.append(known)
+                continue
             seqs = layout.entry_seqs(session_dir)
             if not seqs:
                 continue
@@ -103,7 +108,10 @@ class Pruner:
             except (MalformedEntry, OSError, ValueError):
                 continue  # not provable; left for `recorder verify` to name
             if last.kind == CLOSE:
-                found.append(ClosedSession(session, closed_at, last.time, len(seqs)))
+                # Nothing follows a close (the rules refuse it), so what is found here stays true: each run
+                # after the first reads only the sessions closed since.
+                self._closed[session] = ClosedSession(session, closed_at, last.time, len(seqs))
+                found.append(self._closed[session])
         return sorted(found, key=lambda c: (c.closed_at, c.session))
 
     def unproven(self, session: str) -> str | None:
@@ -151,6 +159,7 @@ class Pruner:
                 continue
             try:
                 size = self._remove(closed.session)
+                self._closed.pop(closed.session, None)
             except OSError as err:
                 log.error("cannot remove session %s from the spool: %s", closed.session, err)
                 break
