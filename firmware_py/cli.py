@@ -261,11 +261,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     from provisioning.identity import DeviceIdentity
 
     cfg = _load_config(args.config)
-    try:
-        status = json.loads((cfg.device.state_dir / "status.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        status = {}
-    if isinstance(status, dict) and _alive(status.get("pid")) and status.get("state") != "stopped":
+    if _service_status(cfg)[1]:
         raise ServiceError("the recorder service is running and holds the camera, microphone and buttons: stop it "
                            "first (sudo systemctl stop recorder) and start it again after the test")
     supervisor = Supervisor()
@@ -293,13 +289,8 @@ def _alive(pid: object) -> bool:
     return isinstance(pid, int) and Path(f"/proc/{pid}").exists()
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from capture.spool import Spool
-    from evidence.deadline import Level
-    from firmware_py.deadlines import assess
-    from mqtt.alert_outbox import AlertOutbox
-
-    cfg = _load_config(args.config)
+def _service_status(cfg: Any) -> tuple[dict[str, Any], bool]:
+    """What the service last wrote of itself (status.json), and whether it is running now."""
     status_file = cfg.device.state_dir / "status.json"
     try:
         status = json.loads(status_file.read_text(encoding="utf-8")) if status_file.is_file() else {}
@@ -307,11 +298,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise ServiceError(f"{status_file}: cannot read the service's status: {err}") from err
     if not isinstance(status, dict):
         status = {}
+    return status, _alive(status.get("pid")) and status.get("state") != "stopped"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from capture.spool import Spool
+    from evidence.deadline import Level
+    from firmware_py.deadlines import assess
+    from mqtt.alert_outbox import AlertOutbox
+
+    cfg = _load_config(args.config)
+    status, running = _service_status(cfg)
     spool = Spool(cfg.spool_dir, create=False)
     backlog = spool.backlog()
     alerts = [a.as_dict() for a in assess(spool.recordings(), time.time(), cfg.upload) if a.level is not Level.OK]
     waiting = AlertOutbox(cfg.device.state_dir / "alerts", 0).waiting()  # reads only: it creates nothing
-    running = _alive(status.get("pid")) and status.get("state") != "stopped"
     report = {
         "device": cfg.device.id,
         "state": status.get("state", "not running") if running else "not running",
