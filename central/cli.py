@@ -282,29 +282,13 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     """Fleet health: each enrolled device (and any other that reported), as its latest status says."""
+    from central.fleet import fleet_rows
     from central.store import FileStore
 
     cfg = _config(args)
     zone = _zone(cfg)
     store = FileStore(_store_root(args, cfg), create=False)
-    waiting: dict[str, int] = {}
-    for kept in store.alerts():
-        if kept.handled is None:
-            waiting[kept.alert.device] = waiting.get(kept.alert.device, 0) + 1
-    enrolled = set(store.enrolled())
-    devices = sorted(enrolled | set(waiting))
-    rows: list[dict[str, Any]] = []
-    for device in devices:
-        status = store.device_status(device)
-        row: dict[str, Any] = {"device": device, "enrolled": device in enrolled,
-                               "alerts_at_central": waiting.get(device, 0)}
-        row.update(status.as_json() if status is not None else {"online": None})
-        row["selftest"] = _selftest_summary(store.latest_selftest(device))
-        current = [k for k in store.device_keys(device) if k.get("retired") is None]
-        row["certificate_expires"] = current[-1].get("certificate_expires") if current else None
-        pending = store.pending_key(device)
-        row["key_change_pending"] = str(pending["key"])[:12] if pending is not None else None
-        rows.append(row)
+    rows = fleet_rows(store)
     if args.json:
         print(json.dumps(rows, indent=1, ensure_ascii=False))
         return 0
@@ -348,20 +332,6 @@ def cmd_devices(args: argparse.Namespace) -> int:
                       str(row.get("last_fault") or "-"), tested(row), expiry(row)])
     print("\n".join(_table(table)))
     return 0
-
-
-def _selftest_summary(raw: bytes | None) -> dict[str, Any] | None:
-    """The kept self-test report in short: when, whether it passed, what failed."""
-    from mqtt import protocol
-    from mqtt.errors import ProtocolError
-
-    if raw is None:
-        return None
-    try:
-        report = protocol.decode_selftest(raw)
-    except ProtocolError:
-        return None
-    return {"time": report.time, "passed": report.passed, "failed": [c.name for c in report.checks if not c.ok]}
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
@@ -535,6 +505,88 @@ def cmd_broker_sync(args: argparse.Namespace) -> int:
     return 0 if change.done else 1
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    from central.web.server import serve
+
+    cfg = _config(args)
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise CentralError(f"--port: must be 1..65535, got {args.port}")
+    serve(cfg, _store_root(args, cfg), args.listen, args.port)
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    import getpass
+    import sys
+
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise CentralError("the two passwords differ; nothing was changed")
+    return first
+
+
+def cmd_web_user(args: argparse.Namespace) -> int:
+    """Create or change a staff account of the web application (the first administrator among them)."""
+    import getpass
+
+    from django.core.exceptions import ValidationError
+
+    from central.web.server import prepare
+
+    cfg = _config(args)
+    prepare(cfg, _store_root(args, cfg))
+    from central.web.access import audit
+    from central.web.views.accounts import save_account
+
+    password = _read_password(args) if args.password or args.password_stdin else ""
+    try:
+        _, created = save_account(args.username, args.role, args.unit or "", password, not args.disable)
+    except ValidationError as err:
+        raise CentralError(f"{args.username}: " + "; ".join(err.messages)) from err
+    audit(None, "account", args.username, {"created": created, "role": args.role, "unit": args.unit or "",
+                                            "active": not args.disable, "password_set": bool(password)},
+          username=f"cli:{getpass.getuser()}")
+    print(f"{'created' if created else 'changed'} {args.username} ({args.role})")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Check the access audit's chain and signatures (exit 1 if it is broken), or print it as CSV."""
+    import csv
+    import sys
+
+    from central.audit import AUDIT_FILE, AuditLog
+    from provisioning.central_key import load_signing_key
+
+    cfg = _config(args)
+    if not cfg.receiver.signing_key_file and not args.key:
+        raise CentralError("give --key (central's signing public key, base64) or receiver.signing_key_file")
+    public = args.key or load_signing_key(Path(cfg.receiver.signing_key_file)).public_key_b64
+    path = args.file or _store_root(args, cfg) / AUDIT_FILE
+    if not path.is_file():
+        raise CentralError(f"{path}: no access audit there")
+    log_ = AuditLog(path, lambda _m: "", public, _zone(cfg))
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["seq", "time", "actor", "role", "action", "target", "detail", "address"])
+        for r in log_.records():
+            writer.writerow([r.seq, r.time, r.actor, r.role, r.action, r.target,
+                             json.dumps(r.detail, ensure_ascii=False), r.address])
+        return 0
+    check = log_.check()
+    if check.ok:
+        print(f"audit holds: {check.records} records, chained and signed by {public[:12]}…; head {check.head}")
+    else:
+        print(f"AUDIT BROKEN: {check.records} records read")
+        for problem in check.problems:
+            print(f"  {problem}")
+    if check.torn_tail:
+        print("the last line is incomplete (central stopped while writing it); the next append moves it aside")
+    return 0 if check.ok else 1
+
+
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """`recorder central …`, under the top-level parser's subcommands `sub`."""
     central = sub.add_parser("central", parents=[common], help="central's commands: receive, find, report",
@@ -623,6 +675,26 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     devices = action("devices", "fleet health: each device online or offline since when, its state, backlog, free "
                                 "disk, clock, alerts and late sessions, as it last reported", cmd_devices)
     devices.add_argument("--json", action="store_true", help="machine-readable output")
+
+    web = action("web", "serve the staff's web application (web.listen, web.port)", cmd_web)
+    web.add_argument("--listen", help="address to listen on (default web.listen)")
+    web.add_argument("--port", type=int, help="port (default web.port)")
+
+    user = action("web-user", "create or change a staff account of the web application (the first "
+                              "administrator, for one)", cmd_web_user)
+    user.add_argument("username")
+    user.add_argument("--role", required=True, choices=config_mod.ROLES, help="what the account may do")
+    user.add_argument("--unit", help="the unit of a viewer or supervisor (they see only its sessions)")
+    user.add_argument("--password", action="store_true", help="set its password (asked twice)")
+    user.add_argument("--password-stdin", action="store_true", help="set its password, read from one line of stdin")
+    user.add_argument("--disable", action="store_true", help="disable the account (it cannot log in)")
+
+    audit_cmd = action("audit", "check the access audit's chain and signatures (exit 1 if broken), or print it",
+                       cmd_audit)
+    audit_cmd.add_argument("--csv", action="store_true", help="print every record as CSV instead")
+    audit_cmd.add_argument("--file", type=Path, help="the audit file (default audit.log in the store)")
+    audit_cmd.add_argument("--key", help="central's signing public key, base64 (default: from "
+                                         "receiver.signing_key_file)")
 
     action("reindex", "rebuild the session index from the stored sessions", cmd_reindex)
 

@@ -6,6 +6,7 @@ this receiver is, the broker, the upload deadline and the agency's time zone.
     [enrollment] ca_dir, listen, port, broker_host, broker_port, token_hours: enrollment by token
     [mqtt]      as on the devices (mqtt/settings.py), with the receiver's own [mqtt.tls]
     [upload]    deadline_hours, warn_hours: the devices warn by the same numbers
+    [web]       the staff's web application (central/web): address, database, approvals, log-in throttle
 """
 
 from __future__ import annotations
@@ -77,6 +78,46 @@ class EnrollmentConfig(Section):
     often: a revocation or enrollment the broker missed (it was down) reaches it within this time."""
 
 
+ROLES = ("viewer", "supervisor", "legal", "records", "technician", "admin")
+"""The web application's roles (central/web/roles.py says what each may do)."""
+
+
+@dataclass(frozen=True)
+class WebConfig(Section):
+    listen: Annotated[str, NonEmpty()] = "127.0.0.1"
+    port: Annotated[int, Port] = 8080
+    """Where `recorder central web` serves the staff's pages."""
+    database: str = ""
+    """Empty: an SQLite file beside the store (web.sqlite3). Or a PostgreSQL URL:
+    postgresql://USER:PASSWORD@HOST:PORT/NAME (the password may instead come from ~/.pgpass)."""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    """HTTPS: the server's certificate chain and key (PEM). Both empty serves plain HTTP: only on loopback
+    or behind a TLS proxy, since the pages carry recordings and passwords."""
+    approval_hours: Annotated[float, Range(0.1, 24 * 30)] = 8.0
+    """How long an approval to view a session lasts."""
+    exempt_roles: tuple[str, ...] = ("supervisor", "legal")
+    """Roles that view a session's content without an approval (ACCESS: supervisors may retrieve; the legal
+    office makes every copy). Their viewing is audited all the same."""
+    login_attempts: Annotated[int, Range(1, 100)] = 5
+    lockout_minutes: Annotated[float, Range(0.1, 24 * 60)] = 15.0
+    """After this many failed log-ins to one account (or four times as many from one address) within
+    `lockout_minutes`, further attempts are refused until that long has passed since the last failure."""
+    page_size: Annotated[int, Range(5, 500)] = 50
+    threads: Annotated[int, Range(1, 64)] = 8
+    """Requests served at once (a player streaming holds one only while a segment is sent)."""
+
+    def validate(self) -> None:
+        for role in self.exempt_roles:
+            if role not in ROLES:
+                raise ConfigError(f"exempt_roles: {role!r} is not a role ({', '.join(ROLES)})")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("tls_cert_file, tls_key_file: give both for HTTPS, or neither for plain HTTP")
+        if self.database and not self.database.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"database: {self.database[:40]!r} is not a PostgreSQL URL "
+                              "(postgresql://USER:PASSWORD@HOST:PORT/NAME); leave it empty for SQLite")
+
+
 @dataclass(frozen=True)
 class CentralConfig(Section):
     central: AgencyConfig = AgencyConfig()
@@ -84,6 +125,7 @@ class CentralConfig(Section):
     enrollment: EnrollmentConfig = EnrollmentConfig()
     mqtt: MqttConfig = dataclasses.field(default_factory=MqttConfig)
     upload: UploadPolicy = dataclasses.field(default_factory=UploadPolicy)
+    web: WebConfig = WebConfig()
 
 
 DEFAULT_FILE = Path("/etc/recorder/central.toml")

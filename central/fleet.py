@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from central.errors import Refused
 from evidence.canonical import read_object
+
+if TYPE_CHECKING:
+    from central.store import CentralStore
 
 MAX_STATUS = 64 * 1024
 """A status is about 600 bytes; one naming many late sessions or alerts stays far below this."""
@@ -67,3 +70,41 @@ def updated(previous: DeviceStatus | None, device: str, online: bool, fields: di
     if not online and not fields and previous is not None:
         fields = previous.fields
     return DeviceStatus(device, online, fields, stamp, since)
+
+
+def _selftest_summary(raw: bytes | None) -> dict[str, Any] | None:
+    """The kept self-test report in short: when, whether it passed, what failed."""
+    from mqtt import protocol
+    from mqtt.errors import ProtocolError
+
+    if raw is None:
+        return None
+    try:
+        report = protocol.decode_selftest(raw)
+    except ProtocolError:
+        return None
+    return {"time": report.time, "passed": report.passed, "failed": [c.name for c in report.checks if not c.ok]}
+
+
+def fleet_rows(store: CentralStore) -> list[dict[str, Any]]:
+    """Each enrolled device (and any other with an alert kept), as its latest status says, with its alerts
+    waiting at central, its last self-test, its certificate's expiry and any key change waiting: the rows of
+    `recorder central devices` and of the web application's fleet page."""
+    waiting: dict[str, int] = {}
+    for kept in store.alerts():
+        if kept.handled is None:
+            waiting[kept.alert.device] = waiting.get(kept.alert.device, 0) + 1
+    enrolled = set(store.enrolled())
+    rows: list[dict[str, Any]] = []
+    for device in sorted(enrolled | set(waiting)):
+        status = store.device_status(device)
+        row: dict[str, Any] = {"device": device, "enrolled": device in enrolled,
+                               "alerts_at_central": waiting.get(device, 0)}
+        row.update(status.as_json() if status is not None else {"online": None})
+        row["selftest"] = _selftest_summary(store.latest_selftest(device))
+        current = [k for k in store.device_keys(device) if k.get("retired") is None]
+        row["certificate_expires"] = current[-1].get("certificate_expires") if current else None
+        pending = store.pending_key(device)
+        row["key_change_pending"] = str(pending["key"])[:12] if pending is not None else None
+        rows.append(row)
+    return rows

@@ -111,6 +111,16 @@ class Query:
     """Sessions still in use at or after this moment..."""
     end: dt.datetime | None = None
     """...and opened before this one."""
+    room: str | None = None
+    session: str | None = None
+    """The session id, exactly."""
+    units: tuple[str, ...] | None = None
+    """Only sessions of these units, exactly (a viewer's own unit); None: any unit."""
+    status: str | None = None
+    """One of STATUSES, judged against the upload deadline at `search`'s `now`."""
+
+
+STATUSES = ("receiving", "complete", "late", "at risk", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -288,6 +298,21 @@ class SessionIndex:
 
     def sessions(self, query: Query) -> list[SessionRow]:
         """The sessions matching every field given in `query`, oldest first."""
+        where, params = self._where(query, None, None)
+        return self._select(where, params)
+
+    def search(self, query: Query, now: dt.datetime, policy: UploadPolicy, limit: int,
+               offset: int = 0) -> tuple[list[SessionRow], int]:
+        """A page of the sessions matching `query`, newest first, and how many match in all."""
+        where, params = self._where(query, now, policy)
+        with self._lock:
+            (total,) = self._db.execute(f"SELECT count(*) FROM sessions s WHERE {where}", params).fetchone()
+        rows = self._select(where, params, "opened_ts DESC, device, session",
+                            f" LIMIT {int(limit)} OFFSET {int(offset)}")
+        return rows, int(total)
+
+    @staticmethod
+    def _where(query: Query, now: dt.datetime | None, policy: UploadPolicy | None) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
 
@@ -299,8 +324,16 @@ class SessionIndex:
         if query.device is not None:
             clauses.append("device = ?")
             params.append(query.device)
+        if query.session is not None:
+            clauses.append("session = ?")
+            params.append(query.session)
         if query.unit is not None:
             contains("unit", query.unit)
+        if query.room is not None:
+            contains("room", query.room)
+        if query.units is not None:
+            clauses.append(f"unit IN ({', '.join('?' * len(query.units))})" if query.units else "0")
+            params += list(query.units)
         if query.case is not None:
             clauses.append("(instr(lower(case_ref), lower(?)) > 0 OR instr(lower(matter), lower(?)) > 0)")
             params += [query.case, query.case]
@@ -318,7 +351,20 @@ class SessionIndex:
         if query.end is not None:
             clauses.append("opened_ts < ?")
             params.append(query.end.timestamp())
-        return self._select(" AND ".join(clauses) or "1", params)
+        if query.status is not None:
+            if query.status not in STATUSES or now is None or policy is None:
+                raise ValueError(f"status {query.status!r}: one of {', '.join(STATUSES)}, judged at a given time")
+            limit = policy.deadline_hours * 3600
+            clauses.append({
+                "complete": "closed_ts IS NOT NULL",
+                "interrupted": "interrupted = 1",
+                "late": "closed_ts IS NOT NULL AND last_stored_ts - closed_ts >= ?",
+                "receiving": "closed_ts IS NULL AND ? - last_ts < ?",
+                "at risk": "closed_ts IS NULL AND ? - last_ts >= ?",
+            }[query.status])
+            params += {"late": [limit], "receiving": [now.timestamp(), limit],
+                       "at risk": [now.timestamp(), limit]}.get(query.status, [])
+        return " AND ".join(clauses) or "1", params
 
     def late(self, now: dt.datetime, policy: UploadPolicy) -> list[tuple[SessionRow, Standing]]:
         """The sessions late, at risk or past a warning threshold, by device, oldest first.
@@ -337,12 +383,13 @@ class SessionIndex:
         found = [(row, row.standing(now, policy)) for row in rows]
         return sorted(((r, s) for r, s in found if s.alarming), key=lambda rs: (rs[0].device, rs[0].opened_ts))
 
-    def _select(self, where: str, params: Sequence[Any]) -> list[SessionRow]:
+    def _select(self, where: str, params: Sequence[Any], order: str = "opened_ts, device, session",
+                limit: str = "") -> list[SessionRow]:
         with self._lock:
             self._db.execute("BEGIN")  # one snapshot for the sessions and their officers and parties
             try:
-                rows = self._db.execute(f"SELECT {_COLUMNS} FROM sessions s WHERE {where}"
-                                        " ORDER BY opened_ts, device, session", params).fetchall()
+                rows = self._db.execute(f"SELECT {_COLUMNS} FROM sessions s WHERE {where} ORDER BY {order}{limit}",
+                                        params).fetchall()
                 return [self._row(r) for r in rows]
             finally:
                 self._db.execute("COMMIT")

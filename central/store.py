@@ -197,6 +197,9 @@ class CentralStore(abc.ABC):
     def has_working_copy(self, device: str, session: str, file: str) -> bool: ...
 
     @abc.abstractmethod
+    def read_working_copy(self, device: str, session: str, file: str) -> bytes: ...
+
+    @abc.abstractmethod
     def write_working_copy(self, device: str, session: str, file: str, data: bytes) -> None: ...
 
     @abc.abstractmethod
@@ -224,6 +227,8 @@ class FileStore(CentralStore):
         self._keys: dict[str, tuple[tuple[int, int, int], str]] = {}
         if create:
             try:
+                # Owner and group only (NO-LEAK): the store holds recordings, names and the access audit.
+                root.mkdir(mode=0o750, parents=True, exist_ok=True)
                 for sub in ("devices", "sessions", ".staging"):
                     (root / sub).mkdir(parents=True, exist_ok=True)
             except OSError as err:
@@ -504,10 +509,14 @@ class FileStore(CentralStore):
     def has_working_copy(self, device: str, session: str, file: str) -> bool:
         return self._working_copy(device, session, file).exists()
 
+    def read_working_copy(self, device: str, session: str, file: str) -> bytes:
+        return self._working_copy(device, session, file).read_bytes()
+
     def write_working_copy(self, device: str, session: str, file: str, data: bytes) -> None:
         target = self._working_copy(device, session, file)
-        target.parent.mkdir(exist_ok=True)
-        atomic_write(target, data)
+        target.parent.mkdir(mode=0o750, exist_ok=True)
+        # Owner and group only: the decrypted copy is the recording in the clear.
+        atomic_write(target, data, mode=0o640)
 
     def state_file(self, name: str) -> Path:
         return self.root / name

@@ -9,6 +9,9 @@ sharing one central key pair made in the work folder, as a deployment would.
 from __future__ import annotations
 
 import dataclasses
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +24,10 @@ from central.enroll_server import EnrollServer
 from central.enrollment import Enrollment
 from central.receiver import Receiver
 from central.store import FileStore
+from evidence.durable import atomic_write
 from evidence.settings import read_toml
 from firmware_py import config as config_mod
+from firmware_py import config_file
 from firmware_py.service import Service, wait_for_state
 from firmware_py.state_machine import State
 from hal.buttons.base import ButtonName
@@ -238,3 +243,78 @@ def enrolled_config(path: Path, extra: dict[str, dict[str, Any]] | None = None) 
     for section, values in fast({"hal": {"backend": "sim"}, **(extra or {})}).items():
         data.setdefault(section, {}).update(values)
     return config_mod.from_dict(data)
+
+
+@dataclass
+class WebServer:
+    """`recorder central web` running in its own process, on a free loopback port."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    config_file: Path
+    log_file: Path
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def recorder_command(*args: str) -> list[str]:
+    """The `recorder` command line run with this interpreter (no reliance on PATH)."""
+    return [sys.executable, "-c", "import sys; from firmware_py.cli import main; sys.exit(main())", *args]
+
+
+def web_config_file(central: central_config.CentralConfig, path: Path, web: dict[str, Any] | None = None) -> Path:
+    """A central configuration file for the web application over `central`'s store and keys."""
+    data: dict[str, Any] = {
+        "central": {"timezone": central.central.timezone},
+        "receiver": {"store_dir": str(central.receiver.store_dir),
+                     "private_key_file": central.receiver.private_key_file,
+                     "signing_key_file": central.receiver.signing_key_file},
+        "upload": {"deadline_hours": central.upload.deadline_hours, "warn_hours": list(central.upload.warn_hours)},
+        "web": {"listen": "127.0.0.1", "port": free_port(), **(web or {})},
+    }
+    central_config.from_dict(data)
+    atomic_write(path, config_file.render(data, "central's web application, written by the rig").encode())
+    return path
+
+
+def web_user(config: Path, username: str, role: str, password: str, unit: str = "") -> None:
+    """Create an account from the command line (`recorder central web-user`), as an installer makes the first
+    administrator."""
+    command = recorder_command("central", "web-user", username, "--role", role, "--password-stdin",
+                               "--config", str(config), *(["--unit", unit] if unit else []))
+    done = subprocess.run(command, input=password.encode() + b"\n", capture_output=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"recorder central web-user {username}: {done.stderr.decode(errors='replace')}")
+
+
+def start_web(central: central_config.CentralConfig, workdir: Path, web: dict[str, Any] | None = None,
+              admin: tuple[str, str] | None = None) -> WebServer:
+    """The web application over `central`'s store, serving on a free port once it answers; `admin` (name,
+    password) is created first, from the command line."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = web_config_file(central, workdir / "central-web.toml", web)
+    if admin is not None:
+        web_user(config, admin[0], "admin", admin[1])
+    port = int(read_toml(config)["web"]["port"])
+    log_file = workdir / "web.log"
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(recorder_command("central", "web", "--config", str(config)), stdout=log,
+                                   stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the web application stopped: {log_file.read_text(errors='replace')[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return WebServer(process, url, config, log_file)
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise TimeoutError(f"the web application did not answer on {url}")

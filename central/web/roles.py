@@ -1,0 +1,53 @@
+"""One rule book for who may do what in the web application (ACCESS). Every view asks here.
+
+    viewer      case officer: finds and asks to view their own unit's sessions
+    supervisor  sees their unit's sessions, views without approval (by default), decides requests, the fleet
+    legal       legal office (法制): every unit's sessions, views without approval (by default), the audit
+    records     records keeper: every unit's sessions; viewing needs approval; the audit
+    technician  the fleet page and its alerts only: no sessions
+    admin       accounts and the audit; every unit's sessions listed; viewing needs approval
+`web.exempt_roles` says which roles view without an approval; every view is audited either way.
+"""
+
+from __future__ import annotations
+
+from central.config import WebConfig
+
+ALL_UNITS = frozenset({"legal", "records", "admin"})
+SEARCHERS = frozenset({"viewer", "supervisor", "legal", "records", "admin"})
+APPROVERS = frozenset({"supervisor"})
+FLEET = frozenset({"supervisor", "technician", "admin"})
+AUDITORS = frozenset({"legal", "records", "admin"})
+ACCOUNTS = frozenset({"admin"})
+LABELS = {"viewer": "办案民警 case officer", "supervisor": "审核领导 supervisor", "legal": "法制部门 legal office",
+          "records": "档案管理 records keeper", "technician": "技术保障 technician", "admin": "系统管理 administrator"}
+
+
+def may_search(role: str) -> bool:
+    return role in SEARCHERS
+
+
+def sees_unit(role: str, own_unit: str, unit: str) -> bool:
+    """Whether this role, of `own_unit`, may find and list a session of `unit`."""
+    return role in ALL_UNITS or (role in SEARCHERS and unit == own_unit)
+
+
+def needs_approval(role: str, web: WebConfig) -> bool:
+    return role not in web.exempt_roles
+
+
+def may_decide(role: str, own_unit: str, unit: str) -> bool:
+    """Whether this role may approve or refuse a request to view a session of `unit`."""
+    return role in APPROVERS and unit == own_unit
+
+
+def may_see_fleet(role: str) -> bool:
+    return role in FLEET
+
+
+def may_audit(role: str) -> bool:
+    return role in AUDITORS
+
+
+def may_manage_accounts(role: str) -> bool:
+    return role in ACCOUNTS

@@ -1,0 +1,60 @@
+"""`recorder central web`: the web application under gunicorn (a threaded worker that the master restarts if
+it dies), over HTTPS when `web.tls_cert_file` and `web.tls_key_file` are given. Django is set up and the
+database migrated in the master, before the worker is forked."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from central.config import CentralConfig
+from central.errors import CentralError
+
+log = logging.getLogger(__name__)
+
+
+def prepare(cfg: CentralConfig, store_root: Path) -> Callable[..., Any]:
+    """Django set up for this store, its database migrated and the services checked; the WSGI application."""
+    from django.core.wsgi import get_wsgi_application
+    from django.db import DatabaseError, connections
+
+    from central.web.services import services
+    from central.web.settings import configure_django, migrate
+
+    configure_django(cfg, store_root)
+    try:
+        migrate()
+    except DatabaseError as err:
+        raise CentralError(f"web.database: cannot prepare the web application's database: {err}") from err
+    services()  # fail here, not at the first request, on a missing signing key or an unreadable store
+    application = get_wsgi_application()
+    connections.close_all()  # none may cross the fork into the worker
+    return application
+
+
+def serve(cfg: CentralConfig, store_root: Path, host: str | None = None, port: int | None = None) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    application = prepare(cfg, store_root)
+    web = cfg.web
+    options: dict[str, Any] = {
+        "bind": f"{host or web.listen}:{port or web.port}", "workers": 1, "worker_class": "gthread",
+        "threads": web.threads, "timeout": 120, "graceful_timeout": 10, "accesslog": None,
+        "errorlog": "-", "loglevel": "warning", "preload_app": True, "proc_name": "recorder-central-web",
+    }
+    if web.tls_cert_file:
+        options.update(certfile=web.tls_cert_file, keyfile=web.tls_key_file)
+
+    class Gunicorn(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Callable[..., Any]:
+            return application
+
+    scheme = "https" if web.tls_cert_file else "http"
+    log.info("web application at %s://%s", scheme, options["bind"])
+    Gunicorn().run()

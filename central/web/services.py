@@ -1,0 +1,62 @@
+"""What the web application works with, made once per process from central's configuration: the store, the
+session index, the access audit and central's keys."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from django.conf import settings
+
+from central.audit import AUDIT_FILE, AuditLog
+from central.build import central_key
+from central.config import CentralConfig
+from central.errors import CentralError
+from central.index import SessionIndex
+from central.store import FileStore
+from provisioning.central_key import load_signing_key
+
+
+@dataclass
+class Services:
+    config: CentralConfig
+    store: FileStore
+    index: SessionIndex
+    audit: AuditLog
+    central_key: X25519PrivateKey | None
+    _reports: dict[tuple[str, str, int], Any]
+    _lock: threading.Lock
+    banner_cache: tuple[float, list[dict[str, Any]]] | None = None
+
+    def report(self, device: str, session: str, entries: int, make: Any) -> Any:
+        """The verification report of a session with this many entries, made once (a segment's hash is
+        read through for every check, which takes a second for an hour)."""
+        key = (device, session, entries)
+        with self._lock:
+            if key in self._reports:
+                return self._reports[key]
+        report = make()
+        with self._lock:
+            self._reports[key] = report
+        return report
+
+
+def build_services(cfg: CentralConfig, store_root: Path) -> Services:
+    if not cfg.receiver.signing_key_file:
+        raise CentralError("receiver.signing_key_file is empty: the web application signs its access audit with "
+                           "central's signing key; make one with `recorder central key --out K --signing-out S`")
+    identity = load_signing_key(Path(cfg.receiver.signing_key_file))
+    store = FileStore(store_root)
+    key = central_key(cfg)
+    audit = AuditLog(store.state_file(AUDIT_FILE), identity.sign, identity.public_key_b64, cfg.central.zone)
+    return Services(cfg, store, SessionIndex(store, key), audit, key, {}, threading.Lock())
+
+
+@functools.cache
+def services() -> Services:
+    recorder = settings.RECORDER
+    return build_services(recorder["config"], recorder["store_root"])

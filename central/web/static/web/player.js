@@ -1,0 +1,177 @@
+// The session player: Media Source Extensions over the server's fragmented-MP4 segments (one per recorded
+// segment, each at its own place on the session's timeline). A session still recording is followed live
+// and carries on as a recording when it closes. Seeking or a timeline button fetches the segment holding
+// that moment. No library: the browser's own MediaSource and fetch.
+"use strict";
+(function () {
+  const video = document.getElementById("video");
+  if (!video) return;
+  const manifestUrl = video.dataset.manifest;
+  const base = video.dataset.base;
+  const liveNote = document.getElementById("live");
+  const errorNote = document.getElementById("player-error");
+  const AHEAD_S = 20, KEEP_BEHIND_S = 60, POLL_MS = 700;
+  let segments = [];          // [index, start, end], in timeline order
+  let closed = true;
+  let sb = null;
+  let cursor = 0;              // position in `segments` of the next one to append
+  let appended = new Set();
+  let busy = false;
+  let following = false;      // live: stay at the newest segment
+  let started = false;
+
+  function fail(text) {
+    errorNote.textContent = text;
+    errorNote.hidden = false;
+  }
+
+  function at(t) {             // the position of the segment holding time t (or the first after it)
+    for (let i = 0; i < segments.length; i++) {
+      if (t < segments[i][2] - 0.05) return i;
+    }
+    return segments.length;
+  }
+
+  function bufferedAhead() {
+    const t = video.currentTime, b = video.buffered;
+    for (let i = 0; i < b.length; i++) {
+      if (b.start(i) <= t + 0.1 && t < b.end(i)) return b.end(i) - t;
+    }
+    return 0;
+  }
+
+  function waitUpdate() {
+    return new Promise((resolve) => sb.addEventListener("updateend", resolve, { once: true }));
+  }
+
+  async function evict() {
+    const t = video.currentTime;
+    if (t > KEEP_BEHIND_S && video.buffered.length && video.buffered.start(0) < t - KEEP_BEHIND_S) {
+      sb.remove(0, t - KEEP_BEHIND_S);
+      await waitUpdate();
+      appended = new Set([...appended].filter((i) => segments.find((s) => s[0] === i && s[2] > t - KEEP_BEHIND_S)));
+    }
+  }
+
+  async function pump() {
+    if (busy || !sb) return;
+    busy = true;
+    try {
+      while (cursor < segments.length && (following || bufferedAhead() < AHEAD_S || !started)) {
+        const [index, start] = segments[cursor];
+        if (!appended.has(index)) {
+          const response = await fetch(base + index + ".mp4", { credentials: "same-origin" });
+          if (!response.ok) {
+            fail("片段 " + index + " 无法播放 segment " + index + " cannot be played: " + response.status + " " + (await response.text()));
+            return;
+          }
+          const data = await response.arrayBuffer();
+          await evict();
+          sb.appendBuffer(data);
+          await waitUpdate();
+          appended.add(index);
+          if (!started) {
+            started = true;
+            video.currentTime = following ? start : Math.max(video.currentTime, segments[0][1]);
+          }
+        }
+        cursor++;
+        if (following) break;
+      }
+    } catch (err) {
+      fail("播放出错 playback failed: " + err);
+    } finally {
+      busy = false;
+    }
+  }
+
+  function skipGaps() {        // across an interruption's break, and to the first frame at time 0
+    const t = video.currentTime, b = video.buffered;
+    for (let i = 0; i < b.length; i++) {
+      if (b.start(i) <= t && t < b.end(i)) return;
+    }
+    for (let i = 0; i < b.length; i++) {
+      if (b.start(i) > t && b.start(i) - t < 3600) {
+        video.currentTime = b.start(i) + 0.001;
+        return;
+      }
+    }
+  }
+
+  async function poll() {
+    try {
+      const response = await fetch(manifestUrl + "?poll=1", { credentials: "same-origin", cache: "no-store" });
+      if (!response.ok) return;
+      const m = await response.json();
+      segments = m.segments;
+      if (m.closed && !closed) {
+        closed = true;
+        following = false;
+        liveNote.hidden = true;
+        await setDuration(m.duration);
+      } else if (!closed) {
+        await setDuration(segments.length ? segments[segments.length - 1][2] : 0);
+      }
+      pump();
+    } finally {
+      if (!closed) setTimeout(poll, POLL_MS);
+    }
+  }
+
+  async function setDuration(d) {
+    while (sb && sb.updating) await waitUpdate();
+    const mediaSource = window.__recorderMediaSource;
+    if (mediaSource.readyState === "open" && d > 0 && Math.abs(mediaSource.duration - d) > 0.01) {
+      const end = video.buffered.length ? video.buffered.end(video.buffered.length - 1) : 0;
+      mediaSource.duration = Math.max(d, end);
+    }
+  }
+
+  async function start() {
+    const response = await fetch(manifestUrl, { credentials: "same-origin", cache: "no-store" });
+    if (!response.ok) {
+      fail("无权播放 cannot play: " + response.status + " " + (await response.text()));
+      return;
+    }
+    const m = await response.json();
+    segments = m.segments;
+    closed = m.closed;
+    const type = 'video/mp4; codecs="' + m.codecs + '"';
+    if (!window.MediaSource || !MediaSource.isTypeSupported(type)) {
+      fail("此浏览器不能播放 this browser cannot play " + type);
+      return;
+    }
+    const mediaSource = new MediaSource();
+    window.__recorderMediaSource = mediaSource;
+    video.src = URL.createObjectURL(mediaSource);
+    await new Promise((resolve) => mediaSource.addEventListener("sourceopen", resolve, { once: true }));
+    sb = mediaSource.addSourceBuffer(type);
+    sb.mode = "segments";
+    if (!closed) {
+      following = true;
+      liveNote.hidden = false;
+      cursor = Math.max(0, segments.length - 1);
+      setTimeout(poll, POLL_MS);
+    } else {
+      mediaSource.duration = m.duration;
+    }
+    await pump();
+    if (!closed) video.play().catch(() => {});
+  }
+
+  video.addEventListener("seeking", () => {
+    if (!segments.length) return;
+    if (!closed) following = false;
+    cursor = at(video.currentTime);
+    pump();
+  });
+  video.addEventListener("timeupdate", () => { if (!following) pump(); });
+  setInterval(() => { if (!video.paused) skipGaps(); }, 250);
+  document.querySelectorAll("button.jump").forEach((button) => {
+    button.addEventListener("click", () => {
+      video.currentTime = parseFloat(button.dataset.t);
+      video.play().catch(() => {});
+    });
+  });
+  start().catch((err) => fail("播放出错 playback failed: " + err));
+})();

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from django.contrib.staticfiles.views import serve
+from django.urls import path, re_path
+
+from central.web.views import accounts, approvals, audit_pages, fleet, sessions
+
+_S = "s/<str:device>/<str:session>/"
+
+urlpatterns = [
+    path("login/", accounts.login_view),
+    path("logout/", accounts.logout_view),
+    path("accounts/", accounts.accounts_view),
+    path("", sessions.search_view),
+    path(_S, sessions.session_view),
+    path(_S + "play.json", sessions.manifest_view),
+    path(_S + "seg/<int:index>.mp4", sessions.segment_view),
+    path(_S + "originals.tar", sessions.download_view),
+    path(_S + "request", approvals.request_view),
+    path("approvals/", approvals.approvals_view),
+    path("approvals/<int:pk>/decide", approvals.decide_view),
+    path("audit/", audit_pages.audit_view),
+    path("audit.csv", audit_pages.audit_csv_view),
+    path("fleet/", fleet.fleet_view),
+    path("fleet/alerts/<str:alert_id>/ack", fleet.ack_view),
+    re_path(r"^static/(?P<path>.*)$", serve, {"insecure": True}),
+]

@@ -1,0 +1,139 @@
+"""Logging in and out (throttled, audited), and the administrator's page of staff accounts."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django import forms
+from django.contrib.auth import authenticate, login, logout
+from django.contrib.auth.models import User
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseRedirect
+from django.shortcuts import render
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_http_methods, require_POST
+
+from central.config import ROLES
+from central.web import roles
+from central.web.access import address, audit, who
+from central.web.models import LoginFailure, Staff
+from central.web.services import services
+from central.web.timefmt import local
+
+ADDRESS_FACTOR = 4
+
+
+class LoginForm(forms.Form):
+    username = forms.CharField(label="用户名 username", max_length=150)
+    password = forms.CharField(label="密码 password", widget=forms.PasswordInput, max_length=256)
+
+
+def locked_until(username: str, addr: str) -> dt.datetime | None:
+    """When log-ins to this account (or from this address) are allowed again, if they are locked now."""
+    web = services().config.web
+    window = dt.timedelta(minutes=web.lockout_minutes)
+    since = timezone.now() - window
+    # An address gets ADDRESS_FACTOR times an account's allowance: many staff may share one address (a
+    # proxy, a station's NAT), while one guesser trying many accounts is still stopped.
+    for failures, allowed in ((LoginFailure.objects.filter(username=username, at__gte=since), web.login_attempts),
+                              (LoginFailure.objects.filter(address=addr, at__gte=since),
+                               web.login_attempts * ADDRESS_FACTOR)):
+        if failures.count() >= allowed:
+            last = failures.order_by("-at").first()
+            assert last is not None
+            return last.at + window
+    return None
+
+
+@require_http_methods(["GET", "POST"])
+def login_view(request: HttpRequest) -> HttpResponse:
+    form = LoginForm(request.POST or None)
+    error = ""
+    target = request.GET.get("next", "/")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        target = "/"
+    if request.method == "POST" and form.is_valid():
+        username, addr = form.cleaned_data["username"], address(request)
+        until = locked_until(username, addr)
+        if until is not None:
+            error = f"登录失败次数过多 too many failed log-ins: try again after {local(until)}"
+            audit(request, "login_failed", username, {"why": "locked"}, username=username)
+        else:
+            user = authenticate(request, username=username, password=form.cleaned_data["password"])
+            if user is None or not Staff.objects.filter(user=user).exists():
+                LoginFailure.objects.create(username=username, address=addr, at=timezone.now())
+                audit(request, "login_failed", username, {"why": "wrong name or password"}, username=username)
+                error = "用户名或密码错误 wrong username or password"
+            else:
+                login(request, user)
+                audit(request, "login")
+                return HttpResponseRedirect(target)
+    return render(request, "web/login.html", {"form": form, "error": error, "next": target},
+                  status=403 if error else 200)
+
+
+@require_POST
+def logout_view(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        audit(request, "logout")
+    logout(request)
+    return HttpResponseRedirect("/login/")
+
+
+class AccountForm(forms.Form):
+    username = forms.CharField(label="用户名 username", max_length=150)
+    role = forms.ChoiceField(label="角色 role", choices=[(r, roles.LABELS[r]) for r in ROLES])
+    unit = forms.CharField(label="单位 unit", max_length=200, required=False)
+    password = forms.CharField(label="密码 password (new accounts, or to reset)", widget=forms.PasswordInput,
+                               required=False, max_length=256)
+    active = forms.BooleanField(label="启用 active", required=False, initial=True)
+
+    def clean(self) -> dict[str, object]:
+        data = super().clean() or {}
+        if data.get("role") in ("viewer", "supervisor") and not str(data.get("unit", "")).strip():
+            raise ValidationError("a case officer or supervisor belongs to a unit: give it")
+        return data
+
+
+def save_account(username: str, role: str, unit: str, password: str, active: bool) -> tuple[User, bool]:
+    """Create or change a staff account; ValidationError names what is wrong (a weak password)."""
+    if role not in ROLES:
+        raise ValidationError(f"{role!r} is not a role ({', '.join(ROLES)})")
+    with transaction.atomic():
+        user, created = User.objects.get_or_create(username=username)
+        if created and not password:
+            raise ValidationError("a new account needs a password")
+        if password:
+            validate_password(password, user)
+            user.set_password(password)
+        user.is_active = active
+        user.save()
+        Staff.objects.update_or_create(user=user, defaults={"role": role, "unit": unit.strip()})
+    return user, created
+
+
+@require_http_methods(["GET", "POST"])
+def accounts_view(request: HttpRequest) -> HttpResponse:
+    person = who(request)
+    if not roles.may_manage_accounts(person.role):
+        return HttpResponseForbidden("only an administrator manages accounts")
+    form = AccountForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        d = form.cleaned_data
+        try:
+            _, created = save_account(d["username"], d["role"], d["unit"], d["password"], d["active"])
+        except ValidationError as err:
+            form.add_error("password", err)
+        else:
+            audit(request, "account", d["username"], {"created": created, "role": d["role"], "unit": d["unit"],
+                                                      "active": d["active"], "password_set": bool(d["password"])})
+            return HttpResponseRedirect("/accounts/")
+    query = request.GET.get("q", "").strip()
+    staff = Staff.objects.select_related("user").order_by("user__username")
+    if query:
+        staff = staff.filter(Q(user__username__icontains=query) | Q(unit__icontains=query))
+    return render(request, "web/accounts.html", {"form": form, "accounts": staff[:500], "labels": roles.LABELS})
