@@ -8,12 +8,13 @@ sharing one central key pair made in the work folder, as a deployment would.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -318,3 +319,27 @@ def start_web(central: central_config.CentralConfig, workdir: Path, web: dict[st
             time.sleep(0.1)
     process.kill()
     raise TimeoutError(f"the web application did not answer on {url}")
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ("--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--autoplay-policy=no-user-gesture-required")
+"""Debian's Chromium, headless and quiet: no calls home (the machines here have no way out, and they would
+only be refused), and media may play without a click, as a supervisor's wall screen would."""
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Playwright's Chromium browser, Debian's build launched by its path (Playwright downloads none here); a
+    dev dependency, imported only when asked for."""
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        raise FileNotFoundError(f"{CHROMIUM}: install Debian's chromium (make setup does)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_FLAGS))
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -44,7 +44,9 @@ class WebClient:
         headers = {"Referer": self.base + "/"}
         if data is not None:
             body = urllib.parse.urlencode({**data, "csrfmiddlewaretoken": self._csrf()}).encode()
-        request = urllib.request.Request(self.base + path, data=body, headers=headers)
+        # A path may carry Chinese query text: sent percent-encoded, as a browser does.
+        request = urllib.request.Request(self.base + urllib.parse.quote(path, safe="/?=&%:+"), data=body,
+                                         headers=headers)
         try:
             with self._opener.open(request, timeout=timeout) as response:
                 return Reply(response.status, response.read(), response.url, dict(response.headers))

@@ -8,6 +8,7 @@ import io
 import itertools
 import json
 import math
+import urllib.parse
 from collections.abc import Iterator
 
 from django.db import transaction
@@ -87,7 +88,7 @@ def audit_view(request: HttpRequest) -> HttpResponse:
                "target": r.target, "detail": r.detail, "address": r.address}
               for r in rows[(page - 1) * PAGE: page * PAGE]]
     check = services().audit.check() if request.GET.get("check") else None
-    params = "&".join(f"{k}={v}" for k, v in shown.items() if v)
+    params = urllib.parse.urlencode({k: v for k, v in shown.items() if v})
     return render(request, "web/audit.html", {"rows": listed, "shown": shown, "actions": ACTIONS, "total": total,
                                               "page": page, "pages": max(1, math.ceil(total / PAGE)),
                                               "params": params, "error": error, "check": check,

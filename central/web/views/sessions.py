@@ -8,6 +8,7 @@ import datetime as dt
 import io
 import math
 import tarfile
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -106,7 +107,7 @@ def search_view(request: HttpRequest) -> HttpResponse:
         pages = max(1, math.ceil(total / size))
         filters = {k: v for k, v in request.GET.items() if k.startswith("q_") and v}
         audit(request, "search", "", {"filters": filters, "page": page, "found": total}, actor=person)
-    params = "&".join(f"{k}={v}" for k, v in request.GET.items() if k != "page")
+    params = urllib.parse.urlencode({k: v for k, v in request.GET.items() if k != "page"})
     return render(request, "web/search.html", {"form": form, "rows": rows, "total": total, "page": page,
                                                "pages": pages, "error": error, "params": params,
                                                "zone": zone_name()})

@@ -8,7 +8,6 @@ import io
 import sqlite3
 import stat
 import tarfile
-from pathlib import Path
 
 import av
 
@@ -30,7 +29,7 @@ def content_urls(site: Site) -> list[str]:
 
 def test_nothing_is_served_without_logging_in__ACCESS(site: Site) -> None:
     anonymous = site.client()
-    for url in content_urls(site) + ["/audit.csv"]:
+    for url in [*content_urls(site), "/audit.csv"]:
         assert anonymous.get(url).status == 403, url
     for page in ("/", site.page, "/audit/", "/fleet/", "/approvals/", "/accounts/"):
         reply = anonymous.get(page)
@@ -86,9 +85,9 @@ def test_an_approval_opens_the_content_until_it_expires__ACCESS(site: Site) -> N
     first = site.page + "seg/1.mp4"
     reply = viewer.get(first)
     assert reply.status == 200 and reply.headers["Content-Type"] == "video/mp4"
-    with av.open(io.BytesIO(reply.body)) as mp4:
+    with av.open(io.BytesIO(reply.body), "r") as mp4:
         assert {s.type for s in mp4.streams} == {"video", "audio"}
-        assert sum(1 for _ in mp4.decode(video=0)) > 0
+        assert len(list(mp4.decode(video=0))) > 0
 
     originals = viewer.get(site.page + "originals.tar")
     assert originals.status == 200
@@ -138,6 +137,5 @@ def test_recordings_working_copies_audit_and_database_are_private__ACCESS(site: 
     assert plain
     for path in [*plain, site.recorded.central_dir / "plain"]:
         assert stat.S_IMODE(path.stat().st_mode) & 0o007 == 0, path
-    for name_ in (AUDIT_FILE, WEB_DB, SECRET_FILE):
-        path: Path = store.state_file(name_)
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    for private in (store.state_file(AUDIT_FILE), store.state_file(WEB_DB), store.state_file(SECRET_FILE)):
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
