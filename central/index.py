@@ -35,7 +35,7 @@ from evidence.errors import MalformedEntry
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE sessions (
@@ -61,6 +61,7 @@ CREATE TABLE sessions (
     PRIMARY KEY (device, session)
 );
 CREATE INDEX sessions_opened ON sessions (opened_ts);
+CREATE INDEX sessions_unit ON sessions (unit, opened_ts);
 CREATE TABLE officers (
     device TEXT NOT NULL,
     session TEXT NOT NULL,
@@ -121,6 +122,8 @@ class Query:
 
 
 STATUSES = ("receiving", "complete", "late", "at risk", "interrupted")
+_FEW = 500
+"""`search` counts the matches of a filter apart only when more than this many sessions pass it."""
 
 
 @dataclass(frozen=True)
@@ -305,21 +308,44 @@ class SessionIndex:
                offset: int = 0) -> tuple[list[SessionRow], int]:
         """A page of the sessions matching `query`, newest first, and how many match in all."""
         where, params = self._where(query, now, policy)
+        order = "ORDER BY opened_ts DESC, device, session"
         with self._lock:
-            (total,) = self._db.execute(f"SELECT count(*) FROM sessions s WHERE {where}", params).fetchone()
-        rows = self._select(where, params, "opened_ts DESC, device, session",
-                            f" LIMIT {int(limit)} OFFSET {int(offset)}")
-        return rows, int(total)
+            self._db.execute("BEGIN")  # one snapshot for the count, the page and its officers and parties
+            try:
+                if where == "1":
+                    # Everything: counted in a moment, the page read off the time index.
+                    (total,) = self._db.execute("SELECT count(*) FROM sessions").fetchone()
+                    keys = self._db.execute(f"SELECT device, session FROM sessions s {order} LIMIT ? OFFSET ?",
+                                            [limit, offset]).fetchall()
+                else:
+                    # A filter is judged once per session: the count comes with the page (a window over the
+                    # matches), and only the page's keys are sorted out and read in full below.
+                    found = self._db.execute(f"SELECT device, session, count(*) OVER () FROM sessions s WHERE {where}"
+                                             f" {order} LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
+                    if found:
+                        total = found[0][2]
+                    else:
+                        (total,) = self._db.execute(f"SELECT count(*) FROM sessions s WHERE {where}",
+                                                    params).fetchone()
+                    keys = [(device, session) for device, session, _ in found]
+                rows = [self._db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE device = ? AND session = ?",
+                                         key).fetchone() for key in keys]
+                return [self._row(r) for r in rows], int(total)
+            finally:
+                self._db.execute("COMMIT")
 
     @staticmethod
     def _where(query: Query, now: dt.datetime | None, policy: UploadPolicy | None) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
 
+        def pattern(value: str) -> str:
+            # LIKE ignores ASCII case, as the CLI always has; '%', '_' and '\\' in a name are meant literally.
+            return "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
         def contains(column: str, value: str) -> None:
-            # instr, not LIKE: a '%' or '_' in a name is meant literally.
-            clauses.append(f"instr(lower({column}), lower(?)) > 0")
-            params.append(value)
+            clauses.append(f"{column} LIKE ? ESCAPE '\\'")
+            params.append(pattern(value))
 
         if query.device is not None:
             clauses.append("device = ?")
@@ -335,16 +361,16 @@ class SessionIndex:
             clauses.append(f"unit IN ({', '.join('?' * len(query.units))})" if query.units else "0")
             params += list(query.units)
         if query.case is not None:
-            clauses.append("(instr(lower(case_ref), lower(?)) > 0 OR instr(lower(matter), lower(?)) > 0)")
-            params += [query.case, query.case]
+            clauses.append("(case_ref LIKE ? ESCAPE '\\' OR matter LIKE ? ESCAPE '\\')")
+            params += [pattern(query.case)] * 2
+        # One pass over the officers (parties) for the matching sessions, not one per session.
         if query.officer is not None:
-            clauses.append("EXISTS (SELECT 1 FROM officers o WHERE o.device = s.device AND o.session = s.session"
-                           " AND (instr(lower(o.name), lower(?)) > 0 OR instr(lower(o.certificate), lower(?)) > 0))")
-            params += [query.officer, query.officer]
+            clauses.append("(device, session) IN (SELECT device, session FROM officers WHERE name LIKE ? ESCAPE '\\'"
+                           " OR certificate LIKE ? ESCAPE '\\')")
+            params += [pattern(query.officer)] * 2
         if query.party is not None:
-            clauses.append("EXISTS (SELECT 1 FROM parties p WHERE p.device = s.device AND p.session = s.session"
-                           " AND instr(lower(p.name), lower(?)) > 0)")
-            params.append(query.party)
+            clauses.append("(device, session) IN (SELECT device, session FROM parties WHERE name LIKE ? ESCAPE '\\')")
+            params.append(pattern(query.party))
         if query.start is not None:
             clauses.append("coalesce(closed_ts, last_ts) >= ?")
             params.append(query.start.timestamp())

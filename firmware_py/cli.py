@@ -144,7 +144,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
         broker = (host or "127.0.0.1", int(port))
     result = run_demo(args.seconds, args.workdir, broker, tls=args.tls, interrupt=args.interrupt)
     print_summary(result)
-    return 0 if result.report.ok else 1
+    if not result.report.ok:
+        return 1
+    from central.web.server import serve
+    from firmware_py.demo import prepare_web
+
+    web = prepare_web(result)
+    print(f"watch      {web.url}")
+    print(f"           log in as {web.username} / {web.password} (a supervisor of the room's unit: no approval "
+          "needed)")
+    if not args.web:
+        print(f"           serve it with: recorder central web --config {web.config_file}   (or: recorder demo "
+              "--web)")
+        return 0
+    from central import config as central_config
+
+    cfg = central_config.load(web.config_file)
+    print("           serving; Ctrl-C stops")
+    serve(cfg, cfg.receiver.store_dir)
+    return 0
 
 
 def _trusted_key(args: argparse.Namespace, session_dir: Path) -> tuple[str | None, str]:
@@ -416,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--interrupt", action="store_true",
                       help="break the camera for 2 s midway: the session resumes, the device asks for the reason "
                            "and gives the notice again, and central's copy verifies with the break explained")
+    demo.add_argument("--web", action="store_true",
+                      help="then serve the web application where the session can be watched, until Ctrl-C")
     demo.set_defaults(func=cmd_demo)
 
     verify = command("verify", "check stored sessions offline (a device spool, central's copy or an export)")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from capture.ledger import read_entries
+from central.config import CentralConfig
 from capture.probe import decodes
 from evidence.entry import EVENT, Entry
 from evidence.reasons import INTERRUPTION_REASONS
@@ -34,6 +35,41 @@ class DemoResult:
     """Segments central decrypted into a viewing copy (checked against the seal)."""
     breaks: list[str] = field(default_factory=list)
     """Each interruption of the session, as its ledger at central tells it."""
+    central: CentralConfig | None = None
+    """Central's configuration, for the web application over the demo's store."""
+    workdir: Path | None = None
+    device: str = ""
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class DemoWeb:
+    """Where the demo's session can be watched in a browser, and the account to log in with."""
+
+    config_file: Path
+    url: str
+    username: str
+    password: str
+
+
+def prepare_web(result: DemoResult) -> DemoWeb:
+    """The web application's configuration over the demo's store, and a supervisor of the demo's unit (who
+    views without an approval), with a fresh password."""
+    import secrets
+
+    from central import config as central_config
+    from central.web.server import prepare
+
+    assert result.central is not None and result.workdir is not None
+    config_file = rig_mod.web_config_file(result.central, result.workdir / "central-web.toml")
+    cfg = central_config.load(config_file)
+    prepare(cfg, cfg.receiver.store_dir)
+    from central.web.views.accounts import save_account  # its models need Django set up first
+
+    password = secrets.token_urlsafe(12)
+    save_account("demo", "supervisor", result.unit, password, True)
+    url = f"http://{cfg.web.listen}:{cfg.web.port}/s/{result.device}/{result.session_id}/"
+    return DemoWeb(config_file, url, "demo", password)
 
 
 INTERRUPT_SETTINGS: dict[str, dict[str, Any]] = {"session": {"explanation_seconds": 5.0, "menu_seconds": 3.0}}
@@ -102,7 +138,8 @@ def run_demo(seconds: float, workdir: Path | None, broker_addr: tuple[str, int] 
         report = verify_session(files, trusted_key_b64=rig.store.device_key(cfg.device.id), decode=decodes,
                                 central_key=rig.receiver.central_key)
         copies = sum(rig.store.has_working_copy(cfg.device.id, session_id, name) for name in files.media_names())
-        return DemoResult(session_id, central_dir, report, waited, copies, _breaks(read_entries(central_dir)))
+        return DemoResult(session_id, central_dir, report, waited, copies, _breaks(read_entries(central_dir)),
+                          central, workdir, cfg.device.id, cfg.device.unit)
     finally:
         if rig is not None:
             rig.close()

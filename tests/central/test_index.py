@@ -99,6 +99,7 @@ def replay_into(receiver: Receiver, broker: LocalBroker, session_dirs: list[Path
     index = receiver.index
     assert index is not None
     assert wait_until(lambda: sum(r.entries for r in index.sessions(Query())) == total, 20), receiver.refused
+    assert receiver.settle(30)  # and the working copies that follow the receipts are written
 
 
 @pytest.fixture(scope="module")
@@ -431,3 +432,34 @@ def test_index_skips_what_the_receiver_would_never_store(tmp_path: Path) -> None
         assert (row.entries, row.segments, row.complete) == (2, 1, False)  # indexed up to the bad entry
     finally:
         index.close()
+
+
+def test_search_pages_count_and_judge_status_as_the_rows_do__CLASSIFY(tmp_path: Path) -> None:
+    from bench.bench_web import fill_index
+
+    store = FileStore(tmp_path / "central")
+    fill_index(store, 1500)
+    index = SessionIndex(store)
+    policy = UploadPolicy(deadline_hours=24.0, warn_hours=(12.0,))
+    # Late in 2026: the synthetic sessions (from 1 January, five minutes apart) are all complete by then.
+    now = dt.datetime(2026, 1, 6, tzinfo=dt.UTC)
+    everything = index.sessions(Query())
+    for query in (Query(), Query(unit="东城"), Query(officer="王"), Query(officer="44000000012"), Query(party="李"),
+                  Query(case="a2026"), Query(room="询问室3"), Query(units=("东城市公安局城关分局",)),
+                  Query(unit="示例", officer="张"), Query(device="ROOM-0042")):
+        expected = list(reversed(index.sessions(query)))
+        pages: list[SessionRow] = []
+        for page in range(4):
+            rows, total = index.search(query, now, policy, 7, page * 7)
+            assert total == len(expected), query
+            pages += rows
+        assert [(r.device, r.session) for r in pages] == [(r.device, r.session) for r in expected[:28]], query
+    for status in ("complete", "interrupted", "late", "receiving", "at risk"):
+        _, total = index.search(Query(status=status), now, policy, 10)
+        judged = {"complete": lambda r: r.complete, "interrupted": lambda r: r.interrupted}.get(
+            status, lambda r, s=status: r.standing(now, policy).status == s)
+        assert total == sum(1 for r in everything if judged(r)), status
+    assert index.search(Query(status="complete"), now, policy, 10)[1] == 1500
+    assert index.search(Query(unit="100%"), now, policy, 10)[1] == 0  # '%' is meant literally
+    with pytest.raises(ValueError, match="status"):
+        index.search(Query(status="lost"), now, policy, 10)
