@@ -68,7 +68,7 @@ def fill_index(store: FileStore, sessions: int, seed: int = 10) -> None:
         iso_closed = dt.datetime.fromtimestamp(closed, dt.UTC).isoformat(timespec="milliseconds")
         segments = int((closed - opened) / 2)
         rows.append((device, session, unit, f"询问室{room % 12 + 1}", f"{unit}办案中心", f"A{2026_0000 + i}",
-                     rng.choice(["询问", "讯问", "听证", "调解"]), iso, opened, iso_closed, closed, "the STOP button was held",
+                     rng.choice(["询问", "讯问", "听证", "调解"]), iso, opened, iso_closed, closed, "STOP held",
                      segments, segments * 400_000, segments + 3, iso_closed, closed, closed + rng.uniform(1, 30),
                      int(rng.random() < 0.05)))
         for position, officer in enumerate(rng.sample(officers, 2)):

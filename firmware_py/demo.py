@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from capture.ledger import read_entries
-from central.config import CentralConfig
 from capture.probe import decodes
+from central.config import CentralConfig
 from evidence.entry import EVENT, Entry
 from evidence.reasons import INTERRUPTION_REASONS
 from evidence.verify import Report, verify_session

@@ -454,11 +454,16 @@ def test_search_pages_count_and_judge_status_as_the_rows_do__CLASSIFY(tmp_path: 
             assert total == len(expected), query
             pages += rows
         assert [(r.device, r.session) for r in pages] == [(r.device, r.session) for r in expected[:28]], query
+    def judged(row: SessionRow, status: str) -> bool:
+        if status == "complete":
+            return row.complete
+        if status == "interrupted":
+            return row.interrupted
+        return row.standing(now, policy).status == status
+
     for status in ("complete", "interrupted", "late", "receiving", "at risk"):
         _, total = index.search(Query(status=status), now, policy, 10)
-        judged = {"complete": lambda r: r.complete, "interrupted": lambda r: r.interrupted}.get(
-            status, lambda r, s=status: r.standing(now, policy).status == s)
-        assert total == sum(1 for r in everything if judged(r)), status
+        assert total == sum(1 for r in everything if judged(r, status)), status
     assert index.search(Query(status="complete"), now, policy, 10)[1] == 1500
     assert index.search(Query(unit="100%"), now, policy, 10)[1] == 0  # '%' is meant literally
     with pytest.raises(ValueError, match="status"):
