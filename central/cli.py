@@ -682,7 +682,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
     user = action("web-user", "create or change a staff account of the web application (the first "
                               "administrator, for one)", cmd_web_user)
-    user.add_argument("username")
+    user.add_argument("username", help="the account's log-in name (Chinese names work)")
     user.add_argument("--role", required=True, choices=config_mod.ROLES, help="what the account may do")
     user.add_argument("--unit", help="the unit of a viewer or supervisor (they see only its sessions)")
     user.add_argument("--password", action="store_true", help="set its password (asked twice)")

@@ -5,12 +5,15 @@ given again, and the whole session verifies with the gap explained."""
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 
+from central.web.playback import fragment, read_ledger, viewable
 from evidence.verify import verify_session
 from firmware_py import rig as rig_mod
 from firmware_py.cli import build_parser
@@ -21,6 +24,7 @@ from hal.buttons.base import ButtonName
 from hal.factory import SimControls
 from hal.tally.base import TallyPattern
 from mqtt.broker import LocalBroker
+from provisioning.central_key import load_central_key
 from tests.conftest import make_rig, wait_until
 from tests.media import entries, loud_fraction
 
@@ -102,6 +106,26 @@ def test_camera_fault_that_clears_resumes_the_same_session__INTERRUPT(rig: Rig) 
     assert log[-1]["body"]["reason_code"] == "stop_button"
     report = verify_session(central, trusted_key_b64=rig.service.identity.public_key_b64)
     assert report.ok, report.findings
+    timeline_shows_the_break(rig, session, gap, explained)
+
+
+def timeline_shows_the_break(rig: Rig, session: str | None, gap: dict[str, Any], explained: dict[str, Any]) -> None:
+    """The web application's timeline puts the break, the spoken explanation and the stated reason where they
+    are, and the player's fragments keep the segments on both sides of the break at their places."""
+    assert session is not None
+    key = load_central_key(Path(rig.central.receiver.private_key_file))
+    ledger = read_ledger(rig.store, rig.config.device.id, session, key)
+    moments = {m.kind: m for m in ledger.moments()}
+    assert moments["interruption"].seconds == round(gap["began_ns"] / 1e9, 3)
+    assert "摄像头" in moments["interruption"].text and "resumed" in moments["interruption"].text
+    assert moments["explanation"].seconds == round(explained["began_ns"] / 1e9, 3)
+    assert "camera" in moments["reason"].text and "timeout" in moments["reason"].text
+    assert [m.kind for m in ledger.moments()].count("notice") == 2 and "close" in moments
+    after = next(s for s in ledger.segments if s.start_ns == gap["resumed_ns"])
+    data = fragment(viewable(rig.store, rig.config.device.id, session, after, True), after.start_ns)
+    with av.open(io.BytesIO(data), "r") as mp4:
+        first = next(p for p in mp4.demux(video=0) if p.pts is not None)
+        assert abs(float(first.pts * first.time_base) - gap["resumed_ns"] / 1e9) < 0.01
 
 
 def test_reason_changed_through_the_spoken_menu__INTERRUPT(rig: Rig) -> None:

@@ -34,6 +34,7 @@ from central.web.playback import Ledger, codecs, fragment, read_ledger, viewable
 from central.web.services import services
 from central.web.timefmt import entered, local, zone_name
 from evidence import layout
+from evidence.rules import Problem
 from evidence.verify import verify_session
 
 PLAYING = "playing"
@@ -141,6 +142,9 @@ def session_view(request: HttpRequest, device: str, session: str) -> HttpRespons
         report = svc.report(device, session, len(ledger.entries), lambda: verify_session(
             svc.store.session_files(device, session), svc.store.session_key(device, session)))
         context["report"] = report
+        # A session still being recorded or received has no close yet: that alone is not a problem to show.
+        context["receiving"] = not row.complete and bool(report.findings) and all(
+            f.problem is Problem.TRUNCATED for f in report.findings)
         context["moments"] = [{"t": m.seconds, "kind": m.kind, "text": m.text, "time": local(m.time)}
                               for m in ledger.moments()]
         context["officers"] = list(ledger.opening.officers) if ledger.opening else []

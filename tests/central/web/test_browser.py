@@ -38,9 +38,9 @@ def video(page: Any, what: str) -> Any:
     return page.evaluate(f"(() => {{ const v = document.getElementById('video'); return {what}; }})()")
 
 
-def decide(supervisor: Any, site: Site, decision: str) -> None:
+def decide(supervisor: Any, site: Site, reason: str, decision: str) -> None:
     supervisor.goto(site.url + "/approvals/")
-    row = supervisor.locator("#pending tbody tr", has_text=site.session).first
+    row = supervisor.locator("#pending tbody tr", has_text=reason)
     row.locator("input[name=note]").fill("同意" if decision == "approve" else "理由不足 not enough reason")
     row.locator(f"button.{decision}").click()
     supervisor.wait_for_load_state()
@@ -63,13 +63,13 @@ def test_a_case_officer_finds_asks_is_refused_then_approved_and_plays__ACCESS_CL
     viewer.fill("#request-form textarea", "复核案件材料 reviewing the case")
     viewer.click("#request-form button")
     supervisor = logged_in(browser, site, supervisor_name)
-    decide(supervisor, site, "refuse")
+    decide(supervisor, site, "复核案件材料", "refuse")
     viewer.reload()
-    assert "refused" in viewer.inner_text("#my-requests") and viewer.locator("#video").count() == 0
+    assert "refused by 王科长" in viewer.inner_text("#my-requests") and viewer.locator("#video").count() == 0
 
     viewer.fill("#request-form textarea", "补充材料后再次申请 asking again")
     viewer.click("#request-form button")
-    decide(supervisor, site, "approve")
+    decide(supervisor, site, "补充材料后再次申请", "approve")
     viewer.reload()
     assert viewer.evaluate(f"MediaSource.isTypeSupported('{H264}')")
     viewer.wait_for_function("document.getElementById('video').readyState >= 2", timeout=15000)

@@ -77,6 +77,7 @@ def test_a_session_plays_live_and_carries_on_when_it_closes__ACCESS(live: Live, 
     assert wait_until(lambda: json.loads(client.get(manifest).body)["segments"], 30)
     supervisor.goto(f"{live.url}/s/{rig.config.device.id}/{session}/")
     supervisor.wait_for_selector("#live", state="visible", timeout=10000)
+    assert "Still being received" in supervisor.inner_text("#verification")
     supervisor.wait_for_function("document.getElementById('video').readyState >= 2", timeout=15000)
     start = video(supervisor, "v.currentTime")
     supervisor.wait_for_function(f"document.getElementById('video').currentTime > {start} + 2", timeout=15000)
