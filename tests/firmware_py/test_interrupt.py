@@ -125,6 +125,7 @@ def timeline_shows_the_break(rig: Rig, session: str | None, gap: dict[str, Any],
     data = fragment(viewable(rig.store, rig.config.device.id, session, after, True), after.start_ns)
     with av.open(io.BytesIO(data), "r") as mp4:
         first = next(p for p in mp4.demux(video=0) if p.pts is not None)
+        assert first.pts is not None
         assert abs(float(first.pts * first.time_base) - gap["resumed_ns"] / 1e9) < 0.01
 
 
