@@ -17,7 +17,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 test: setup lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 bench: setup
 	$(BIN)/python bench/run.py

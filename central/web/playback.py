@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -65,9 +66,13 @@ class Ledger:
     def duration_s(self) -> float:
         return max((s.end for s in self.segments), default=0) / 1e9
 
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self, ready: Callable[[Segment], bool]) -> dict[str, Any]:
+        """What the player needs: the segments `ready` to view (central writes a segment's working copy
+        shortly after storing it), each with its place on the media timeline, and whether more may come."""
+        listed = [s for s in self.segments if ready(s)]
         return {"closed": self.closed, "duration": round(self.duration_s, 3),
-                "segments": [[s.index, round(s.start_ns / 1e9, 3), round(s.end / 1e9, 3)] for s in self.segments]}
+                "waiting": len(self.segments) - len(listed),
+                "segments": [[s.index, round(s.start_ns / 1e9, 3), round(s.end / 1e9, 3)] for s in listed]}
 
     def moments(self) -> list[Moment]:
         found: list[Moment] = []

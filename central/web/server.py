@@ -20,9 +20,11 @@ def prepare(cfg: CentralConfig, store_root: Path) -> Callable[..., Any]:
     from django.core.wsgi import get_wsgi_application
     from django.db import DatabaseError, connections
 
+    from central.store import FileStore
     from central.web.services import services
     from central.web.settings import configure_django, migrate
 
+    FileStore(store_root)  # the store's folders first (a fresh central): the database and secret live there
     configure_django(cfg, store_root)
     try:
         migrate()

@@ -179,7 +179,9 @@ def manifest_view(request: HttpRequest, device: str, session: str) -> HttpRespon
         return got
     person, ledger = got
     _playback_started(request, person, device, session)
-    manifest = ledger.manifest()
+    store, sealed = services().store, ledger.opening is not None and ledger.opening.encrypted
+    # A segment in the clear is stored with its entry; a sealed one is viewable once its working copy is.
+    manifest = ledger.manifest(lambda s: not sealed or store.has_working_copy(device, session, s.file))
     manifest["codecs"] = _codecs(device, session, ledger)
     response = JsonResponse(manifest)
     response["Cache-Control"] = "no-store"

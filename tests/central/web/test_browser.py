@@ -86,7 +86,7 @@ def test_a_case_officer_finds_asks_is_refused_then_approved_and_plays__ACCESS_CL
     viewer.wait_for_function(
         f"Math.abs(document.getElementById('video').currentTime - {at}) < 1.5 && "
         "document.getElementById('video').readyState >= 2", timeout=10000)
-    assert not viewer.is_visible("#player-error")
+    assert not viewer.is_visible("#player-error"), viewer.inner_text("#player-error")
 
     admin = logged_in(browser, site, "admin")
     admin.goto(site.url + f"/audit/?target={site.session}")

@@ -91,7 +91,7 @@ def test_a_session_plays_live_and_carries_on_when_it_closes__ACCESS(live: Live, 
     supervisor.wait_for_function(
         f"document.getElementById('video').currentTime > {before} + 0.5 || document.getElementById('video').ended",
         timeout=10000)
-    assert not supervisor.is_visible("#player-error")
+    assert not supervisor.is_visible("#player-error"), supervisor.inner_text("#player-error")
 
 
 def test_the_fleet_page_and_an_alert_on_every_page_until_acknowledged__FAULT(live: Live, browser: Any) -> None:

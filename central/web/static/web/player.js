@@ -13,6 +13,8 @@
   const AHEAD_S = 20, KEEP_BEHIND_S = 60, POLL_MS = 700;
   let segments = [];          // [index, start, end], in timeline order
   let closed = true;
+  let wasLive = false;
+  let more = false;           // the manifest may still grow: the session is open, or segments wait at central
   let sb = null;
   let cursor = 0;              // position in `segments` of the next one to append
   let appended = new Set();
@@ -62,6 +64,7 @@
         if (!appended.has(index)) {
           const response = await fetch(base + index + ".mp4", { credentials: "same-origin" });
           if (!response.ok) {
+            if (!closed && response.status === 404) return;  // not viewable yet: the next poll tries again
             fail("片段 " + index + " 无法播放 segment " + index + " cannot be played: " + response.status + " " + (await response.text()));
             return;
           }
@@ -104,17 +107,18 @@
       if (!response.ok) return;
       const m = await response.json();
       segments = m.segments;
-      if (m.closed && !closed) {
+      if (m.closed && !closed) {  // the close arrived: play on as a recording
         closed = true;
         following = false;
         liveNote.hidden = true;
-        await setDuration(m.duration);
-      } else if (!closed) {
-        await setDuration(segments.length ? segments[segments.length - 1][2] : 0);
       }
+      await setDuration(closed ? m.duration : (segments.length ? segments[segments.length - 1][2] : 0));
+      more = !m.closed || m.waiting > 0;
       pump();
     } finally {
-      if (!closed) setTimeout(poll, POLL_MS);
+      // Watched live: follow closely, through the close until the last segment is viewable. Opened after the
+      // close with segments still being made viewable at central: look now and then.
+      if (more) setTimeout(poll, wasLive ? POLL_MS : 3000);
     }
   }
 
@@ -136,6 +140,7 @@
     const m = await response.json();
     segments = m.segments;
     closed = m.closed;
+    more = !m.closed || m.waiting > 0;
     const type = 'video/mp4; codecs="' + m.codecs + '"';
     if (!window.MediaSource || !MediaSource.isTypeSupported(type)) {
       fail("此浏览器不能播放 this browser cannot play " + type);
@@ -151,10 +156,11 @@
       following = true;
       liveNote.hidden = false;
       cursor = Math.max(0, segments.length - 1);
-      setTimeout(poll, POLL_MS);
     } else {
       mediaSource.duration = m.duration;
     }
+    wasLive = !closed;
+    if (more) setTimeout(poll, wasLive ? POLL_MS : 3000);
     await pump();
     if (!closed) video.play().catch(() => {});
   }
