@@ -155,7 +155,7 @@ def _live_and_playback(workdir: Path) -> dict[str, Any]:
                 while not json.loads(watcher.get(path + "play.json").body)["segments"]:
                     time.sleep(0.2)
                 page.goto(server.url + path)
-                page.wait_for_function("document.getElementById('video').readyState >= 2", timeout=20000)
+                page.wait_for_function("() => document.getElementById('video').readyState >= 2", timeout=20000)
                 page.evaluate("""() => { window.shown = []; const v = document.getElementById('video');
                     const tick = (now, meta) => { window.shown.push([meta.mediaTime, performance.timeOrigin + now]);
                         v.requestVideoFrameCallback(tick); };
@@ -174,7 +174,7 @@ def _live_and_playback(workdir: Path) -> dict[str, Any]:
                     link = page.locator("#results tbody a").first
                     t = time.perf_counter()
                     link.click()
-                    page.wait_for_function("document.getElementById('video') && "
+                    page.wait_for_function("() => document.getElementById('video') && "
                                            "document.getElementById('video').readyState >= 2", polling="raf",
                                            timeout=20000)
                     firsts.append(time.perf_counter() - t)

@@ -537,17 +537,20 @@ def cmd_web_user(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     prepare(cfg, _store_root(args, cfg))
+    from django.db import transaction
+
     from central.web.access import audit
     from central.web.views.accounts import save_account
 
     password = _read_password(args) if args.password or args.password_stdin else ""
     try:
-        _, created = save_account(args.username, args.role, args.unit or "", password, not args.disable)
+        with transaction.atomic():  # the change stands only if its audit record was written
+            _, created = save_account(args.username, args.role, args.unit or "", password, not args.disable)
+            audit(None, "account", args.username, {"created": created, "role": args.role, "unit": args.unit or "",
+                                                    "active": not args.disable, "password_set": bool(password)},
+                  username=f"cli:{getpass.getuser()}")
     except ValidationError as err:
         raise CentralError(f"{args.username}: " + "; ".join(err.messages)) from err
-    audit(None, "account", args.username, {"created": created, "role": args.role, "unit": args.unit or "",
-                                            "active": not args.disable, "password_set": bool(password)},
-          username=f"cli:{getpass.getuser()}")
     print(f"{'created' if created else 'changed'} {args.username} ({args.role})")
     return 0
 

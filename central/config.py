@@ -87,6 +87,9 @@ class WebConfig(Section):
     listen: Annotated[str, NonEmpty()] = "127.0.0.1"
     port: Annotated[int, Port] = 8080
     """Where `recorder central web` serves the staff's pages."""
+    hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "[::1]")
+    """The names and addresses staff reach the server by (Django's ALLOWED_HOSTS): a request naming another
+    host is refused, so a page elsewhere cannot reach the server through a name it controls."""
     database: str = ""
     """Empty: an SQLite file beside the store (web.sqlite3). Or a PostgreSQL URL:
     postgresql://USER:PASSWORD@HOST:PORT/NAME (the password may instead come from ~/.pgpass)."""

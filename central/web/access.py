@@ -18,6 +18,9 @@ from central.web.services import services
 from evidence import layout
 
 OPEN_PATHS = ("/login/", "/static/")
+CSP = ("default-src 'self'; media-src 'self' blob:; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+       "form-action 'self'; frame-ancestors 'none'")
+"""Only this server's own scripts, styles and media (the player's MediaSource is a blob: URL)."""
 
 
 class LoginRequiredMiddleware:
@@ -28,6 +31,15 @@ class LoginRequiredMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self._answer(request)
+        if not request.path.startswith("/static/"):
+            # Recordings, names and the audit are never kept in a browser's or a proxy's cache: an expired
+            # approval must not leave the video on the officer's disk.
+            response["Cache-Control"] = "no-store"
+        response["Content-Security-Policy"] = CSP
+        return response
+
+    def _answer(self, request: HttpRequest) -> HttpResponse:
         if not request.path.startswith(OPEN_PATHS):
             if not request.user.is_authenticated:
                 if request.path.endswith((".json", ".mp4", ".tar", ".csv")):

@@ -54,8 +54,8 @@ def banner(request: HttpRequest) -> dict[str, Any]:
     staff = Staff.objects.filter(user_id=request.user.pk).first()
     if staff is None:
         return {}
-    shown = [a for a in urgent() if not a["unit"] or roles.sees_unit(staff.role, staff.unit, a["unit"])
-             or roles.may_see_fleet(staff.role)]
+    shown = [a for a in urgent() if roles.sees_alert(staff.role, staff.unit, a["unit"])
+             or (not a["unit"] and roles.may_see_fleet(staff.role))]
     return {"staff": staff, "role_label": roles.LABELS.get(staff.role, staff.role), "urgent": shown,
             "zone_name": services().config.central.timezone, "nav": {
                 "search": roles.may_search(staff.role), "fleet": roles.may_see_fleet(staff.role),

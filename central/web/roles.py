@@ -45,6 +45,15 @@ def may_see_fleet(role: str) -> bool:
     return role in FLEET
 
 
+def sees_every_alert(role: str) -> bool:
+    """Technicians and administrators look after every room; a supervisor sees their own unit's alerts."""
+    return role in FLEET and role not in APPROVERS
+
+
+def sees_alert(role: str, own_unit: str, unit: str) -> bool:
+    return sees_every_alert(role) or (role in FLEET | SEARCHERS and unit == own_unit)
+
+
 def may_audit(role: str) -> bool:
     return role in AUDITORS
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from central.index import SessionIndex
 from central.store import FileStore
 from provisioning.central_key import load_signing_key
 
+REPORT_SECONDS = 60.0
+
 
 @dataclass
 class Services:
@@ -28,20 +31,21 @@ class Services:
     index: SessionIndex
     audit: AuditLog
     central_key: X25519PrivateKey | None
-    _reports: dict[tuple[str, str, int], Any]
+    _reports: dict[tuple[str, str, int], tuple[float, Any]]
     _lock: threading.Lock
     banner_cache: tuple[float, list[dict[str, Any]]] | None = None
 
     def report(self, device: str, session: str, entries: int, make: Any) -> Any:
-        """The verification report of a session with this many entries, made once (a segment's hash is
-        read through for every check, which takes a second for an hour)."""
+        """The verification report of a session with this many entries, made again after REPORT_SECONDS (it
+        reads every segment through, about a second for an hour; a file changed on disk shows within that)."""
         key = (device, session, entries)
         with self._lock:
-            if key in self._reports:
-                return self._reports[key]
+            kept = self._reports.get(key)
+            if kept is not None and time.monotonic() - kept[0] < REPORT_SECONDS:
+                return kept[1]
         report = make()
         with self._lock:
-            self._reports[key] = report
+            self._reports[key] = (time.monotonic(), report)
         return report
 
 

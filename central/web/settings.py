@@ -60,7 +60,7 @@ def configure_django(cfg: CentralConfig, store_root: Path, debug: bool = False) 
     settings.configure(
         DEBUG=debug,
         SECRET_KEY=secret_key(store_root),
-        ALLOWED_HOSTS=["*"],
+        ALLOWED_HOSTS=[*web.hosts, *([web.listen] if web.listen not in ("0.0.0.0", "::") else [])],
         ROOT_URLCONF="central.web.urls",
         INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes", "django.contrib.sessions",
                         "django.contrib.messages", "django.contrib.staticfiles", "central.web.apps.WebConfig"],
@@ -97,6 +97,7 @@ def configure_django(cfg: CentralConfig, store_root: Path, debug: bool = False) 
         SESSION_COOKIE_AGE=8 * 3600,
         SESSION_EXPIRE_AT_BROWSER_CLOSE=True,
         X_FRAME_OPTIONS="DENY",
+        SECURE_HSTS_SECONDS=31536000 if web.tls_cert_file else 0,
         SECURE_CONTENT_TYPE_NOSNIFF=True,
         SECURE_REFERRER_POLICY="same-origin",
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",

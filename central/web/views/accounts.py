@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 from django import forms
 from django.contrib.auth import authenticate, login, logout
@@ -25,6 +26,8 @@ from central.web.services import services
 from central.web.timefmt import local
 
 ADDRESS_FACTOR = 4
+_LOCKS_AUDITED: set[tuple[str, str, dt.datetime]] = set()
+_LOCKS_AUDITED_LOCK = threading.Lock()
 
 
 class LoginForm(forms.Form):
@@ -61,7 +64,13 @@ def login_view(request: HttpRequest) -> HttpResponse:
         until = locked_until(username, addr)
         if until is not None:
             error = f"登录失败次数过多 too many failed log-ins: try again after {local(until)}"
-            audit(request, "login_failed", username, {"why": "locked"}, username=username)
+            # Once per lock: a stream of attempts at a locked account must not fill the audit.
+            with _LOCKS_AUDITED_LOCK:
+                first = (username, addr, until) not in _LOCKS_AUDITED
+                _LOCKS_AUDITED.add((username, addr, until))
+            if first:
+                audit(request, "login_failed", username, {"why": "locked", "until": until.isoformat()},
+                      username=username)
         else:
             user = authenticate(request, username=username, password=form.cleaned_data["password"])
             if user is None or not Staff.objects.filter(user=user).exists():
@@ -92,17 +101,13 @@ class AccountForm(forms.Form):
                                required=False, max_length=256)
     active = forms.BooleanField(label="启用 active", required=False, initial=True)
 
-    def clean(self) -> dict[str, object]:
-        data = super().clean() or {}
-        if data.get("role") in ("viewer", "supervisor") and not str(data.get("unit", "")).strip():
-            raise ValidationError("a case officer or supervisor belongs to a unit: give it")
-        return data
-
 
 def save_account(username: str, role: str, unit: str, password: str, active: bool) -> tuple[User, bool]:
     """Create or change a staff account; ValidationError names what is wrong (a weak password)."""
     if role not in ROLES:
         raise ValidationError(f"{role!r} is not a role ({', '.join(ROLES)})")
+    if role in ("viewer", "supervisor") and not unit.strip():
+        raise ValidationError("a case officer or supervisor belongs to a unit: give it (--unit)")
     with transaction.atomic():
         user, created = User.objects.get_or_create(username=username)
         if created and not password:
@@ -125,12 +130,14 @@ def accounts_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
         try:
-            _, created = save_account(d["username"], d["role"], d["unit"], d["password"], d["active"])
+            with transaction.atomic():  # the change stands only if its audit record was written
+                _, created = save_account(d["username"], d["role"], d["unit"], d["password"], d["active"])
+                audit(request, "account", d["username"], {"created": created, "role": d["role"],
+                                                          "unit": d["unit"], "active": d["active"],
+                                                          "password_set": bool(d["password"])})
         except ValidationError as err:
-            form.add_error("password", err)
+            form.add_error(None, err)
         else:
-            audit(request, "account", d["username"], {"created": created, "role": d["role"], "unit": d["unit"],
-                                                      "active": d["active"], "password_set": bool(d["password"])})
             return HttpResponseRedirect("/accounts/")
     query = request.GET.get("q", "").strip()
     staff = Staff.objects.select_related("user").order_by("user__username")

@@ -36,9 +36,10 @@ def request_view(request: HttpRequest, device: str, session: str) -> HttpRespons
     if not form.is_valid() or not form.cleaned_data["reason"].strip():
         return HttpResponse("give a reason for viewing this session", status=400)
     reason = form.cleaned_data["reason"].strip()
-    made = AccessRequest.objects.create(requester=User.objects.get(pk=request.user.pk), device=device,
-                                        session=session, unit=row.unit, reason=reason)
-    audit(request, "request", f"{device}/{session}", {"request": made.pk, "reason": reason}, actor=person)
+    with transaction.atomic():  # the request stands only if its audit record was written
+        made = AccessRequest.objects.create(requester=User.objects.get(pk=request.user.pk), device=device,
+                                            session=session, unit=row.unit, reason=reason)
+        audit(request, "request", f"{device}/{session}", {"request": made.pk, "reason": reason}, actor=person)
     return HttpResponseRedirect(f"/s/{device}/{session}/")
 
 

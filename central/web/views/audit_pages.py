@@ -95,6 +95,12 @@ def audit_view(request: HttpRequest) -> HttpResponse:
                                               "zone": zone_name()})
 
 
+def inert(text: str) -> str:
+    """A cell a spreadsheet shows as text: anyone can choose the name a failed log-in is recorded under, and a
+    leading = + - @ would make it a formula in the auditor's spreadsheet."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 @require_GET
 def audit_csv_view(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     person = who(request)
@@ -109,7 +115,8 @@ def audit_csv_view(request: HttpRequest) -> HttpResponse | StreamingHttpResponse
         writer = csv.writer(out)
         writer.writerow(["seq", "time", "actor", "role", "action", "target", "detail", "address"])
         for r in rows.order_by("seq").iterator():
-            writer.writerow([r.seq, local(r.time), r.actor, r.role, r.action, r.target, r.detail, r.address])
+            writer.writerow([r.seq, local(r.time), *map(inert, (r.actor, r.role, r.action, r.target, r.detail,
+                                                                r.address))])
             yield out.getvalue()
             out.seek(0)
             out.truncate()

@@ -18,7 +18,7 @@ from central.web.services import services
 from central.web.timefmt import local, zone_name
 
 
-def _shown(row: dict[str, Any]) -> dict[str, Any]:
+def _shown(row: dict[str, Any], sessions: bool) -> dict[str, Any]:
     selftest = row.get("selftest")
     online = row.get("online")
     return {
@@ -28,7 +28,7 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
         "since": local(row.get("since")),
         "state": row.get("state", "-") if online else "-",
         "fault": row.get("state") == "fault" or bool(row.get("last_fault")),
-        "session": row.get("session") or "",
+        "session": (row.get("session") or "") if sessions else "",
         "backlog": f"{row.get('backlog_entries', 0)} / {row.get('backlog_bytes', 0) / 1e6:.1f} MB",
         "free": f"{row['free_bytes'] / 1e9:.1f} GB" if "free_bytes" in row else "-",
         "clock": "-" if row.get("clock_synced") is None else "synced" if row["clock_synced"] else "NOT synced",
@@ -50,8 +50,11 @@ def fleet_view(request: HttpRequest) -> HttpResponse:
     svc = services()
     alerts = [{"id": a.alert.id, "device": a.alert.device, "room": a.alert.room, "cause": a.alert.cause,
                "detail": a.alert.detail, "at": local(a.stored_ts), "session": a.alert.session}
-              for a in svc.store.alerts() if a.handled is None]
-    return render(request, "web/fleet.html", {"rows": [_shown(r) for r in fleet_rows(svc.store)],
+              for a in svc.store.alerts()
+              if a.handled is None and roles.sees_alert(person.role, person.unit, a.alert.unit)]
+    # Which session a device records is shown to those who look after every room, not to other units.
+    every = roles.sees_every_alert(person.role)
+    return render(request, "web/fleet.html", {"rows": [_shown(r, every) for r in fleet_rows(svc.store)],
                                               "alerts": alerts, "zone": zone_name()})
 
 
@@ -68,12 +71,17 @@ def ack_view(request: HttpRequest, alert_id: str) -> HttpResponse:
     form = AckForm(request.POST)
     if not form.is_valid():
         return HttpResponse("name the alert's device", status=400)
+    device = form.cleaned_data["device"]
+    kept = [a for a in services().store.alerts() if a.alert.id == alert_id and a.alert.device == device
+            and a.handled is None and roles.sees_alert(person.role, person.unit, a.alert.unit)]
+    if not kept:
+        return HttpResponse("no such alert waiting, or not one of your unit's", status=404,
+                            content_type="text/plain; charset=utf-8")
+    audit(request, "alert_ack", f"{device}/{alert_id}", {"note": form.cleaned_data["note"]}, actor=person)
     try:
-        services().store.handle_alert(form.cleaned_data["device"], alert_id, person.username,
-                                      form.cleaned_data["note"])
-    except CentralError as err:
-        return HttpResponse(str(err), status=409, content_type="text/plain; charset=utf-8")
+        services().store.handle_alert(device, alert_id, person.username, form.cleaned_data["note"])
+    except CentralError:
+        return HttpResponse("this alert was acknowledged meanwhile", status=409,
+                            content_type="text/plain; charset=utf-8")
     services().banner_cache = None
-    audit(request, "alert_ack", f"{form.cleaned_data['device']}/{alert_id}", {"note": form.cleaned_data["note"]},
-          actor=person)
     return HttpResponseRedirect("/fleet/")

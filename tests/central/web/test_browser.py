@@ -72,19 +72,18 @@ def test_a_case_officer_finds_asks_is_refused_then_approved_and_plays__ACCESS_CL
     decide(supervisor, site, "补充材料后再次申请", "approve")
     viewer.reload()
     assert viewer.evaluate(f"MediaSource.isTypeSupported('{H264}')")
-    viewer.wait_for_function("document.getElementById('video').readyState >= 2", timeout=15000)
+    viewer.wait_for_function("() => document.getElementById('video').readyState >= 2", timeout=15000)
     assert "Intact" in viewer.inner_text("#verification")
     video(viewer, "v.play()")
     first = video(viewer, "v.currentTime")
-    viewer.wait_for_function(f"document.getElementById('video').currentTime > {first} + 0.8", timeout=10000)
-    viewer.wait_for_function("document.getElementById('video').webkitAudioDecodedByteCount > 0", timeout=5000)
+    viewer.wait_for_function(f"() => document.getElementById('video').currentTime > {first} + 0.8", timeout=10000)
+    viewer.wait_for_function("() => document.getElementById('video').webkitAudioDecodedByteCount > 0", timeout=5000)
     assert video(viewer, "v.videoWidth") > 0
 
     mark = viewer.locator("li.moment-mark button.jump").first
     at = float(mark.get_attribute("data-t"))
     mark.click()
-    viewer.wait_for_function(
-        f"Math.abs(document.getElementById('video').currentTime - {at}) < 1.5 && "
+    viewer.wait_for_function(f"() => Math.abs(document.getElementById('video').currentTime - {at}) < 1.5 && "
         "document.getElementById('video').readyState >= 2", timeout=10000)
     assert not viewer.is_visible("#player-error"), viewer.inner_text("#player-error")
 

@@ -78,18 +78,18 @@ def test_a_session_plays_live_and_carries_on_when_it_closes__ACCESS(live: Live, 
     supervisor.goto(f"{live.url}/s/{rig.config.device.id}/{session}/")
     supervisor.wait_for_selector("#live", state="visible", timeout=10000)
     assert "Still being received" in supervisor.inner_text("#verification")
-    supervisor.wait_for_function("document.getElementById('video').readyState >= 2", timeout=15000)
+    supervisor.wait_for_function("() => document.getElementById('video').readyState >= 2", timeout=15000)
     start = video(supervisor, "v.currentTime")
-    supervisor.wait_for_function(f"document.getElementById('video').currentTime > {start} + 2", timeout=15000)
+    supervisor.wait_for_function(f"() => document.getElementById('video').currentTime > {start} + 2", timeout=15000)
 
     rig.tap(ButtonName.STOP, rig.config.session.stop_hold_seconds + 0.3)
     rig.wait_state(State.IDLE)
-    supervisor.wait_for_function("document.getElementById('live').hidden", timeout=20000)
+    supervisor.wait_for_function("() => document.getElementById('live').hidden", timeout=20000)
     duration = video(supervisor, "v.duration")
     assert duration > 2 and duration != float("inf")
     before = video(supervisor, "v.currentTime")
     supervisor.wait_for_function(
-        f"document.getElementById('video').currentTime > {before} + 0.5 || document.getElementById('video').ended",
+        f"() => document.getElementById('video').currentTime > {before} + 0.5 || document.getElementById('video').ended",
         timeout=10000)
     assert not supervisor.is_visible("#player-error"), supervisor.inner_text("#player-error")
 
