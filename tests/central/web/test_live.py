@@ -89,7 +89,7 @@ def test_a_session_plays_live_and_carries_on_when_it_closes__ACCESS(live: Live, 
     assert duration > 2 and duration != float("inf")
     before = video(supervisor, "v.currentTime")
     supervisor.wait_for_function(
-        f"() => document.getElementById('video').currentTime > {before} + 0.5 || document.getElementById('video').ended",
+        f"() => {{ const v = document.getElementById('video'); return v.currentTime > {before} + 0.5 || v.ended; }}",
         timeout=10000)
     assert not supervisor.is_visible("#player-error"), supervisor.inner_text("#player-error")
 
