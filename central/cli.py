@@ -375,6 +375,10 @@ def cmd_certs(args: argparse.Namespace) -> int:
     if args.enrollment_host or not enrollment.cert.exists():
         ca.issue_enrollment_server(args.enrollment_host)
         print(f"enrollment {enrollment.cert} (valid for {', '.join(broker_hosts(args.enrollment_host))})")
+    if args.web_host:
+        web = ca.issue_web_server(args.web_host)
+        print(f"web        [web] tls_cert_file = \"{web.cert}\", tls_key_file = \"{web.key}\", hosts = "
+              f"{json.dumps(args.web_host)} (staff's browsers trust {ca.ca_file})")
     if not ca.admins():
         admin = ca.issue_admin()
         print(f"admin      {admin.name}: {admin.cert}, {admin.key} (central's identity for adding and revoking "
@@ -718,6 +722,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                        help="(re-)issue the broker's certificate for this name or address too (repeatable)")
     certs.add_argument("--enrollment-host", action="append", default=[], metavar="HOST",
                        help="(re-)issue central's enrollment certificate for this name or address too (repeatable)")
+    certs.add_argument("--web-host", action="append", default=[], metavar="HOST",
+                       help="issue the web application's HTTPS certificate for this name or address (repeatable)")
 
     broker = action("broker-config", "mosquitto.conf and the broker's rights for a mutual-TLS broker",
                     cmd_broker_config,

@@ -307,7 +307,7 @@ def start_web(central: central_config.CentralConfig, workdir: Path, web: dict[st
     with log_file.open("ab") as log:
         process = subprocess.Popen(recorder_command("central", "web", "--config", str(config)), stdout=log,
                                    stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if (web or {}).get('tls_cert_file') else 'http'}://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -258,6 +258,14 @@ class CertificateAuthority:
         """The server certificate of central's enrollment endpoint (provisioning/enrollment.py)."""
         return self._issue_server(self.enrollment_paths(), "recorder-enrollment", hosts)
 
+    def web_paths(self) -> Issued:
+        return Issued("web", self.directory / "web.crt", self.directory / "web.key")
+
+    def issue_web_server(self, hosts: Iterable[str] = ()) -> Issued:
+        """The HTTPS certificate of central's web application (`[web] tls_cert_file`, `tls_key_file`); staff's
+        browsers trust it through the agency CA."""
+        return self._issue_server(self.web_paths(), "recorder-central-web", hosts)
+
     def _issue_server(self, paths: Issued, cn: str, hosts: Iterable[str]) -> Issued:
         names: list[x509.GeneralName] = []
         for host in broker_hosts(hosts):

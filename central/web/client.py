@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import http.cookiejar
 import re
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 _CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
@@ -31,10 +33,13 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 class WebClient:
-    def __init__(self, base_url: str, follow_redirects: bool = True) -> None:
+    def __init__(self, base_url: str, follow_redirects: bool = True, ca_file: Path | None = None) -> None:
+        """`ca_file`: the CA that signed an HTTPS server's certificate (the agency CA)."""
         self.base = base_url.rstrip("/")
         self.cookies = http.cookiejar.CookieJar()
         handlers: list[urllib.request.BaseHandler] = [urllib.request.HTTPCookieProcessor(self.cookies)]
+        if ca_file is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=str(ca_file))))
         if not follow_redirects:
             handlers.append(_NoRedirect())
         self._opener = urllib.request.build_opener(*handlers)

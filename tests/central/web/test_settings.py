@@ -50,3 +50,27 @@ def test_accounts_from_the_command_line_refuse_weak_passwords_and_unknown_setups
     with pytest.raises(RuntimeError) as no_key:
         rig_mod.web_user(unsigned, "admin", "admin", "a long enough passphrase")
     assert "signing_key_file is empty" in str(no_key.value) and "Traceback" not in str(no_key.value)
+
+
+def test_the_web_application_serves_https_with_the_agency_cas_certificate__ACCESS(tmp_path: Path) -> None:
+    from central.web.client import WebClient
+    from provisioning.ca import CertificateAuthority
+
+    ca, _ = CertificateAuthority.load_or_create(tmp_path / "ca")
+    issued = ca.issue_web_server(["recorder-central.local"])
+    _, central = rig_mod.configs(tmp_path, "127.0.0.1", 1)
+    server = rig_mod.start_web(central, tmp_path / "web", {"tls_cert_file": str(issued.cert),
+                                                           "tls_key_file": str(issued.key)},
+                               admin=("admin", "a long enough passphrase"))
+    try:
+        assert server.url.startswith("https://")
+        client = WebClient(server.url, ca_file=ca.ca_file)
+        reply = client.login("admin", "a long enough passphrase")
+        assert reply.status == 200 and reply.url.endswith("/")
+        assert "Strict-Transport-Security" in client.get("/").headers
+        with pytest.raises(OSError):  # an unknown CA: the browser or script refuses the server
+            WebClient(server.url).get("/login/")
+        with pytest.raises(OSError):  # plain HTTP to it: nothing is answered
+            WebClient(server.url.replace("https", "http")).get("/login/")
+    finally:
+        server.close()
