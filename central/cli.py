@@ -39,13 +39,18 @@ def _store_root(args: argparse.Namespace, cfg: config_mod.CentralConfig) -> Path
 
 
 
+def _port(text: str) -> int:
+    """A TCP port option: 1..65535, or argparse's one-line error naming the option."""
+    if not text.strip().isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 1..65535, got {text!r}")
+    return int(text)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from central.build import build_receiver
     from central.store import FileStore
 
     cfg = _config(args)
-    if args.port is not None and not 1 <= args.port <= 65535:
-        raise CentralError(f"--port: must be 1..65535, got {args.port}")
     store = FileStore(_store_root(args, cfg))
     receiver = build_receiver(cfg, store, args.host, args.port)
     stop = stop_on_signals()
@@ -399,8 +404,6 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
     from mqtt.tls import TlsFiles
     from provisioning.ca import CertificateAuthority
 
-    if not 1 <= args.port <= 65535:
-        raise CentralError(f"--port: must be 1..65535, got {args.port}")
     try:
         prefix = MqttConfig(topic_prefix=args.prefix).topic_prefix
     except ConfigError as err:
@@ -513,8 +516,6 @@ def cmd_web(args: argparse.Namespace) -> int:
     from central.web.server import serve
 
     cfg = _config(args)
-    if args.port is not None and not 1 <= args.port <= 65535:
-        raise CentralError(f"--port: must be 1..65535, got {args.port}")
     serve(cfg, _store_root(args, cfg), args.listen, args.port)
     return 0
 
@@ -613,7 +614,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
     serve = action("serve", "receive, verify and store what the devices send, and receipt it", cmd_serve)
     serve.add_argument("--host", help="the broker's address (default mqtt.host)")
-    serve.add_argument("--port", type=int, help="the broker's port (default mqtt.port)")
+    serve.add_argument("--port", type=_port, help="the broker's port (default mqtt.port)")
 
     enroll = action("enroll", "register a device's public signing key by hand (from `recorder identity` on it); "
                               "a changed key needs approve-key", cmd_enroll)
@@ -685,7 +686,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
     web = action("web", "serve the staff's web application (web.listen, web.port)", cmd_web)
     web.add_argument("--listen", help="address to listen on (default web.listen)")
-    web.add_argument("--port", type=int, help="port (default web.port)")
+    web.add_argument("--port", type=_port, help="port (default web.port)")
 
     user = action("web-user", "create or change a staff account of the web application (the first "
                               "administrator, for one)", cmd_web_user)
@@ -730,7 +731,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                     store=False)
     broker.add_argument("--certs", type=Path, required=True,
                         help="the CA folder of `recorder central certs`; its receiver certificates name the receivers")
-    broker.add_argument("--port", type=int, default=8883, help="listener port (default 8883)")
+    broker.add_argument("--port", type=_port, default=8883, help="listener port (default 8883)")
     broker.add_argument("--out", type=Path, required=True, help="the Mosquitto configuration file to write")
     broker.add_argument("--dynsec", type=Path,
                         help="the dynamic-security plugin's file (default: dynamic-security.json beside --out); "
