@@ -130,9 +130,12 @@ def _reason(code: str) -> str:
     return f"{reason.zh} {code}" if reason is not None else code
 
 
-def read_ledger(store: CentralStore, device: str, session: str, central_key: X25519PrivateKey | None) -> Ledger:
-    """The session's entries from seq 0 as far as they are stored without a gap."""
-    entries: list[Entry] = []
+def read_ledger(store: CentralStore, device: str, session: str, central_key: X25519PrivateKey | None,
+                known: Ledger | None = None) -> Ledger:
+    """The session's entries from seq 0 as far as they are stored without a gap. Stored entries never change,
+    so with `known` (an earlier reading) only the entries stored since are read."""
+    entries: list[Entry] = list(known.entries) if known is not None else []
+    start = len(entries)
     while True:
         data = store.get_entry(device, session, len(entries))
         if data is None:
@@ -141,13 +144,14 @@ def read_ledger(store: CentralStore, device: str, session: str, central_key: X25
             entries.append(parse_entry(data))
         except MalformedEntry:
             break
-    opening = entries[0].opening if entries else None
-    if opening is not None and opening.sealed is not None and central_key is not None:
+    if known is not None and len(entries) == start:
+        return known
+    opening = known.opening if known is not None else entries[0].opening if entries else None
+    if start == 0 and opening is not None and opening.sealed is not None and central_key is not None:
         with contextlib.suppress(MalformedEntry):  # the page then shows the fields empty, as the index does
             opening = unsealed(opening, central_key)
-    segments = tuple(e.segment for e in entries if e.segment is not None)
-    if entries and opening is not None:
         entries[0] = replace(entries[0], opening=opening)
+    segments = tuple(e.segment for e in entries if e.segment is not None)
     return Ledger(tuple(entries), opening, segments, any(e.kind == CLOSE for e in entries))
 
 

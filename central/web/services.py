@@ -3,6 +3,8 @@ session index, the access audit and central's keys."""
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import functools
 import threading
 import time
@@ -19,9 +21,11 @@ from central.config import CentralConfig
 from central.errors import CentralError
 from central.index import SessionIndex
 from central.store import FileStore
+from central.web.playback import Ledger, read_ledger
 from provisioning.central_key import load_signing_key
 
 REPORT_SECONDS = 60.0
+LEDGERS = 32
 
 
 @dataclass
@@ -34,6 +38,24 @@ class Services:
     _reports: dict[tuple[str, str, int], tuple[float, Any]]
     _lock: threading.Lock
     banner_cache: tuple[float, list[dict[str, Any]]] | None = None
+    _ledgers: collections.OrderedDict[tuple[str, str], Ledger] = dataclasses.field(
+        default_factory=collections.OrderedDict)
+    codecs: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
+    """Each session's codecs string, as its first segment gives it."""
+
+    def ledger(self, device: str, session: str) -> Ledger:
+        """The session's ledger as stored so far: a live page's player asks every second, and only the entries
+        stored since its last question are read (the most recently asked LEDGERS sessions are kept)."""
+        key = (device, session)
+        with self._lock:
+            known = self._ledgers.get(key)
+        ledger = read_ledger(self.store, device, session, self.central_key, known)
+        with self._lock:
+            self._ledgers[key] = ledger
+            self._ledgers.move_to_end(key)
+            while len(self._ledgers) > LEDGERS:
+                self._ledgers.popitem(last=False)
+        return ledger
 
     def report(self, device: str, session: str, entries: int, make: Any) -> Any:
         """The verification report of a session with this many entries, made again after REPORT_SECONDS (it

@@ -30,7 +30,7 @@ from central.index import STATUSES, Query, SessionRow
 from central.web import roles
 from central.web.access import Who, audit, current_approval, find_session, may_view, visible_query, who
 from central.web.models import AccessRequest
-from central.web.playback import Ledger, codecs, fragment, read_ledger, viewable
+from central.web.playback import Ledger, codecs, fragment, viewable
 from central.web.services import services
 from central.web.timefmt import entered, local, zone_name
 from evidence import layout
@@ -138,7 +138,7 @@ def session_view(request: HttpRequest, device: str, session: str) -> HttpRespons
         for r in AccessRequest.objects.filter(requester__username=person.username, device=device, session=session)
         .select_related("decided_by").order_by("-created")[:10]]
     if allowed:
-        ledger = read_ledger(svc.store, device, session, svc.central_key)
+        ledger = svc.ledger(device, session)
         report = svc.report(device, session, len(ledger.entries), lambda: verify_session(
             svc.store.session_files(device, session), svc.store.session_key(device, session)))
         context["report"] = report
@@ -160,7 +160,7 @@ def _viewer(request: HttpRequest, device: str, session: str) -> tuple[Who, Ledge
     if not may_view(person, device, session):
         return HttpResponseForbidden("viewing this session needs a current approval: ask for one on its page")
     svc = services()
-    return person, read_ledger(svc.store, device, session, svc.central_key)
+    return person, svc.ledger(device, session)
 
 
 def _playback_started(request: HttpRequest, person: Who, device: str, session: str) -> None:
@@ -187,12 +187,19 @@ def manifest_view(request: HttpRequest, device: str, session: str) -> HttpRespon
 
 
 def _codecs(device: str, session: str, ledger: Ledger) -> str:
+    """The session's codecs string, read once from its first viewable segment (one encoder per session)."""
+    svc = services()
+    known = svc.codecs.get((device, session))
+    if known is not None:
+        return known
     if not ledger.segments or ledger.opening is None:
         return codecs(b"")
     try:
-        return codecs(viewable(services().store, device, session, ledger.segments[0], ledger.opening.encrypted))
+        found = codecs(viewable(svc.store, device, session, ledger.segments[0], ledger.opening.encrypted))
     except CentralError:
-        return codecs(b"")
+        return codecs(b"")  # not viewable yet: the default until it is
+    svc.codecs[(device, session)] = found
+    return found
 
 
 @require_GET

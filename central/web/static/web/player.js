@@ -10,7 +10,7 @@
   const base = video.dataset.base;
   const liveNote = document.getElementById("live");
   const errorNote = document.getElementById("player-error");
-  const AHEAD_S = 20, KEEP_BEHIND_S = 60, POLL_MS = 700;
+  const AHEAD_S = 20, KEEP_BEHIND_S = 60, POLL_MS = 500;
   let segments = [];          // [index, start, end], in timeline order
   let closed = true;
   let wasLive = false;
