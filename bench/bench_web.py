@@ -9,7 +9,7 @@ playback_first_frame_s: from the click on a session in the results to its first 
 live_view_latency_s: a session recording on the simulated device with 2-second segments, watched live on its
 page: for each frame shown (requestVideoFrameCallback), the time it was shown minus the time it was captured
 (its media time on the session's timeline, placed by the segments' signed wall-clock spans); the median and
-the largest over LIVE_S seconds. Target ≤ 4 s.
+the largest over LIVE_S seconds, once the page has caught up (LIVE_SETTLE_S). Target ≤ 4 s.
 audit_appends_per_s: signed, chained, fsynced appends to the access audit, one after another.
 """
 
@@ -38,6 +38,9 @@ from provisioning.identity import DeviceIdentity
 SEARCH_SESSIONS = 100_000
 PLAYBACK_RUNS = 5
 LIVE_S = 12.0
+LIVE_SETTLE_S = 8.0
+"""A page opened on a live session starts on a segment already some seconds old and catches up (playing a
+little faster) within a few segments; the latency is sampled after that, as a supervisor watching sees it."""
 AUDIT_APPENDS = 300
 PASSWORD = "bench pass 1234 word"
 UNITS = [f"{city}市公安局{part}分局" for city in ("示例", "东城", "西城", "南山") for part in ("城关", "开发区", "江北",
@@ -156,6 +159,7 @@ def _live_and_playback(workdir: Path) -> dict[str, Any]:
                     time.sleep(0.2)
                 page.goto(server.url + path)
                 page.wait_for_function("() => document.getElementById('video').readyState >= 2", timeout=20000)
+                time.sleep(LIVE_SETTLE_S)
                 page.evaluate("""() => { window.shown = []; const v = document.getElementById('video');
                     const tick = (now, meta) => { window.shown.push([meta.mediaTime, performance.timeOrigin + now]);
                         v.requestVideoFrameCallback(tick); };

@@ -10,7 +10,7 @@
   const base = video.dataset.base;
   const liveNote = document.getElementById("live");
   const errorNote = document.getElementById("player-error");
-  const AHEAD_S = 20, KEEP_BEHIND_S = 60, POLL_MS = 500;
+  const AHEAD_S = 20, KEEP_BEHIND_S = 60, POLL_MS = 250;
   let segments = [];          // [index, start, end], in timeline order
   let closed = true;
   let wasLive = false;
@@ -21,6 +21,12 @@
   let busy = false;
   let following = false;      // live: stay at the newest segment
   let started = false;
+
+  let ownSeek = false;          // the player's own seeks (start, across a break) are not the viewer's
+  function seekTo(t) {
+    ownSeek = true;
+    video.currentTime = t;
+  }
 
   function fail(text) {
     errorNote.textContent = text;
@@ -75,7 +81,9 @@
           appended.add(index);
           if (!started) {
             started = true;
-            video.currentTime = following ? start : Math.max(video.currentTime, segments[0][1]);
+            seekTo(following ? start : Math.max(video.currentTime, segments[0][1]));
+          } else {
+            caughtUp();
           }
         }
         cursor++;
@@ -95,7 +103,7 @@
     }
     for (let i = 0; i < b.length; i++) {
       if (b.start(i) > t && b.start(i) - t < 3600) {
-        video.currentTime = b.start(i) + 0.001;
+        seekTo(b.start(i) + 0.001);
         return;
       }
     }
@@ -167,11 +175,32 @@
 
   video.addEventListener("seeking", () => {
     if (!segments.length) return;
-    if (!closed) following = false;
+    if (ownSeek) {
+      ownSeek = false;
+      return;
+    }
+    if (!closed) following = false;  // the viewer went elsewhere in the recording: stop following live
     cursor = at(video.currentTime);
     pump();
   });
-  video.addEventListener("timeupdate", () => { if (!following) pump(); });
+  // Live, the player keeps one segment and a little in hand when the next arrives: enough to play on without
+  // a stall until the one after. More in hand (it started on a segment already old) only adds delay, so it
+  // plays a little faster, pitch kept, until that much is made up.
+  const LIVE_MARGIN_S = 0.4, CATCH_UP_RATE = 1.25;
+  let catchUpTo = 0;
+  function caughtUp() {
+    if (!following || !segments.length) return;
+    const last = segments[segments.length - 1];
+    const excess = bufferedAhead() - (last[2] - last[1]) - LIVE_MARGIN_S;
+    if (excess > 0.1) {
+      catchUpTo = video.currentTime + excess * CATCH_UP_RATE / (CATCH_UP_RATE - 1);
+      video.playbackRate = CATCH_UP_RATE;
+    }
+  }
+  function keepUp() {
+    if (video.playbackRate !== 1.0 && (!following || video.currentTime >= catchUpTo)) video.playbackRate = 1.0;
+  }
+  video.addEventListener("timeupdate", () => { if (!following) pump(); keepUp(); });
   setInterval(() => { if (!video.paused) skipGaps(); }, 250);
   document.querySelectorAll("button.jump").forEach((button) => {
     button.addEventListener("click", () => {
