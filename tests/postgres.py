@@ -69,4 +69,5 @@ def query(url: str, sql: str) -> list[tuple[object, ...]]:
     import psycopg
 
     with psycopg.connect(url) as connection:
-        return list(connection.execute(sql).fetchall())
+        cursor = connection.execute(sql)
+        return list(cursor.fetchall()) if cursor.description is not None else []

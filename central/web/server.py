@@ -4,6 +4,8 @@ database migrated in the master, before the worker is forked."""
 
 from __future__ import annotations
 
+import dataclasses
+import getpass
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +15,13 @@ from central.config import CentralConfig
 from central.errors import CentralError
 
 log = logging.getLogger(__name__)
+
+
+def settings_record(cfg: CentralConfig) -> dict[str, Any]:
+    """The `[web]` settings as the audit records them at each start (the database's password left out)."""
+    web = dataclasses.asdict(cfg.web)
+    web["database"] = "sqlite" if not cfg.web.database else cfg.web.database.split("@")[-1]
+    return {"web": web, "timezone": cfg.central.timezone}
 
 
 def prepare(cfg: CentralConfig, store_root: Path) -> Callable[..., Any]:
@@ -40,6 +49,10 @@ def serve(cfg: CentralConfig, store_root: Path, host: str | None = None, port: i
     from gunicorn.app.base import BaseApplication
 
     application = prepare(cfg, store_root)
+    from central.web.services import services
+
+    # The settings the staff's access is governed by, at each start: a change of them is in the audit.
+    services().audit.append(f"cli:{getpass.getuser()}", "", "settings", "web", settings_record(cfg))
     web = cfg.web
     options: dict[str, Any] = {
         "bind": f"{host or web.listen}:{port or web.port}", "workers": 1, "worker_class": "gthread",

@@ -4,7 +4,9 @@ traversal and unknown ids refused, log-ins throttled, files private."""
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 import sqlite3
 import stat
 import tarfile
@@ -51,6 +53,15 @@ def test_nothing_is_cached_and_only_the_servers_own_scripts_run__ACCESS(site: Si
         assert reply.status == 200 and reply.headers["Cache-Control"] == "no-store", url
         assert "script-src" not in reply.headers["Content-Security-Policy"]  # default-src 'self' covers it
         assert "default-src 'self'" in reply.headers["Content-Security-Policy"]
+
+
+def test_each_start_records_the_settings_access_is_governed_by__ACCESS(site: Site) -> None:
+    exported = site.client("admin").get("/audit.csv?action=settings").text.lstrip("\ufeff")
+    starts = list(csv.DictReader(io.StringIO(exported)))  # this server's, and any other's on the same store
+    assert starts and all(r["actor"].startswith("cli:") and r["target"] == "web" for r in starts)
+    settings = [json.loads(r["detail"])["web"] for r in starts]
+    [ours] = [w for w in settings if w["port"] == int(site.url.rsplit(":", 1)[1])]
+    assert (ours["exempt_roles"], ours["approval_hours"], ours["database"]) == (["supervisor", "legal"], 8.0, "sqlite")
 
 
 def test_a_name_typed_at_log_in_cannot_become_a_formula_in_the_audit_export__ACCESS(site: Site) -> None:

@@ -33,10 +33,17 @@ def test_accounts_approvals_and_the_audit_on_postgresql__ACCESS(recorded: Record
             supervisor.post(f"/approvals/{request_id}/decide", {"decision": "approve"})
             assert viewer.get(page + "play.json").status == 200
             assert viewer.get(page + "seg/1.mp4").status == 200
+            # Times compare in the database's own zone handling: an approval past its end opens nothing.
+            query(url, f"UPDATE web_accessrequest SET expires = now() - interval '1 minute' WHERE id = {request_id}")
+            assert viewer.get(page + "play.json").status == 403
+            for _ in range(5):
+                WebClient(server.url).login("吴科长", "wrong password")
+            locked = WebClient(server.url).login("吴科长", PASSWORD)
+            assert locked.status == 403 and "too many failed log-ins" in locked.text
         finally:
             server.close()
         assert query(url, "SELECT u.username, s.role FROM auth_user u JOIN web_staff s ON s.user_id = u.id"
                           " ORDER BY u.id") == [("pgadmin", "admin"), ("周警官", "viewer"), ("吴科长", "supervisor")]
         assert query(url, "SELECT state, reason FROM web_accessrequest") == [
             ("approved", "在PostgreSQL上 on PostgreSQL")]
-        assert query(url, "SELECT count(*) FROM web_loginfailure") == [(0,)]
+        assert query(url, "SELECT count(*) FROM web_loginfailure WHERE username = '吴科长'") == [(5,)]
