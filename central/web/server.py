@@ -34,6 +34,10 @@ def prepare(cfg: CentralConfig, store_root: Path) -> Callable[..., Any]:
     from central.web.settings import configure_django, migrate
 
     FileStore(store_root)  # the store's folders first (a fresh central): the database and secret live there
+    if store_root.stat().st_mode & 0o007:
+        # A store made before central kept it private (or copied without its modes): say how to close it.
+        log.warning("%s: other local users can enter the store (recordings, names, the audit); run "
+                    "`chmod 750 %s` (and `chmod -R o-rwx %s`)", store_root, store_root, store_root)
     configure_django(cfg, store_root)
     try:
         migrate()
