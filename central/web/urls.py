@@ -11,6 +11,7 @@ urlpatterns = [
     path("login/", accounts.login_view),
     path("logout/", accounts.logout_view),
     path("accounts/", accounts.accounts_view),
+    path("password/", accounts.password_view),
     path("", sessions.search_view),
     path(_S, sessions.session_view),
     path(_S + "play.json", sessions.manifest_view),

@@ -6,7 +6,7 @@ import datetime as dt
 import threading
 
 from django import forms
-from django.contrib.auth import authenticate, login, logout
+from django.contrib.auth import authenticate, login, logout, update_session_auth_hash
 from django.contrib.auth.models import User
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
@@ -144,3 +144,36 @@ def accounts_view(request: HttpRequest) -> HttpResponse:
     if query:
         staff = staff.filter(Q(user__username__icontains=query) | Q(unit__icontains=query))
     return render(request, "web/accounts.html", {"form": form, "accounts": staff[:500], "labels": roles.LABELS})
+
+
+class PasswordForm(forms.Form):
+    current = forms.CharField(label="当前密码 current password", widget=forms.PasswordInput, max_length=256)
+    new = forms.CharField(label="新密码 new password", widget=forms.PasswordInput, max_length=256)
+    again = forms.CharField(label="再次输入 again", widget=forms.PasswordInput, max_length=256)
+
+
+@require_http_methods(["GET", "POST"])
+def password_view(request: HttpRequest) -> HttpResponse:
+    """Every account changes its own password here (the current one first); audited, the password never."""
+    form = PasswordForm(request.POST or None)
+    done = False
+    if request.method == "POST" and form.is_valid():
+        user = User.objects.get(pk=request.user.pk)
+        d = form.cleaned_data
+        if not user.check_password(d["current"]):
+            form.add_error("current", "不正确 not your current password")
+        elif d["new"] != d["again"]:
+            form.add_error("again", "两次不一致 the two new passwords differ")
+        else:
+            try:
+                with transaction.atomic():
+                    validate_password(d["new"], user)
+                    user.set_password(d["new"])
+                    user.save()
+                    audit(request, "account", user.get_username(), {"password_set": True, "own": True})
+            except ValidationError as err:
+                form.add_error("new", err)
+            else:
+                update_session_auth_hash(request, user)  # stay logged in here; other sessions end
+                done = True
+    return render(request, "web/password.html", {"form": form, "done": done})

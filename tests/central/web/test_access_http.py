@@ -174,3 +174,22 @@ def test_recordings_working_copies_audit_and_database_are_private__ACCESS(site: 
         assert stat.S_IMODE(path.stat().st_mode) & 0o007 == 0, path
     for private in (store.state_file(AUDIT_FILE), store.state_file(WEB_DB), store.state_file(SECRET_FILE)):
         assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
+
+
+def test_an_account_changes_its_own_password_and_its_other_log_ins_end__ACCESS(site: Site) -> None:
+    other = site.client(name("records"))
+    me = site.client(name("records"))
+    wrong = me.post("/password/", {"current": "not it", "new": "another long passphrase", "again":
+                                   "another long passphrase"})
+    assert "not your current password" in wrong.text
+    weak = me.post("/password/", {"current": PASSWORD, "new": "123", "again": "123"})
+    assert "too short" in weak.text
+    changed = me.post("/password/", {"current": PASSWORD, "new": "another long passphrase",
+                                     "again": "another long passphrase"})
+    assert 'id="password-done"' in changed.text and me.get("/").status == 200
+    assert "/login/" in other.get("/").url  # the old password's log-in has ended
+    assert site.client().login(name("records"), "another long passphrase").url.endswith("/")
+    changed_back = me.post("/password/", {"current": "another long passphrase", "new": PASSWORD, "again": PASSWORD})
+    assert 'id="password-done"' in changed_back.text
+    audit = site.client("admin").get(f"/audit.csv?action=account&target={name('records')}").text
+    assert audit.count('own') >= 2 and "another long passphrase" not in audit
