@@ -51,14 +51,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from central.store import FileStore
 
     cfg = _config(args)
+    from central.sweep import ScheduledSweep
+
     store = FileStore(_store_root(args, cfg))
     receiver = build_receiver(cfg, store, args.host, args.port)
     stop = stop_on_signals()
     receiver.start()
     log.info("receiver storing into %s", store.root)
+    swept = ScheduledSweep(store, cfg.sweep.interval_hours * 3600) if cfg.sweep.interval_hours > 0 else None
+    if swept is not None:
+        swept.start()
     stop.wait()
+    if swept is not None:
+        swept.stop()
     receiver.stop()
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Judge every stored session again now (NO-EDIT); exit 1 if any is broken."""
+    from central.store import FileStore
+    from central.sweep import sweep
+
+    cfg = _config(args)
+    result = sweep(FileStore(_store_root(args, cfg), create=False))
+    print(f"swept      {result.sessions} sessions, {result.media_bytes / 1e6:.1f} MB in {result.seconds:.1f} s")
+    for device, session, problem in result.broken:
+        new = " (NEW)" if (device, session, problem) in result.newly_broken else ""
+        print(f"BROKEN{new}  {device}/{session}: {problem}")
+    if not result.broken:
+        print("every stored session is as it was stored")
+    return 1 if result.broken else 0
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -705,6 +728,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                                          "receiver.signing_key_file)")
 
     action("reindex", "rebuild the session index from the stored sessions", cmd_reindex)
+    action("sweep", "judge every stored session again by the verifier's rules (exit 1 if any is broken); "
+                    "`serve` does it every sweep.interval_hours", cmd_sweep)
 
     key = action("key", "create (or show) central's encryption key pair, and its receipt-signing key", cmd_key,
                  store=False)

@@ -7,6 +7,7 @@ this receiver is, the broker, the upload deadline and the agency's time zone.
     [mqtt]      as on the devices (mqtt/settings.py), with the receiver's own [mqtt.tls]
     [upload]    deadline_hours, warn_hours: the devices warn by the same numbers
     [web]       the staff's web application (central/web): address, database, approvals, log-in throttle
+    [sweep]     interval_hours: how often the receiver's integrity sweep judges every stored session again
 """
 
 from __future__ import annotations
@@ -122,6 +123,13 @@ class WebConfig(Section):
 
 
 @dataclass(frozen=True)
+class SweepConfig(Section):
+    interval_hours: Annotated[float, Range(0, 24 * 30)] = 24.0
+    """`recorder central serve` judges every stored session again this often (NO-EDIT); 0: only on demand
+    (`recorder central sweep`)."""
+
+
+@dataclass(frozen=True)
 class CentralConfig(Section):
     central: AgencyConfig = AgencyConfig()
     receiver: ReceiverConfig = ReceiverConfig()
@@ -129,6 +137,7 @@ class CentralConfig(Section):
     mqtt: MqttConfig = dataclasses.field(default_factory=MqttConfig)
     upload: UploadPolicy = dataclasses.field(default_factory=UploadPolicy)
     web: WebConfig = WebConfig()
+    sweep: SweepConfig = SweepConfig()
 
 
 DEFAULT_FILE = Path("/etc/recorder/central.toml")

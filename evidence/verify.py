@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from evidence.rules import Finding, Problem, SessionRules, Violation
 
 Decoder = Callable[[bytes], str | None]
 """Decodes an MPEG-TS segment: None if at least one video frame decodes, else why not."""
+HASHERS = 2
+"""Threads that read and hash segments ahead of the entries that name them."""
 CLOCK_STEP_S = 1.0
 """A change of more than this between wall clock and monotonic clock, from one entry to the next of one run
 of the device, is reported as a clock step (and the device logs a `clock_step` event for it)."""
@@ -82,14 +85,28 @@ class _Verifier:
         self.report = report
         self.referenced: set[str] = set()
         self._clock: tuple[int, float] | None = None
+        self.hashing: dict[str, Future[tuple[str, int]]] = {}
+
+    def _hash(self, name: str) -> tuple[str, int]:
+        with self.files.open_media(name) as stream:
+            return sha256_stream(stream)
 
     def run(self) -> None:
         if not self.files.has_entries():
             raise Violation(Problem.MISSING_ENTRY, self.files.label, "no entries/ folder: not a session")
-        for expected, seq in enumerate(self.files.entry_seqs()):
-            if seq != expected:
-                raise Violation(Problem.MISSING_ENTRY, f"entry {expected}", "ledger entry file is missing")
-            self.entry(seq)
+        with ThreadPoolExecutor(HASHERS, thread_name_prefix="verify-hash") as pool:
+            if self.decoder is None and self.central_key is None:
+                # Only hashes are needed of the segments: they are read ahead, on other threads (SHA-256 lets
+                # go of the interpreter), while this one parses entries and checks signatures.
+                self.hashing = {name: pool.submit(self._hash, name) for name in self.files.media_names()}
+            try:
+                for expected, seq in enumerate(self.files.entry_seqs()):
+                    if seq != expected:
+                        raise Violation(Problem.MISSING_ENTRY, f"entry {expected}", "ledger entry file is missing")
+                    self.entry(seq)
+            finally:
+                for future in self.hashing.values():
+                    future.cancel()
         stray = [name for name in self.files.media_names() if name not in self.referenced]
         if stray:
             raise Violation(Problem.INSERTED_SEGMENT, stray[0], "segment file not sealed in the ledger")
@@ -121,12 +138,16 @@ class _Verifier:
         content = self.decoder is not None or (self.rules.opening is not None and self.rules.opening.encrypted
                                                and self.central_key is not None)
         try:
-            with self.files.open_media(segment.file) as stream:
-                if content:
-                    data = stream.read()
-                    digest, size = hashlib.sha256(data).hexdigest(), len(data)
-                else:
-                    digest, size = sha256_stream(stream)
+            ahead = self.hashing.get(segment.file)
+            if ahead is not None and not content:
+                digest, size = ahead.result()
+            else:
+                with self.files.open_media(segment.file) as stream:
+                    if content:
+                        data = stream.read()
+                        digest, size = hashlib.sha256(data).hexdigest(), len(data)
+                    else:
+                        digest, size = sha256_stream(stream)
         except OSError as err:
             raise Violation(Problem.MISSING_SEGMENT, where, f"{segment.file} is not there") from err
         if size != segment.bytes or digest != segment.sha256:

@@ -10,6 +10,8 @@ from typing import Any
 
 from django.http import HttpRequest
 
+from central.index import Query
+from central.sweep import broken_sessions
 from central.web import roles
 from central.web.models import Staff
 from central.web.services import services
@@ -44,6 +46,11 @@ def urgent() -> list[dict[str, Any]]:
                           "session": row.session,
                           "text": f"{row.room or row.device}: 上传期限 upload deadline {standing.status} "
                                   f"({standing.hours:.1f} h)"})
+    for device, session, problem in broken_sessions(svc.store):
+        rows = svc.index.sessions(Query(device=device, session=session))
+        found.append({"kind": "integrity", "device": device, "session": session,
+                      "unit": rows[0].unit if rows else "",
+                      "text": f"{device}/{session}: 完整性校验失败 no longer as stored ({problem[:200]})"})
     svc.banner_cache = (time.monotonic(), found)
     return found
 
