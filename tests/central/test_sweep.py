@@ -73,3 +73,23 @@ def test_the_receiver_sweeps_on_a_schedule__NO_EDIT(recorded: RecordedSession, t
         scheduled.stop()
     kept = json.loads(store.state_file(SWEEP_FILE).read_bytes())
     assert [v["state"] for v in kept.values()] == ["ok"]
+
+
+def test_a_broken_session_stands_out_on_every_page__NO_EDIT(recorded: RecordedSession, tmp_path: Path) -> None:
+    from central.web.client import WebClient
+    from firmware_py import rig as rig_mod
+
+    _, central = rig_mod.configs(tmp_path, "127.0.0.1", 1)
+    store, device, session_dir = copied_store(recorded, Path(central.receiver.store_dir))
+    media = sorted((session_dir / layout.MEDIA).iterdir())[1]
+    media.write_bytes(media.read_bytes()[:-1])  # a byte cut off the end
+    assert len(sweep(store).newly_broken) == 1
+    server = rig_mod.start_web(central, tmp_path / "web", admin=("admin", "a long enough passphrase"))
+    try:
+        admin = WebClient(server.url)
+        admin.login("admin", "a long enough passphrase")
+        for page in ("/", "/fleet/", "/audit/"):
+            shown = admin.get(page).text
+            assert 'class="urgent-integrity"' in shown and f"{device}/{recorded.session}" in shown, page
+    finally:
+        server.close()
