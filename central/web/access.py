@@ -67,6 +67,18 @@ def who(request: HttpRequest) -> Who:
     return Who(request.user.get_username(), staff.role, staff.unit, address(request))
 
 
+MAX_PAGE = 100_000
+
+
+def page_number(request: HttpRequest) -> int:
+    """The `page` asked for: 1 unless it is a whole number, and never past MAX_PAGE (a database cannot skip
+    more rows than a 64-bit number holds)."""
+    try:
+        return min(MAX_PAGE, max(1, int(request.GET.get("page", "1"))))
+    except ValueError:
+        return 1
+
+
 def address(request: HttpRequest) -> str:
     return str(request.META.get("REMOTE_ADDR", ""))
 

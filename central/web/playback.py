@@ -13,7 +13,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import io
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -66,10 +65,10 @@ class Ledger:
     def duration_s(self) -> float:
         return max((s.end for s in self.segments), default=0) / 1e9
 
-    def manifest(self, ready: Callable[[Segment], bool]) -> dict[str, Any]:
-        """What the player needs: the segments `ready` to view (central writes a segment's working copy
-        shortly after storing it), each with its place on the media timeline, and whether more may come."""
-        listed = [s for s in self.segments if ready(s)]
+    def manifest(self, listed: list[Segment]) -> dict[str, Any]:
+        """What the player needs: the segments `listed` (those that can be viewed now: central writes a
+        segment's working copy shortly after storing it), each with its place on the media timeline, and
+        whether more may come."""
         return {"closed": self.closed, "duration": round(self.duration_s, 3),
                 "waiting": len(self.segments) - len(listed),
                 "segments": [[s.index, round(s.start_ns / 1e9, 3), round(s.end / 1e9, 3)] for s in listed]}
@@ -172,12 +171,12 @@ def viewable(store: CentralStore, device: str, session: str, segment: Segment, s
 def codecs(ts: bytes) -> str:
     """The RFC 6381 codecs string of a segment (H.264 profile and level from its first SPS, and AAC-LC)."""
     at = ts.find(b"\x00\x00\x01\x67")
-    while at >= 0 and at + 7 <= len(ts):
-        # An SPS split by a transport-stream packet header would read wrongly; the first is at the start of a
-        # key frame's PES, well inside its packet.
-        profile, flags, level = ts[at + 4], ts[at + 5], ts[at + 6]
-        return f"avc1.{profile:02X}{flags:02X}{level:02X},mp4a.40.2"
-    return DEFAULT_CODECS
+    if at < 0 or at + 7 > len(ts):
+        return DEFAULT_CODECS
+    # An SPS split by a transport-stream packet header would read wrongly; the first is at the start of a key
+    # frame's PES, well inside its packet.
+    profile, flags, level = ts[at + 4], ts[at + 5], ts[at + 6]
+    return f"avc1.{profile:02X}{flags:02X}{level:02X},mp4a.40.2"
 
 
 def audio_specific_config(adts: bytes) -> bytes:
@@ -216,9 +215,12 @@ def fragment(ts: bytes, start_ns: int) -> bytes:
                     index = packet.stream.index
                     for p in adts[index].filter(packet) if index in adts else [packet]:
                         shift = round(shift_s / float(p.time_base))
-                        assert p.pts is not None and p.dts is not None
-                        p.pts += shift
-                        p.dts += shift
+                        decode = p.dts if p.dts is not None else packet.dts
+                        if decode is None:
+                            continue  # never so: only packets with a decode time were taken
+                        # MPEG-TS may leave a packet's presentation time out: it is then its decode time.
+                        p.pts = (p.pts if p.pts is not None else decode) + shift
+                        p.dts = decode + shift
                         p.stream = streams[index]
                         sink.mux(p)
             return out.getvalue()

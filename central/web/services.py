@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,24 @@ from central.errors import CentralError
 from central.index import SessionIndex
 from central.store import FileStore
 from central.web.playback import Ledger, read_ledger
+from evidence.entry import Segment
 from provisioning.central_key import load_signing_key
 
 REPORT_SECONDS = 60.0
-LEDGERS = 32
+SESSIONS_KEPT = 32
+
+
+@dataclass
+class _Kept:
+    """What the pages and the player have learnt of one session; stored entries and written working copies
+    never change, so it only grows."""
+
+    ledger: Ledger
+    viewable: set[str] = dataclasses.field(default_factory=set)
+    """Segment files whose working copy is known to be written."""
+    codecs: str | None = None
+    report: tuple[int, float, Any] | None = None
+    """(entries judged, when, the verification report)."""
 
 
 @dataclass
@@ -35,39 +50,65 @@ class Services:
     index: SessionIndex
     audit: AuditLog
     central_key: X25519PrivateKey | None
-    _reports: dict[tuple[str, str, int], tuple[float, Any]]
-    _lock: threading.Lock
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     banner_cache: tuple[float, list[dict[str, Any]]] | None = None
-    _ledgers: collections.OrderedDict[tuple[str, str], Ledger] = dataclasses.field(
+    _kept: collections.OrderedDict[tuple[str, str], _Kept] = dataclasses.field(
         default_factory=collections.OrderedDict)
-    codecs: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
-    """Each session's codecs string, as its first segment gives it."""
+    """The SESSIONS_KEPT sessions most recently asked about, each with what is known of it."""
 
-    def ledger(self, device: str, session: str) -> Ledger:
-        """The session's ledger as stored so far: a live page's player asks every second, and only the entries
-        stored since its last question are read (the most recently asked LEDGERS sessions are kept)."""
+    def _session(self, device: str, session: str) -> _Kept:
+        """The session's record, its ledger brought up to date: a live page's player asks four times a
+        second, and only the entries stored since its last question are read."""
         key = (device, session)
         with self._lock:
-            known = self._ledgers.get(key)
-        ledger = read_ledger(self.store, device, session, self.central_key, known)
+            kept = self._kept.get(key)
+        ledger = read_ledger(self.store, device, session, self.central_key, kept.ledger if kept else None)
         with self._lock:
-            self._ledgers[key] = ledger
-            self._ledgers.move_to_end(key)
-            while len(self._ledgers) > LEDGERS:
-                self._ledgers.popitem(last=False)
-        return ledger
+            kept = self._kept.get(key)
+            if kept is None:
+                kept = self._kept[key] = _Kept(ledger)
+            kept.ledger = ledger
+            self._kept.move_to_end(key)
+            while len(self._kept) > SESSIONS_KEPT:
+                self._kept.popitem(last=False)
+        return kept
 
-    def report(self, device: str, session: str, entries: int, make: Any) -> Any:
-        """The verification report of a session with this many entries, made again after REPORT_SECONDS (it
-        reads every segment through, about a second for an hour; a file changed on disk shows within that)."""
-        key = (device, session, entries)
+    def ledger(self, device: str, session: str) -> Ledger:
+        return self._session(device, session).ledger
+
+    def viewable(self, device: str, session: str) -> tuple[Ledger, list[Segment]]:
+        """The ledger, and the segments that can be viewed now: one in the clear is stored with its entry, a
+        sealed one once its working copy is written (each looked for until it is)."""
+        kept = self._session(device, session)
+        ledger = kept.ledger
+        if ledger.opening is None or not ledger.opening.encrypted:
+            return ledger, list(ledger.segments)
+        for segment in ledger.segments:
+            if segment.file not in kept.viewable and self.store.has_working_copy(device, session, segment.file):
+                kept.viewable.add(segment.file)
+        return ledger, [s for s in ledger.segments if s.file in kept.viewable]
+
+    def codecs(self, device: str, session: str, find: Callable[[], str | None]) -> str | None:
+        """The session's codecs string, found once (`find` gives None while it cannot tell yet); ask after
+        `viewable`, which keeps the session."""
         with self._lock:
-            kept = self._reports.get(key)
-            if kept is not None and time.monotonic() - kept[0] < REPORT_SECONDS:
-                return kept[1]
+            kept = self._kept.get((device, session))
+        if kept is None:  # asked about so long ago that it was let go: find it again, unkept
+            return find()
+        if kept.codecs is None:
+            kept.codecs = find()
+        return kept.codecs
+
+    def report(self, device: str, session: str, make: Callable[[], Any]) -> Any:
+        """The verification report of the session as stored now, made again when entries have arrived or after
+        REPORT_SECONDS (it reads every segment through, about a second for an hour; a file changed on disk
+        shows within that)."""
+        kept = self._session(device, session)
+        entries = len(kept.ledger.entries)
+        if kept.report is not None and kept.report[0] == entries and time.monotonic() - kept.report[1] < REPORT_SECONDS:
+            return kept.report[2]
         report = make()
-        with self._lock:
-            self._reports[key] = (time.monotonic(), report)
+        kept.report = (entries, time.monotonic(), report)
         return report
 
 
@@ -79,7 +120,7 @@ def build_services(cfg: CentralConfig, store_root: Path) -> Services:
     store = FileStore(store_root)
     key = central_key(cfg)
     audit = AuditLog(store.state_file(AUDIT_FILE), identity.sign, identity.public_key_b64, cfg.central.zone)
-    return Services(cfg, store, SessionIndex(store, key), audit, key, {}, threading.Lock())
+    return Services(cfg, store, SessionIndex(store, key), audit, key)
 
 
 @functools.cache

@@ -18,7 +18,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from central.web import roles
-from central.web.access import audit, who
+from central.web.access import audit, page_number, who
 from central.web.models import AuditRow
 from central.web.services import services
 from central.web.timefmt import entered, local, zone_name
@@ -79,10 +79,7 @@ def audit_view(request: HttpRequest) -> HttpResponse:
         return HttpResponseForbidden("the audit is for the legal office, the records keeper and administrators")
     sync_rows()
     rows, shown, error = _filtered(request)
-    try:
-        page = max(1, int(request.GET.get("page", "1")))
-    except ValueError:
-        page = 1
+    page = page_number(request)
     total = rows.count()
     listed = [{"seq": r.seq, "time": local(r.time), "actor": r.actor, "role": r.role, "action": r.action,
                "target": r.target, "detail": r.detail, "address": r.address}

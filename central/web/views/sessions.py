@@ -28,9 +28,18 @@ from django.views.decorators.http import require_GET
 from central.errors import CentralError
 from central.index import STATUSES, Query, SessionRow
 from central.web import roles
-from central.web.access import Who, audit, current_approval, find_session, may_view, visible_query, who
+from central.web.access import (
+    Who,
+    audit,
+    current_approval,
+    find_session,
+    may_view,
+    page_number,
+    visible_query,
+    who,
+)
 from central.web.models import AccessRequest
-from central.web.playback import Ledger, codecs, fragment, viewable
+from central.web.playback import DEFAULT_CODECS, Ledger, codecs, fragment, viewable
 from central.web.services import services
 from central.web.timefmt import entered, local, zone_name
 from evidence import layout
@@ -97,10 +106,7 @@ def search_view(request: HttpRequest) -> HttpResponse:
             error = "; ".join(err.messages)
     if not error:
         size = services().config.web.page_size
-        try:
-            page = max(1, int(request.GET.get("page", "1")))
-        except ValueError:
-            page = 1
+        page = page_number(request)
         now = dt.datetime.now(dt.UTC)
         found, total = services().index.search(visible_query(person, query), now, services().config.upload, size,
                                                (page - 1) * size)
@@ -139,7 +145,7 @@ def session_view(request: HttpRequest, device: str, session: str) -> HttpRespons
         .select_related("decided_by").order_by("-created")[:10]]
     if allowed:
         ledger = svc.ledger(device, session)
-        report = svc.report(device, session, len(ledger.entries), lambda: verify_session(
+        report = svc.report(device, session, lambda: verify_session(
             svc.store.session_files(device, session), svc.store.session_key(device, session)))
         context["report"] = report
         # A session still being recorded or received has no close yet: that alone is not a problem to show.
@@ -177,29 +183,23 @@ def manifest_view(request: HttpRequest, device: str, session: str) -> HttpRespon
     got = _viewer(request, device, session)
     if isinstance(got, HttpResponse):
         return got
-    person, ledger = got
+    person, _ = got
     _playback_started(request, person, device, session)
-    store, sealed = services().store, ledger.opening is not None and ledger.opening.encrypted
-    # A segment in the clear is stored with its entry; a sealed one is viewable once its working copy is.
-    manifest = ledger.manifest(lambda s: not sealed or store.has_working_copy(device, session, s.file))
-    manifest["codecs"] = _codecs(device, session, ledger)
-    return JsonResponse(manifest)
-
-
-def _codecs(device: str, session: str, ledger: Ledger) -> str:
-    """The session's codecs string, read once from its first viewable segment (one encoder per session)."""
     svc = services()
-    known = svc.codecs.get((device, session))
-    if known is not None:
-        return known
-    if not ledger.segments or ledger.opening is None:
-        return codecs(b"")
-    try:
-        found = codecs(viewable(svc.store, device, session, ledger.segments[0], ledger.opening.encrypted))
-    except CentralError:
-        return codecs(b"")  # not viewable yet: the default until it is
-    svc.codecs[(device, session)] = found
-    return found
+    ledger, ready = svc.viewable(device, session)
+
+    def find() -> str | None:
+        # One encoder per session: its first segment tells the codecs once it can be viewed.
+        if not ready or ledger.opening is None:
+            return None
+        try:
+            return codecs(viewable(svc.store, device, session, ready[0], ledger.opening.encrypted))
+        except CentralError:
+            return None  # the segment fails its check: its own fetch says so
+
+    manifest = ledger.manifest(ready)
+    manifest["codecs"] = svc.codecs(device, session, find) or DEFAULT_CODECS
+    return JsonResponse(manifest)
 
 
 @require_GET

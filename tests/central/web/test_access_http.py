@@ -193,3 +193,9 @@ def test_an_account_changes_its_own_password_and_its_other_log_ins_end__ACCESS(s
     assert 'id="password-done"' in changed_back.text
     audit = site.client("admin").get(f"/audit.csv?action=account&target={name('records')}").text
     assert audit.count('own') >= 2 and "another long passphrase" not in audit
+
+
+def test_a_page_number_past_any_database_is_the_last_page_not_an_error__CLASSIFY(site: Site) -> None:
+    huge = "9" * 30
+    assert site.client(name("supervisor")).get(f"/?page={huge}").status == 200
+    assert site.client("admin").get(f"/audit/?page={huge}").status == 200
