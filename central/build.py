@@ -6,8 +6,12 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from central.audit import AUDIT_FILE, AuditLog
 from central.config import CentralConfig
+from central.errors import CentralError
 from central.receiver import Receiver
+from central.register import Registers
+from central.retention import Retention
 from central.store import CentralStore, FileStore
 from provisioning.central_key import load_central_key, load_signing_key
 
@@ -26,3 +30,17 @@ def build_receiver(cfg: CentralConfig, store: CentralStore | None = None, host: 
 def central_key(cfg: CentralConfig) -> X25519PrivateKey | None:
     """Central's private key, if configured: it opens sealed segments and sealed personal fields."""
     return load_central_key(Path(cfg.receiver.private_key_file)) if cfg.receiver.private_key_file else None
+
+
+def build_audit(cfg: CentralConfig, store: CentralStore) -> AuditLog:
+    """The access audit, signed with central's signing key (required: an unsigned audit proves nothing)."""
+    if not cfg.receiver.signing_key_file:
+        raise CentralError("receiver.signing_key_file is empty: central signs its access audit and the sessions' "
+                           "registers with its signing key; make one with `recorder central key --out K "
+                           "--signing-out S`")
+    identity = load_signing_key(Path(cfg.receiver.signing_key_file))
+    return AuditLog(store.state_file(AUDIT_FILE), identity.sign, identity.public_key_b64, cfg.central.zone)
+
+
+def build_retention(cfg: CentralConfig, store: CentralStore, audit: AuditLog | None = None) -> Retention:
+    return Retention(store, Registers(store, audit or build_audit(cfg, store)), cfg.retention)

@@ -17,7 +17,7 @@ import sqlite3
 import unicodedata
 import zoneinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from central import config as config_mod
 from central.errors import CentralError
@@ -26,6 +26,10 @@ from evidence import layout
 from evidence.deadline import UploadPolicy
 from evidence.errors import ConfigError
 from evidence.supervisor import stop_on_signals
+
+if TYPE_CHECKING:
+    from central.retention import Retention
+    from central.store import CentralStore
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +62,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stop = stop_on_signals()
     receiver.start()
     log.info("receiver storing into %s", store.root)
-    swept = ScheduledSweep(store, cfg.sweep.interval_hours * 3600) if cfg.sweep.interval_hours > 0 else None
+    lifecycle = _retention(cfg, store) if cfg.receiver.signing_key_file else None
+    swept = ScheduledSweep(store, cfg.sweep.interval_hours * 3600, registers=lifecycle.registers if lifecycle else None,
+                           marks=lifecycle) if cfg.sweep.interval_hours > 0 else None
     if swept is not None:
         swept.start()
     stop.wait()
@@ -74,7 +80,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from central.sweep import sweep
 
     cfg = _config(args)
-    result = sweep(FileStore(_store_root(args, cfg), create=False))
+    store = FileStore(_store_root(args, cfg), create=False)
+    lifecycle = _retention(cfg, store) if cfg.receiver.signing_key_file else None
+    result = sweep(store, registers=lifecycle.registers if lifecycle else None, marks=lifecycle)
     print(f"swept      {result.sessions} sessions, {result.media_bytes / 1e6:.1f} MB in {result.seconds:.1f} s")
     for device, session, problem in result.broken:
         new = " (NEW)" if (device, session, problem) in result.newly_broken else ""
@@ -82,6 +90,75 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not result.broken:
         print("every stored session is as it was stored")
     return 1 if result.broken else 0
+
+
+def _retention(cfg: config_mod.CentralConfig, store: CentralStore) -> Retention:
+    from central.build import build_retention
+
+    return build_retention(cfg, store)
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    """The retention report (RETENTION): every session's class, hold and when it expires, soonest first."""
+    import csv
+    import sys
+
+    from central.retention import LABELS, report
+    from central.store import FileStore
+
+    cfg = _config(args)
+    store = FileStore(_store_root(args, cfg), create=False)
+    index = _open_index(args, cfg)
+    try:
+        rows = report(_retention(cfg, store), index.sessions(Query()), dt.datetime.now(_zone(cfg)))
+    finally:
+        index.close()
+    if args.expired:
+        rows = [r for r in rows if r.state.endswith("expired")]
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["device", "session", "unit", "room", "opened_at", "class", "case", "hold", "kept_since",
+                         "expires", "state"])
+        for r in rows:
+            j = r.as_json()
+            writer.writerow([j[k] for k in ("device", "session", "unit", "room", "opened_at", "class", "case",
+                                             "hold", "kept_since", "expires", "state")])
+        return 0
+    table = [["DEVICE", "SESSION", "UNIT", "ROOM", "CLASS", "CASE", "EXPIRES", "STATE"]]
+    for r in rows:
+        table.append([r.device, r.session, r.unit, r.room, LABELS[r.cls], r.case or "-",
+                      r.expires.isoformat(timespec="minutes") if r.expires else "-", r.state])
+    print("\n".join(_table(table)))
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    """The records keeper removes an expired session's segment files (RETENTION): its entries, register and a
+    signed tombstone stay."""
+    import getpass
+
+    from central.register import Actor
+    from central.store import FileStore
+
+    cfg = _config(args)
+    target = f"{args.device}/{args.session}"
+    if args.confirm != target:
+        raise CentralError(f"to remove {target}'s recordings, repeat it exactly: --confirm {target}")
+    store = FileStore(_store_root(args, cfg), create=False)
+    index = _open_index(args, cfg)
+    try:
+        rows = index.sessions(Query(device=args.device, session=args.session))
+    finally:
+        index.close()
+    if not rows:
+        raise CentralError(f"{target}: no such session in the index (run `recorder central reindex`?)")
+    now = dt.datetime.now(_zone(cfg))
+    actor = Actor(f"cli:{getpass.getuser()}", "records")
+    record = _retention(cfg, store).remove(args.device, args.session, actor, rows[0].last_stored.astimezone(now.tzinfo),
+                                           now)
+    print(f"removed {len(record.detail['files'])} segment files of {target}; its entries, its register and the "
+          f"tombstone (register record {record.seq}) stay")
+    return 0
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -728,6 +805,16 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                                          "receiver.signing_key_file)")
 
     action("reindex", "rebuild the session index from the stored sessions", cmd_reindex)
+    kept = action("retention", "the retention report: each session's class, legal hold and when it expires",
+                  cmd_retention)
+    kept.add_argument("--expired", action="store_true", help="only the sessions whose retention has expired")
+    kept.add_argument("--csv", action="store_true", help="as CSV")
+    remove = action("remove", "remove an expired session's recordings (the records keeper's confirmation); its "
+                              "entries, register and a signed tombstone stay", cmd_remove)
+    remove.add_argument("device")
+    remove.add_argument("session")
+    remove.add_argument("--confirm", required=True, metavar="DEVICE/SESSION",
+                        help="the session again, to confirm the removal")
     action("sweep", "judge every stored session again by the verifier's rules (exit 1 if any is broken); "
                     "`serve` does it every sweep.interval_hours", cmd_sweep)
 

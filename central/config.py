@@ -8,6 +8,7 @@ this receiver is, the broker, the upload deadline and the agency's time zone.
     [upload]    deadline_hours, warn_hours: the devices warn by the same numbers
     [web]       the staff's web application (central/web): address, database, approvals, log-in throttle
     [sweep]     interval_hours: how often the receiver's integrity sweep judges every stored session again
+    [retention] everyday_months, long_term_years: how long sessions of each retention class are kept
 """
 
 from __future__ import annotations
@@ -130,6 +131,22 @@ class SweepConfig(Section):
 
 
 @dataclass(frozen=True)
+class RetentionConfig(Section):
+    everyday_months: Annotated[int, Range(6, 1200)] = 6
+    """How long an everyday session is kept after it closed (RETENTION: at least 6 months; never less)."""
+    long_term_years: Annotated[int, Range(10, 100)] = 30
+    """How long a long-term session is kept (coercive measures, disputes or complaints, obstruction or
+    assault of officers, mass or sudden incidents). The rules say "long-term" without a number; 10 years is
+    this product's floor and 30 (archive practice for 长期) its default. An evidence session is kept as long
+    as its case file, whatever this says."""
+
+    def validate(self) -> None:
+        if self.long_term_years * 12 <= self.everyday_months:
+            raise ConfigError(f"long_term_years: {self.long_term_years} years is not longer than everyday_months "
+                              f"({self.everyday_months} months); a long-term session must outlive an everyday one")
+
+
+@dataclass(frozen=True)
 class CentralConfig(Section):
     central: AgencyConfig = AgencyConfig()
     receiver: ReceiverConfig = ReceiverConfig()
@@ -138,6 +155,7 @@ class CentralConfig(Section):
     upload: UploadPolicy = dataclasses.field(default_factory=UploadPolicy)
     web: WebConfig = WebConfig()
     sweep: SweepConfig = SweepConfig()
+    retention: RetentionConfig = RetentionConfig()
 
 
 DEFAULT_FILE = Path("/etc/recorder/central.toml")

@@ -45,6 +45,15 @@ class DeviceStatus:
                 **self.fields}
 
 
+@dataclass(frozen=True)
+class Presence:
+    """A device went online or offline at `since` (as central saw it): one line of its presence history, kept
+    so the statistics can tell how much of a period it was online (central/stats.py)."""
+
+    since: dt.datetime
+    online: bool
+
+
 def parse_status(device: str, payload: bytes) -> tuple[bool, dict[str, Any]]:
     """A status message from `device`'s topic: whether it is online, and its known fields. Refused if it is not
     a strict JSON object of at most MAX_STATUS bytes naming `device`, with `online` a boolean."""

@@ -3,10 +3,12 @@ and see which are late or at risk of missing the 24-hour deadline (UPLOAD-24H).
 
 The index is an SQLite file beside the store (`store.state_file("index.sqlite3")`), derived entirely from
 what the store holds: a row for each session (the `open` entry's metadata; totals of the entries stored so
-far; the `close`), child tables for its officers and parties, and one row per stored entry with the device's
-time and central's storage time. It is never the only record of anything: `rebuild()` (`recorder central
-reindex`) re-derives it from the stored sessions alone, and the receiver stores and receipts whether or not
-it works. It reads the store only through `CentralStore`.
+far, the media time recorded among them; the `close`, and the decline code of a declined session), child
+tables for its officers and parties and for its breaks (the cause the device detected, and the reason an
+officer stated), and one row per stored entry with the device's time and central's storage time. It is
+never the only record of anything: `rebuild()` (`recorder central reindex`) re-derives it from the stored
+sessions alone, and the receiver stores and receipts whether or not it works. It reads the store only
+through `CentralStore`.
 
 Central's storage time of an entry is what the store reports (a FileStore: the modification time of the
 committed file, stamped just before the receipt goes out), so the index and a rebuild agree exactly; copy
@@ -21,21 +23,22 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from central.errors import CentralError
 from central.store import CentralStore
 from evidence.deadline import Level, UploadPolicy
-from evidence.entry import INTERRUPTION, SEGMENT, Entry, Officer, parse_entry, unsealed
+from evidence.entry import EVENT, INTERRUPTION, SEGMENT, Entry, Officer, parse_entry, unsealed
 from evidence.errors import MalformedEntry
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE sessions (
@@ -58,6 +61,8 @@ CREATE TABLE sessions (
     last_ts REAL NOT NULL,
     last_stored_ts REAL NOT NULL,
     interrupted INTEGER NOT NULL DEFAULT 0,
+    recorded_ns INTEGER NOT NULL DEFAULT 0,
+    declined TEXT,
     PRIMARY KEY (device, session)
 );
 CREATE INDEX sessions_opened ON sessions (opened_ts);
@@ -82,6 +87,15 @@ CREATE TABLE parties (
     FOREIGN KEY (device, session) REFERENCES sessions ON DELETE CASCADE
 );
 CREATE INDEX parties_name ON parties (name);
+CREATE TABLE interruptions (
+    device TEXT NOT NULL,
+    session TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    cause TEXT NOT NULL,
+    reason TEXT,
+    PRIMARY KEY (device, session, seq),
+    FOREIGN KEY (device, session) REFERENCES sessions ON DELETE CASCADE
+) WITHOUT ROWID;
 CREATE TABLE entries (
     device TEXT NOT NULL,
     session TEXT NOT NULL,
@@ -94,7 +108,7 @@ CREATE TABLE entries (
     FOREIGN KEY (device, session) REFERENCES sessions ON DELETE CASCADE
 ) WITHOUT ROWID;
 """
-_TABLES = ("entries", "parties", "officers", "sessions")
+_TABLES = ("entries", "interruptions", "parties", "officers", "sessions")
 
 
 @dataclass(frozen=True)
@@ -247,6 +261,7 @@ class SessionIndex:
             # Owner-only: the index gathers officers' and parties' names into one searchable file.
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         self._lock = threading.Lock()
+        self._timeout_s = timeout_s
         self._db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -268,6 +283,14 @@ class SessionIndex:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def reader(self) -> sqlite3.Connection:
+        """A read-only connection of the caller's own to the index, for aggregate queries (central/stats.py)
+        that should neither wait for this one's lock nor hold it up; the caller closes it."""
+        try:
+            return sqlite3.connect(self.path.as_uri() + "?mode=ro", uri=True, timeout=self._timeout_s)
+        except sqlite3.Error as err:
+            raise CentralError(f"{self.path}: cannot read the session index: {err}") from err
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -503,6 +526,21 @@ class SessionIndex:
         return entry
 
     @staticmethod
+    def _event(db: sqlite3.Connection, key: tuple[str, str], body: Mapping[str, Any]) -> None:
+        """What the statistics count of an event: the reason an officer stated for a break, and why a session
+        was declined (FORMAT §4.3). The parser checks an event's `name` only, so the rest is read warily."""
+        code = body.get("code")
+        if not isinstance(code, str) or not code:
+            return
+        if body["name"] == "reason":
+            seq = body.get("interruption")
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                db.execute("UPDATE interruptions SET reason = ? WHERE device = ? AND session = ? AND seq = ?",
+                           (code, *key, seq))
+        elif body["name"] == "declined":
+            db.execute("UPDATE sessions SET declined = ? WHERE device = ? AND session = ?", (code, *key))
+
+    @staticmethod
     def _apply(db: sqlite3.Connection, entry: Entry, stored_ts: float) -> None:
         key = (entry.device, entry.session)
         time_ts = _timestamp(entry.time, stored_ts)
@@ -519,11 +557,18 @@ class SessionIndex:
                 db.execute("INSERT INTO parties VALUES (?, ?, ?, ?)", (*key, position, party))
         db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
                    (*key, entry.seq, entry.kind, entry.time, time_ts, stored_ts))
+        segment = entry.segment
         db.execute("UPDATE sessions SET last_seq = ?, last_at = ?, last_ts = ?, last_stored_ts = ?,"
-                   " segments = segments + ?, media_bytes = media_bytes + ?, interrupted = interrupted OR ?"
-                   " WHERE device = ? AND session = ?",
+                   " segments = segments + ?, media_bytes = media_bytes + ?, interrupted = interrupted OR ?,"
+                   " recorded_ns = recorded_ns + ? WHERE device = ? AND session = ?",
                    (entry.seq, entry.time, time_ts, stored_ts, entry.kind == SEGMENT,
-                    entry.segment.bytes if entry.segment is not None else 0, entry.kind == INTERRUPTION, *key))
+                    segment.bytes if segment is not None else 0, entry.kind == INTERRUPTION,
+                    segment.end - segment.start_ns if segment is not None else 0, *key))
+        if entry.interruption is not None:
+            db.execute("INSERT INTO interruptions VALUES (?, ?, ?, ?, NULL)",
+                       (*key, entry.seq, entry.interruption.cause))
+        elif entry.kind == EVENT:
+            SessionIndex._event(db, key, entry.body)
         if entry.closing is not None:
             db.execute("UPDATE sessions SET closed_at = ?, closed_ts = ?, close_reason = ? WHERE device = ? AND"
                        " session = ?", (entry.time, time_ts, entry.closing.reason, *key))

@@ -11,6 +11,9 @@ touching the receiver, the index or the web application.
     alerts/<device>/<id>.json                a device's signed alert as received (evidence/alert.py)
     alerts/<device>/<id>.handled.json        who at central dealt with it, when, and what they noted
     devices/<device>.status.json             the device's latest status, as central/fleet.py reads it
+    devices/<device>.presence.jsonl          each time it went online or offline, appended (for the statistics)
+    register/<device>/<session>.files/<sha256><suffix>  files a register record names (a scanned, signed
+                                             written explanation), write-once, 0640
     index.sqlite3                            the session index (central/index.py), derived from sessions/
 Every commit is write-temp, flush, rename, flush (a group commit per batch of entries, evidence/durable.py).
 """
@@ -22,16 +25,18 @@ import contextlib
 import dataclasses
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from central.errors import CentralError, KeyChangeRefused
-from central.fleet import DeviceStatus
+from central.fleet import DeviceStatus, Presence
 from evidence import layout
 from evidence.alert import ALERT_ID, Alert, MalformedAlert, parse_alert
 from evidence.durable import atomic_write, fsync_dir, group_commit
@@ -42,6 +47,8 @@ from evidence.layout import SessionFiles, SessionFolder
 from mqtt.protocol import MediaChunk
 
 PLAIN = "plain"
+_SUFFIX = re.compile(r"\.[a-z0-9]{1,8}\Z")
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 log = logging.getLogger(__name__)
 
 
@@ -98,6 +105,11 @@ class CentralStore(abc.ABC):
 
     @abc.abstractmethod
     def device_status(self, device: str) -> DeviceStatus | None: ...
+
+    @abc.abstractmethod
+    def presence(self, device: str) -> list[Presence]:
+        """Each time the device went online or offline, as `record_status` kept it, oldest first; empty for a
+        device never heard from since the history was first kept."""
 
     @abc.abstractmethod
     def record_selftest(self, device: str, report: bytes) -> None:
@@ -205,6 +217,31 @@ class CentralStore(abc.ABC):
     @abc.abstractmethod
     def state_file(self, name: str) -> Path:
         """A local file for state derived from the store (the session index)."""
+
+    @abc.abstractmethod
+    def register_file(self, device: str, session: str) -> Path:
+        """The session's register (FORMAT §13): central's signed decisions about it, appended by
+        central/register.py. Its folder is made; the file may not exist yet."""
+
+    @abc.abstractmethod
+    def registers(self) -> Iterator[tuple[str, str]]:
+        """Every session that has a register, in order."""
+
+    @abc.abstractmethod
+    def remove_originals(self, device: str, session: str, files: Sequence[str]) -> None:
+        """Delete these segment files of the session and their working copies; its entries stay. Only
+        central/retention.py calls it, after it has written the signed `removal` record (the tombstone) that
+        names exactly these files, for a session whose retention has expired."""
+
+    @abc.abstractmethod
+    def keep_attachment(self, device: str, session: str, data: bytes, suffix: str) -> str:
+        """Keep a file that a register record names (a scanned, signed written explanation), under its SHA-256
+        and `suffix` (such as ".pdf"), write-once and durable; returns the SHA-256. Keeping the same bytes
+        again changes nothing."""
+
+    @abc.abstractmethod
+    def read_attachment(self, device: str, session: str, sha256: str) -> bytes:
+        """A kept attachment's bytes, checked against its SHA-256; CentralError if none is kept under it."""
 
 
 def _holds(path: Path, sha256: str, size: int) -> bool:
@@ -351,6 +388,74 @@ class FileStore(CentralStore):
     def record_status(self, status: DeviceStatus) -> None:
         data = {"online": status.online, "since": status.since, "received": status.received, "fields": status.fields}
         atomic_write(self._status_path(status.device), json.dumps(data, ensure_ascii=False).encode())
+        # Judged against the history itself, not the receiver's memory, so a restarted receiver (or a second
+        # one of a group) adds no line for a state already kept.
+        last = self._last_presence(status.device)
+        if last is None or last.online != status.online:
+            self._append_presence(status)
+
+    def _presence_path(self, device: str) -> Path:
+        return self._status_path(device).with_name(f"{device}.presence.jsonl")
+
+    @staticmethod
+    def _presence_line(line: bytes) -> Presence | None:
+        try:
+            value = json.loads(line)
+            since = dt.datetime.fromisoformat(value["since"])
+            online = value["online"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return Presence(since, online) if isinstance(online, bool) and since.tzinfo is not None else None
+
+    def presence(self, device: str) -> list[Presence]:
+        path = self._presence_path(device)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as err:
+            raise CentralError(f"{path}: cannot read the device's presence history: {err.strerror or err}") from err
+        # Only whole lines: a crash mid-append leaves a torn one, which holds nothing.
+        return [p for line in data.split(b"\n")[:-1] if (p := self._presence_line(line)) is not None]
+
+    def _last_presence(self, device: str) -> Presence | None:
+        path = self._presence_path(device)
+        try:
+            with path.open("rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                start = max(0, size - 4096)
+                f.seek(start)
+                lines = f.read().split(b"\n")[:-1]
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise StorageFault(f"{path}: cannot read the device's presence history: {err.strerror or err}") from err
+        for line in reversed(lines[1:] if start else lines):  # the first may be cut off by the seek
+            last = self._presence_line(line)
+            if last is not None:
+                return last
+        return None
+
+    def _append_presence(self, status: DeviceStatus) -> None:
+        path = self._presence_path(status.device)
+        line = json.dumps({"since": status.since, "online": status.online}).encode() + b"\n"
+        try:
+            created = not path.exists()
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line  # a torn last line stays a line of its own, not a prefix of this one
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                fsync_dir(path.parent)
+        except OSError as err:
+            raise StorageFault(f"could not append to {path}: {err.strerror or err}") from err
 
     def record_selftest(self, device: str, report: bytes) -> None:
         atomic_write(self._device_file(device, ".selftest.json"), report)
@@ -520,6 +625,108 @@ class FileStore(CentralStore):
 
     def state_file(self, name: str) -> Path:
         return self.root / name
+
+    def register_file(self, device: str, session: str) -> Path:
+        if not layout.DEVICE_ID.match(device) or not layout.SESSION_ID.match(session):
+            raise CentralError(f"{device!r}/{session!r} is not a device and session id")
+        folder = self.root / "register" / device
+        if not folder.is_dir():
+            try:
+                folder.mkdir(mode=0o750, parents=True, exist_ok=True)
+                fsync_dir(folder.parent)
+            except OSError as err:
+                raise CentralError(f"{folder}: cannot make the register's folder: {err.strerror or err}") from err
+        return folder / f"{session}.log"
+
+    def export_path(self, device: str, session: str, name: str) -> Path:
+        """Where an export package of the session is kept (exports/<device>/<session>/<name>, 0750 folders):
+        the copy central keeps of every copy it hands out (ACCESS)."""
+        if not layout.DEVICE_ID.match(device) or not layout.SESSION_ID.match(session):
+            raise CentralError(f"{device!r}/{session!r} is not a device and session id")
+        folder = self.root / "exports" / device / session
+        try:
+            folder.mkdir(mode=0o750, parents=True, exist_ok=True)
+        except OSError as err:
+            raise CentralError(f"{folder}: cannot make the exports folder: {err.strerror or err}") from err
+        return folder / name
+
+    def registers(self) -> Iterator[tuple[str, str]]:
+        root = self.root / "register"
+        for device_dir in sorted(root.iterdir()) if root.is_dir() else []:
+            if device_dir.is_dir() and layout.DEVICE_ID.match(device_dir.name):
+                for file in sorted(device_dir.glob("*.log")):
+                    if layout.SESSION_ID.match(file.stem):
+                        yield device_dir.name, file.stem
+
+    def remove_originals(self, device: str, session: str, files: Sequence[str]) -> None:
+        folder = self.session_dir(device, session)
+        touched = set()
+        for file in files:
+            for path in (layout.media_path(folder, file), self._working_copy(device, session, file)):
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    continue  # removed by an earlier attempt that stopped part way
+                except OSError as err:
+                    raise CentralError(f"{path}: cannot remove it after its retention expired: "
+                                       f"{err.strerror or err}") from err
+                touched.add(path.parent)
+        for parent in touched:
+            fsync_dir(parent)
+
+    def _attachments(self, device: str, session: str) -> Path:
+        return self.register_file(device, session).with_name(f"{session}.files")
+
+    def keep_attachment(self, device: str, session: str, data: bytes, suffix: str) -> str:
+        if not _SUFFIX.match(suffix):
+            raise CentralError(f"{suffix!r} is not a file suffix such as '.pdf'")
+        digest = hashlib.sha256(data).hexdigest()
+        folder = self._attachments(device, session)
+        path = folder / f"{digest}{suffix}"
+        try:
+            if not folder.is_dir():
+                folder.mkdir(mode=0o750, exist_ok=True)
+                fsync_dir(folder.parent)
+            if path.exists():
+                if sha256_file(path)[0] != digest:
+                    raise CentralError(f"{path}: the file kept under this hash no longer matches it; have the "
+                                       "store looked at (nothing was written)")
+                return digest
+            tmp = folder / f".{digest}{suffix}.{os.urandom(6).hex()}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                # A link, not a rename: it never replaces a file kept under the name (write-once).
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # the same bytes, kept by a concurrent upload
+            finally:
+                tmp.unlink()
+            fsync_dir(folder)
+        except OSError as err:
+            raise CentralError(f"{path}: cannot keep the attachment: {err.strerror or err}") from err
+        return digest
+
+    def read_attachment(self, device: str, session: str, sha256: str) -> bytes:
+        if not _SHA256.match(sha256):
+            raise CentralError(f"{sha256!r} is not a SHA-256 (64 lowercase hex digits)")
+        folder = self._attachments(device, session)
+        found = sorted(folder.glob(f"{sha256}.*")) if folder.is_dir() else []
+        if not found:
+            raise CentralError(f"no attachment {sha256} is kept with session {device}/{session}")
+        try:
+            data = found[0].read_bytes()
+        except OSError as err:
+            raise CentralError(f"{found[0]}: cannot read the attachment: {err.strerror or err}") from err
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise CentralError(f"{found[0]}: the attachment no longer matches its SHA-256; have the store looked at")
+        return data
 
     def _alert_path(self, device: str, alert_id: str, suffix: str = ".json") -> Path:
         if not layout.DEVICE_ID.match(device) or not ALERT_ID.match(alert_id):

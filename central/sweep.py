@@ -21,7 +21,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from central import retention
 from central.errors import CentralError
+from central.register import Registers
 from central.store import CentralStore
 from evidence.durable import atomic_write
 from evidence.rules import Problem
@@ -85,9 +87,26 @@ def broken_sessions(store: CentralStore) -> list[tuple[str, str, str]]:
     return _broken(judged_before(store))
 
 
-def _judge(store: CentralStore, device: str, session: str, before: Judged | None, now: str) -> Judged:
+def _tombstone(registers: Registers | None, device: str, session: str) -> tuple[dict[str, tuple[str, int]], str]:
+    """The segment files the session's register says were removed after expiry, and what is wrong with the
+    register itself ("" if nothing). Without central's key the register cannot be trusted: nothing counts as
+    removed, and a removed session shows as broken."""
+    if registers is None or not registers.store.register_file(device, session).exists():
+        return {}, ""
+    check = registers.check(device, session)
+    if not check.ok:
+        return {}, "its register does not hold: " + "; ".join(check.problems)
+    removal = retention.disposition(registers.records(device, session)).removal
+    if removal is None:
+        return {}, ""
+    return {f["file"]: (f["sha256"], f["bytes"]) for f in removal.detail["files"]}, ""
+
+
+def _judge(store: CentralStore, device: str, session: str, before: Judged | None, now: str,
+           registers: Registers | None) -> Judged:
     files = store.session_files(device, session)
-    report = verify_session(files, store.session_key(device, session))
+    removed, register_problem = _tombstone(registers, device, session)
+    report = verify_session(files, store.session_key(device, session), removed=removed)
     # The verifier stops at the first break, so count the entries stored, not the ones it got through.
     entries = len(files.entry_seqs())
     if report.ok:
@@ -98,6 +117,8 @@ def _judge(store: CentralStore, device: str, session: str, before: Judged | None
     else:
         state, problem = BROKEN, "; ".join(f"{f.problem.name.lower()} at {f.where}: {f.detail}"
                                            for f in report.findings) or "no longer closed"
+    if register_problem:
+        state, problem = BROKEN, register_problem + (f"; {problem}" if problem else "")
     if before is not None and entries < before.entries:
         state = BROKEN
         problem = (f"{before.entries - entries} of its {before.entries} entries are gone"
@@ -105,16 +126,21 @@ def _judge(store: CentralStore, device: str, session: str, before: Judged | None
     return Judged(state, entries, report.media_bytes, problem, now)
 
 
-def sweep(store: CentralStore, beat: Beat | None = None) -> SweepResult:
+def sweep(store: CentralStore, beat: Beat | None = None, registers: Registers | None = None,
+          marks: retention.Retention | None = None) -> SweepResult:
     """Judge every stored session again, keep the findings, and log each session newly found broken. `beat`
-    is called after each session (a supervised thread's sign of life)."""
+    is called after each session (a supervised thread's sign of life). With `registers` (central's signing
+    key) each session's register is checked and its tombstone honoured; with `marks`, the retention class
+    a device's MARK asked for is written to the register if it is not there yet."""
     t0 = time.monotonic()
     before = judged_before(store)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     found: dict[str, Judged] = {}
     for device, session in store.sessions():
         key = f"{device}/{session}"
-        found[key] = _judge(store, device, session, before.get(key), now)
+        found[key] = _judge(store, device, session, before.get(key), now, registers)
+        if marks is not None and found[key].state != BROKEN:
+            marks.sync_marks(device, session)
         if beat is not None:
             beat()
     for key, gone in before.items():
@@ -135,8 +161,11 @@ class ScheduledSweep:
     """`sweep` on a supervised thread of its own, every `every_s` seconds (the first one after a minute, so a
     starting receiver is not slowed)."""
 
-    def __init__(self, store: CentralStore, every_s: float, first_after_s: float = 60.0) -> None:
+    def __init__(self, store: CentralStore, every_s: float, first_after_s: float = 60.0,
+                 registers: Registers | None = None, marks: retention.Retention | None = None) -> None:
         self.store = store
+        self.registers = registers
+        self.marks = marks
         self.every_s = every_s
         self.first_after_s = first_after_s
         self._stopping = threading.Event()
@@ -150,7 +179,7 @@ class ScheduledSweep:
         wait = self.first_after_s
         while not self._stopping.wait(wait):
             beat()
-            result = sweep(self.store, beat)
+            result = sweep(self.store, beat, self.registers, self.marks)
             self.done += 1
             log.info("integrity sweep: %d sessions, %.1f MB in %.1f s; %d broken", result.sessions,
                      result.media_bytes / 1e6, result.seconds, len(result.broken))

@@ -18,16 +18,16 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from evidence.canonical import NotCanonical, canonical, parse_canonical, parse_made
-from evidence.encryption import open_sealed, seal_bytes
 from evidence.errors import EvidenceError, MalformedEntry
 from evidence.keys import load_public_key_b64
 from evidence.layout import DEVICE_ID, MAX_INDEX, MAX_SEQ, SESSION_ID, media_name
 from evidence.reasons import CLOSE_REASONS, INTERRUPTION_REASONS
+
+if TYPE_CHECKING:  # only sealing and unsealing need cryptography; parsing and verifying do not (FORMAT §7.5)
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 FORMAT_VERSION = 1
 GENESIS = "0" * 64
@@ -241,6 +241,8 @@ def _personal(body: _Body) -> tuple[str, str, str, str, str, tuple[Officer, ...]
 def seal_personal(fields: Mapping[str, Any], recipient: X25519PublicKey) -> str:
     """The personal fields of an `open` body, sealed to `recipient` (FORMAT §4.2.1): base64 of the sealed
     canonical JSON object of exactly PERSONAL_FIELDS."""
+    from evidence.encryption import seal_bytes
+
     return base64.b64encode(seal_bytes(canonical({k: fields[k] for k in PERSONAL_FIELDS}), recipient)).decode()
 
 
@@ -249,6 +251,8 @@ def unsealed(opening: Opening, key: X25519PrivateKey) -> Opening:
     MalformedEntry if they do not open with this key or are not the fields they must be."""
     if opening.sealed is None:
         return opening
+    from evidence.encryption import open_sealed
+
     try:
         opened = open_sealed(base64.b64decode(opening.sealed, validate=True), key)
         value = parse_canonical(opened.plaintext)

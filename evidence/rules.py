@@ -13,11 +13,9 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from evidence.entry import CLOSE, GENESIS, INTERRUPTION, SEGMENT, Closing, Entry, Interruption, Opening, Segment
 from evidence.errors import EvidenceError
-from evidence.keys import load_public_key_b64, verify_signature
+from evidence.keys import VerifyKey, load_public_key_b64, verify_signature
 from evidence.merkle import CompactTree
 
 
@@ -78,7 +76,7 @@ class SessionRules:
         self.opening: Opening | None = None
         self.device = ""
         self.session = ""
-        self._key: Ed25519PublicKey | None = None
+        self._key: VerifyKey | None = None
         self.tree = CompactTree()
         self.segments = 0
         self.media_bytes = 0

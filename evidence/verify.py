@@ -14,21 +14,21 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-from evidence.encryption import HEADER_BYTES, open_sealed
 from evidence.entry import Entry, Segment, parse_entry
 from evidence.errors import DecryptionError, MalformedEntry
 from evidence.hashing import sha256_stream
 from evidence.layout import SessionFiles, SessionFolder
 from evidence.merkle import inclusion_proof, root_from_proof
 from evidence.rules import Finding, Problem, SessionRules, Violation
+
+if TYPE_CHECKING:  # only decrypting needs cryptography (FORMAT §7.5)
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 Decoder = Callable[[bytes], str | None]
 """Decodes an MPEG-TS segment: None if at least one video frame decodes, else why not."""
@@ -53,10 +53,26 @@ class Report:
     """What was not checked, and why (for example: sealed segments not decoded without central's key)."""
     warnings: list[str] = field(default_factory=list)
     """What is not a break of the rules but deserves a look: the device's clock stepped during the session."""
+    removed: int = 0
+    """Segments absent because central removed them after their retention expired, each named with its hash
+    by a tombstone the caller checked (`verify_session(removed=...)`); their entries were checked."""
 
     @property
     def ok(self) -> bool:
         return not self.findings
+
+    def text(self, key_source: str) -> str:
+        """The report as `recorder verify` prints it; `key_source` says where the trusted key came from."""
+        if self.ok:
+            anchor = (f" (signed by {key_source})" if self.anchored
+                      else " (key not anchored: pass --key to check it is the device's)")
+            lines = [f"OK      {self.source}: {self.segments} segments, {self.entries} entries, "
+                     f"{self.duration_ns / 1e9:.1f} s{anchor}"]
+        else:
+            lines = [f"FAILED  {self.source}: {self.findings[0]}"]
+        lines += [f"        note: {note}" for note in self.notes]
+        lines += [f"        warning: {warning}" for warning in self.warnings]
+        return "\n".join(lines)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -69,6 +85,7 @@ class Report:
             "key_anchored": self.anchored,
             "notes": self.notes,
             "warnings": self.warnings,
+            "removed_segments": self.removed,
             "problems": [
                 {"kind": f.problem.name.lower(), "where": f.where, "detail": f.detail} for f in self.findings
             ],
@@ -77,8 +94,10 @@ class Report:
 
 class _Verifier:
     def __init__(self, files: SessionFiles, rules: SessionRules, decoder: Decoder | None,
-                 central_key: X25519PrivateKey | None, report: Report) -> None:
+                 central_key: X25519PrivateKey | None, report: Report,
+                 removed: Mapping[str, tuple[str, int]] | None = None) -> None:
         self.files = files
+        self.removed = removed or {}
         self.rules = rules
         self.decoder = decoder
         self.central_key = central_key
@@ -149,6 +168,9 @@ class _Verifier:
                     else:
                         digest, size = sha256_stream(stream)
         except OSError as err:
+            if self.removed.get(segment.file) == (segment.sha256, segment.bytes):
+                self.report.removed += 1
+                return
             raise Violation(Problem.MISSING_SEGMENT, where, f"{segment.file} is not there") from err
         if size != segment.bytes or digest != segment.sha256:
             raise Violation(Problem.CHANGED_SEGMENT, where, f"{segment.file}: SHA-256 or size differs from the "
@@ -163,8 +185,12 @@ class _Verifier:
         """After decryption (with central's key): the plaintext hash, and that the segment decodes."""
         assert self.rules.opening is not None
         if self.rules.opening.encrypted:
-            if self.central_key is None or (segment.recovered and len(media) < HEADER_BYTES):
-                return  # without the key nothing to open; a crash may have cut a file before its header
+            if self.central_key is None:
+                return  # without the key nothing to open
+            from evidence.encryption import HEADER_BYTES, open_sealed
+
+            if segment.recovered and len(media) < HEADER_BYTES:
+                return  # a crash may have cut the file before its header
             try:
                 opened = open_sealed(media, self.central_key)
             except DecryptionError as err:
@@ -196,13 +222,16 @@ class _Verifier:
 
 
 def verify_session(files: SessionFiles | Path, trusted_key_b64: str | None = None, decode: Decoder | None = None,
-                   central_key: X25519PrivateKey | None = None) -> Report:
+                   central_key: X25519PrivateKey | None = None,
+                   removed: Mapping[str, tuple[str, int]] | None = None) -> Report:
     """Judge one session. `trusted_key_b64`: the device key as central enrolled it (anchors the signatures);
-    `decode`: also decode every segment; `central_key`: decrypt sealed segments and check their plaintext."""
+    `decode`: also decode every segment; `central_key`: decrypt sealed segments and check their plaintext;
+    `removed`: segment files central removed after expiry, by name, with (SHA-256, bytes) as the checked
+    tombstone names them: such a file may be absent (FORMAT §13.3), and one present is checked as usual."""
     files = SessionFolder(files) if isinstance(files, Path) else files
     report = Report(files.label)
     try:
-        _Verifier(files, SessionRules(trusted_key_b64), decode, central_key, report).run()
+        _Verifier(files, SessionRules(trusted_key_b64), decode, central_key, report, removed).run()
     except Violation as violation:
         report.findings.append(violation.finding)
     return report

@@ -228,17 +228,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(json.dumps([r.as_json() for r in reports], indent=1, ensure_ascii=False))
     else:
         for r, source in zip(reports, anchors, strict=True):
-            if r.ok:
-                anchor = f" (signed by {source})" if r.anchored else " (key not anchored: pass --key to check it " \
-                                                                    "is the device's)"
-                print(f"OK      {r.source}: {r.segments} segments, {r.entries} entries, "
-                      f"{r.duration_ns / 1e9:.1f} s{anchor}")
-            else:
-                print(f"FAILED  {r.source}: {r.findings[0]}")
-            for note in r.notes:
-                print(f"        note: {note}")
-            for warning in r.warnings:
-                print(f"        warning: {warning}")
+            print(r.text(source))
     return 0 if all(r.ok for r in reports) else 1
 
 

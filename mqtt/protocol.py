@@ -22,13 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from evidence import layout
 from evidence.alert import ALERT_ID
 from evidence.canonical import NotCanonical, canonical, parse_strict, read_object
 from evidence.entry import HEX64
-from evidence.keys import load_public_key_b64, verify_signature
+from evidence.keys import VerifyKey, load_public_key_b64, verify_signature
 from mqtt.errors import ProtocolError
 
 MEDIA_MAGIC = b"RRM1"
@@ -129,7 +127,7 @@ class SignedByCentral:
     sig: str | None
     signed_message: bytes
 
-    def signed_by(self, key: Ed25519PublicKey) -> bool:
+    def signed_by(self, key: VerifyKey) -> bool:
         return self.sig is not None and verify_signature(key, self.sig, self.signed_message)
 
 
@@ -182,7 +180,7 @@ def decode_receipt(payload: bytes) -> Receipt:
     return Receipt(session, seq, digest, receipt["stored_at"], receipt["receiver"], payload, sig, message)
 
 
-def proves_delivery(raw: bytes, session: str, seq: int, entry_hash: str, central_key: Ed25519PublicKey) -> bool:
+def proves_delivery(raw: bytes, session: str, seq: int, entry_hash: str, central_key: VerifyKey) -> bool:
     """Whether `raw`, a receipt kept in the spool, is central's signed word that it holds exactly this entry:
     the one test a device applies before it may free evidence (capture/pruning.py)."""
     try:

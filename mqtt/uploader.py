@@ -18,10 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from capture.spool import PendingItem, Spool
 from evidence.errors import RecorderError
+from evidence.keys import VerifyKey
 from evidence.supervisor import Beat, Spawn, Supervised, Supervisor
 from mqtt import protocol
 from mqtt.alert_outbox import AlertOutbox
@@ -60,7 +60,7 @@ class Uploader:
         max_unacked_bytes: int = MAX_UNACKED_BYTES,
         spawn: Spawn | None = None,
         alerts: AlertOutbox | None = None,
-        central_key: Ed25519PublicKey | None = None,
+        central_key: VerifyKey | None = None,
     ) -> None:
         self._alerts = alerts
         self._central_key = central_key

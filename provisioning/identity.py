@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from evidence.durable import atomic_write
 from evidence.errors import StorageFault
-from evidence.keys import public_key_b64
+from evidence.keys import VerifyKey, public_key_b64
 from provisioning.errors import ProvisioningError
 
 _KEY_FILE = "device-ed25519.pem"
@@ -21,8 +21,8 @@ _KEY_FILE = "device-ed25519.pem"
 class DeviceIdentity:
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
         self._key = private_key
-        self.public_key = private_key.public_key()
-        self.public_key_b64 = public_key_b64(self.public_key)
+        self.public_key = VerifyKey.of(private_key.public_key())
+        self.public_key_b64 = public_key_b64(private_key.public_key())
 
     @classmethod
     def load(cls, keys_dir: Path) -> DeviceIdentity:

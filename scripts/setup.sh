@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(mosquitto espeak-ng ffmpeg libportaudio2 pulseaudio libasound2-plugins fonts-wqy-microhei shellcheck postgresql chromium)
+packages=(mosquitto espeak-ng ffmpeg libportaudio2 pulseaudio libasound2-plugins fonts-wqy-microhei shellcheck postgresql chromium poppler-utils xorriso)
 python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
 
 missing=()

@@ -109,10 +109,12 @@ def find_session(person: Who, device: str, session: str) -> SessionRow | None:
     return rows[0] if rows else None
 
 
-def current_approval(person: Who, device: str, session: str) -> AccessRequest | None:
+def current_approval(person: Who, device: str, session: str,
+                     purpose: str = AccessRequest.VIEW) -> AccessRequest | None:
+    """This person's approval for `purpose` (viewing, or an export) of the session, while it lasts."""
     now = timezone.now()
     return (AccessRequest.objects.filter(requester__username=person.username, device=device, session=session,
-                                         state=AccessRequest.APPROVED, expires__gt=now)
+                                         state=AccessRequest.APPROVED, expires__gt=now, purpose=purpose)
             .order_by("-expires").first())
 
 

@@ -44,14 +44,15 @@ class WebClient:
             handlers.append(_NoRedirect())
         self._opener = urllib.request.build_opener(*handlers)
 
-    def request(self, path: str, data: dict[str, str] | None = None, timeout: float = 30.0) -> Reply:
+    def request(self, path: str, data: dict[str, str] | None = None, timeout: float = 30.0,
+                method: str | None = None) -> Reply:
         body = None
         headers = {"Referer": self.base + "/"}
-        if data is not None:
-            body = urllib.parse.urlencode({**data, "csrfmiddlewaretoken": self._csrf()}).encode()
+        if data is not None or method not in (None, "GET"):
+            body = urllib.parse.urlencode({**(data or {}), "csrfmiddlewaretoken": self._csrf()}).encode()
         # A path may carry Chinese query text: sent percent-encoded, as a browser does.
         request = urllib.request.Request(self.base + urllib.parse.quote(path, safe="/?=&%:+"), data=body,
-                                         headers=headers)
+                                         headers=headers, method=method)
         try:
             with self._opener.open(request, timeout=timeout) as response:
                 return Reply(response.status, response.read(), response.url, dict(response.headers))

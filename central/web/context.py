@@ -66,5 +66,7 @@ def banner(request: HttpRequest) -> dict[str, Any]:
     return {"staff": staff, "role_label": roles.LABELS.get(staff.role, staff.role), "urgent": shown,
             "zone_name": services().config.central.timezone, "nav": {
                 "search": roles.may_search(staff.role), "fleet": roles.may_see_fleet(staff.role),
-                "audit": roles.may_audit(staff.role), "accounts": roles.may_manage_accounts(staff.role),
+                "audit": roles.may_audit(staff.role), "stats": roles.may_see_stats(staff.role),
+                "retention": roles.may_see_retention(staff.role),
+                "accounts": roles.may_manage_accounts(staff.role),
                 "approvals": roles.may_search(staff.role)}}

@@ -25,6 +25,13 @@ class Staff(models.Model):
 
 class AccessRequest(models.Model):
     PENDING, APPROVED, REFUSED = "pending", "approved", "refused"
+    VIEW, EXPORT = "view", "export"
+    purpose: models.CharField[str, str] = models.CharField(max_length=8, default=VIEW,
+                                                           choices=[(VIEW, VIEW), (EXPORT, EXPORT)])
+    """To view the session, or (the legal office) to export an evidence package of it."""
+    range_start: models.FloatField[float | None, float | None] = models.FloatField(null=True)
+    range_end: models.FloatField[float | None, float | None] = models.FloatField(null=True)
+    """An export of part of the session: seconds on its media timeline; None: the whole session."""
     requester: models.ForeignKey[User, User] = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
                                                                  related_name="requests")
     device: models.CharField[str, str] = models.CharField(max_length=64)

@@ -16,15 +16,14 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from django.conf import settings
 
-from central.audit import AUDIT_FILE, AuditLog
-from central.build import central_key
+from central.audit import AuditLog
+from central.build import build_audit, build_retention, central_key
 from central.config import CentralConfig
-from central.errors import CentralError
 from central.index import SessionIndex
+from central.retention import Retention
 from central.store import FileStore
 from central.web.playback import Ledger, read_ledger
 from evidence.entry import Segment
-from provisioning.central_key import load_signing_key
 
 REPORT_SECONDS = 60.0
 SESSIONS_KEPT = 32
@@ -50,6 +49,7 @@ class Services:
     index: SessionIndex
     audit: AuditLog
     central_key: X25519PrivateKey | None
+    retention: Retention
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     banner_cache: tuple[float, list[dict[str, Any]]] | None = None
     _kept: collections.OrderedDict[tuple[str, str], _Kept] = dataclasses.field(
@@ -113,14 +113,10 @@ class Services:
 
 
 def build_services(cfg: CentralConfig, store_root: Path) -> Services:
-    if not cfg.receiver.signing_key_file:
-        raise CentralError("receiver.signing_key_file is empty: the web application signs its access audit with "
-                           "central's signing key; make one with `recorder central key --out K --signing-out S`")
-    identity = load_signing_key(Path(cfg.receiver.signing_key_file))
     store = FileStore(store_root)
     key = central_key(cfg)
-    audit = AuditLog(store.state_file(AUDIT_FILE), identity.sign, identity.public_key_b64, cfg.central.zone)
-    return Services(cfg, store, SessionIndex(store, key), audit, key)
+    audit = build_audit(cfg, store)
+    return Services(cfg, store, SessionIndex(store, key), audit, key, build_retention(cfg, store, audit))
 
 
 @functools.cache

@@ -3,7 +3,17 @@ from __future__ import annotations
 from django.contrib.staticfiles.views import serve
 from django.urls import path, re_path
 
-from central.web.views import accounts, approvals, audit_pages, fleet, sessions
+from central.web.views import (
+    accounts,
+    approvals,
+    audit_pages,
+    explanations,
+    exports,
+    fleet,
+    retention,
+    sessions,
+    stats,
+)
 
 _S = "s/<str:device>/<str:session>/"
 
@@ -18,11 +28,22 @@ urlpatterns = [
     path(_S + "seg/<int:index>.mp4", sessions.segment_view),
     path(_S + "originals.tar", sessions.download_view),
     path(_S + "request", approvals.request_view),
+    path(_S + "retention", retention.decide_view),
+    path(_S + "remove", retention.remove_view),
+    path(_S + "export/request", exports.request_view),
+    path(_S + "export/build", exports.build_view),
+    path(_S + "export/<str:image>", exports.download_view),
+    path("retention/", retention.report_view),
+    path("retention.csv", retention.report_csv_view),
+    path(_S + "explanation/scan/<str:sha256>", explanations.scan_view),
+    path(_S + "explanation/<str:key>/", explanations.explanation_view),
     path("approvals/", approvals.approvals_view),
     path("approvals/<int:pk>/decide", approvals.decide_view),
     path("audit/", audit_pages.audit_view),
     path("audit.csv", audit_pages.audit_csv_view),
     path("fleet/", fleet.fleet_view),
+    path("stats/", stats.stats_view),
+    path("stats.csv", stats.stats_csv_view),
     path("fleet/alerts/<str:alert_id>/ack", fleet.ack_view),
     re_path(r"^static/(?P<path>.*)$", serve, {"insecure": True}),
 ]

@@ -56,6 +56,7 @@ def approvals_view(request: HttpRequest) -> HttpResponse:
     def shown(r: AccessRequest) -> dict[str, object]:
         return {"id": r.pk, "who": r.requester.username, "device": r.device, "session": r.session, "unit": r.unit,
                 "reason": r.reason, "created": local(r.created), "state": r.state, "note": r.note,
+                "purpose": r.purpose, "range": "" if r.range_start is None else f"{r.range_start:g}–{r.range_end:g} s",
                 "by": r.decided_by.username if r.decided_by else "", "expires": local(r.expires),
                 "current": r.state == AccessRequest.APPROVED and r.expires is not None and r.expires > timezone.now()}
 

@@ -49,7 +49,10 @@ def fleet_view(request: HttpRequest) -> HttpResponse:
         return HttpResponseForbidden("the fleet page is for technicians, supervisors and administrators")
     svc = services()
     alerts = [{"id": a.alert.id, "device": a.alert.device, "room": a.alert.room, "cause": a.alert.cause,
-               "detail": a.alert.detail, "at": local(a.stored_ts), "session": a.alert.session}
+               "detail": a.alert.detail, "at": local(a.stored_ts), "session": a.alert.session,
+               # The written explanation's form, for those who may open the session (technicians may not).
+               "form": f"/s/{a.alert.device}/{a.alert.session}/explanation/alert-{a.alert.id}/"
+               if roles.may_search(person.role) else ""}
               for a in svc.store.alerts()
               if a.handled is None and roles.sees_alert(person.role, person.unit, a.alert.unit)]
     # Which session a device records is shown to those who look after every room, not to other units.

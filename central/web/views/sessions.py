@@ -42,6 +42,9 @@ from central.web.models import AccessRequest
 from central.web.playback import DEFAULT_CODECS, Ledger, codecs, fragment, viewable
 from central.web.services import services
 from central.web.timefmt import entered, local, zone_name
+from central.web.views.explanations import session_explanations
+from central.web.views.exports import session_context as export_context
+from central.web.views.retention import session_context as retention_context
 from evidence import layout
 from evidence.rules import Problem
 from evidence.verify import verify_session
@@ -139,7 +142,7 @@ def session_view(request: HttpRequest, device: str, session: str) -> HttpRespons
     context["approval_until"] = local(approval.expires) if approval is not None else ""
     context["needs_approval"] = roles.needs_approval(person.role, svc.config.web)
     context["requests"] = [
-        {"created": local(r.created), "state": r.state, "reason": r.reason, "note": r.note,
+        {"created": local(r.created), "state": r.state, "reason": r.reason, "note": r.note, "purpose": r.purpose,
          "by": r.decided_by.username if r.decided_by else "", "expires": local(r.expires)}
         for r in AccessRequest.objects.filter(requester__username=person.username, device=device, session=session)
         .select_related("decided_by").order_by("-created")[:10]]
@@ -154,6 +157,9 @@ def session_view(request: HttpRequest, device: str, session: str) -> HttpRespons
         context["moments"] = [{"t": m.seconds, "kind": m.kind, "text": m.text, "time": local(m.time)}
                               for m in ledger.moments()]
         context["officers"] = list(ledger.opening.officers) if ledger.opening else []
+    context["explanations"] = session_explanations(person, device, session, row.unit)
+    context["retention"] = retention_context(person, device, session)
+    context["export"] = export_context(person, device, session)
     audit(request, "view", f"{device}/{session}", {"content": allowed}, actor=person)
     return render(request, "web/session.html", context)
 

@@ -1,0 +1,65 @@
+"""A session's register (FORMAT §13): what central decided about one session after it was recorded (its
+retention class and the reasons, legal holds, the case it belongs to, written explanations, exports, and
+the tombstone of a removal), as signed, chained records in the access audit's form, one file per session.
+
+The session's own entries are never touched: a decision is a new record here, signed by central's key,
+and every register record is also written to the access audit (FORMAT §12) by the same call, so the
+audit shows who decided what and the register alone tells a session's story to whoever receives it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from central.audit import AuditLog
+from central.store import CentralStore
+from evidence.audit import REGISTER, AuditCheck, AuditRecord
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who does something at central: an account's name and role, or `cli:<user>` for a command."""
+
+    name: str
+    role: str
+    address: str = ""
+
+
+class Registers:
+    """Opens each session's register with central's signing key, and mirrors every record into the audit."""
+
+    def __init__(self, store: CentralStore, audit: AuditLog) -> None:
+        self.store = store
+        self.audit = audit
+
+    def _log(self, device: str, session: str) -> AuditLog:
+        return AuditLog(self.store.register_file(device, session), self.audit.sign, self.audit.public_key_b64,
+                        self.audit.zone, REGISTER)
+
+    def records(self, device: str, session: str) -> list[AuditRecord]:
+        """The session's register, oldest first; empty when central has decided nothing about it."""
+        path = self.store.register_file(device, session)
+        if not path.exists():
+            return []
+        return list(self._log(device, session).records())
+
+    def check(self, device: str, session: str) -> AuditCheck:
+        return self._log(device, session).check()
+
+    def append(self, device: str, session: str, actor: Actor, action: str, detail: Mapping[str, Any],
+               check: Callable[[list[AuditRecord]], None] | None = None) -> AuditRecord:
+        """Write the decision to the session's register, then to the audit; both fsynced before it returns.
+        `check` is given the register's records under its lock and raises to refuse the decision."""
+        target = f"{device}/{session}"
+        log = self._log(device, session)
+        precondition = None if check is None else (lambda: check(list(log.records())))
+        record = log.append(actor.name, actor.role, action, target, detail, actor.address, precondition)
+        self.audit.append(actor.name, actor.role, action, target, {**detail, "register_seq": record.seq},
+                          actor.address)
+        return record
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(self.audit.zone or dt.UTC)

@@ -1,0 +1,175 @@
+"""Retention at central (RETENTION, NO-EDIT): raising a class, refusing a silent lowering, two roles to lower, a
+legal hold stopping expiry, removal only after expiry keeping the ledger and a signed tombstone, through the
+rule book and through `recorder central retention` / `remove`."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pytest
+
+from central import config as config_mod
+from central.audit import AUDIT_FILE
+from central.register import Actor
+from central.retention import (
+    EVERYDAY,
+    EVIDENCE,
+    LONG_TERM,
+    Disposition,
+    RetentionRefused,
+    _add_months,
+    expires,
+    mark_class,
+)
+from central.sweep import sweep
+from evidence import layout
+from evidence.entry import parse_entry
+from evidence.errors import ConfigError
+from evidence.verify import verify_session
+from firmware_py.cli import main
+from tests.central.conftest import ZONE, Kept
+from tests.conftest import RecordedSession
+
+RECORDS = Actor("档案员", "records")
+SUPERVISOR = Actor("王科长", "supervisor")
+LEGAL = Actor("法制员", "legal")
+VIEWER = Actor("李警官", "viewer")
+
+
+def test_a_class_is_raised_with_a_reason_and_never_lowered_by_raising__RETENTION(kept: Kept) -> None:
+    assert kept.of() == EVERYDAY
+    with pytest.raises(RetentionRefused, match="only"):
+        kept.retention.raise_class(kept.device, kept.session, VIEWER, EVIDENCE, "a case officer cannot")
+    with pytest.raises(RetentionRefused, match="reason"):
+        kept.retention.raise_class(kept.device, kept.session, RECORDS, EVIDENCE, "  ")
+    with pytest.raises(RetentionRefused, match="long-term"):
+        kept.retention.raise_class(kept.device, kept.session, RECORDS, LONG_TERM, "complaint", grounds="")
+    kept.retention.raise_class(kept.device, kept.session, SUPERVISOR, LONG_TERM, "当事人投诉", grounds="dispute")
+    assert kept.of() == LONG_TERM
+    with pytest.raises(RetentionRefused, match="already"):
+        kept.retention.raise_class(kept.device, kept.session, RECORDS, EVIDENCE, "a lower class is not a raise")
+    # Linking to a case never lowers a long-term session to evidence.
+    kept.retention.link_case(kept.device, kept.session, RECORDS, "京公(刑)字2026第118号", None, "filed")
+    d = kept.retention.of(kept.device, kept.session)
+    assert (d.cls, d.case) == (LONG_TERM, "京公(刑)字2026第118号")
+    assert kept.retention.registers.check(kept.device, kept.session).ok
+
+
+def test_lowering_needs_a_request_and_a_second_person_of_another_role__RETENTION(kept: Kept) -> None:
+    d, s = kept.device, kept.session
+    kept.retention.raise_class(d, s, RECORDS, EVIDENCE, "used as evidence")
+    with pytest.raises(RetentionRefused, match="no such request"):
+        kept.retention.confirm_lower(d, s, SUPERVISOR, 0)  # nothing asked: nothing to confirm
+    request = kept.retention.request_lower(d, s, RECORDS, EVERYDAY, "case dropped, footage not needed")
+    assert kept.of() == EVIDENCE  # a request alone changes nothing
+    with pytest.raises(RetentionRefused, match="two people"):
+        kept.retention.confirm_lower(d, s, RECORDS, request.seq)
+    with pytest.raises(RetentionRefused, match="two people"):
+        kept.retention.confirm_lower(d, s, Actor("另一档案员", "records"), request.seq)
+    kept.retention.confirm_lower(d, s, LEGAL, request.seq)
+    assert kept.of() == EVERYDAY
+    audit = (kept.store.root / AUDIT_FILE).read_text()
+    assert '"action":"lower_request"' in audit and '"lowered":true' in audit and '"requested_by":"档案员"' in audit
+
+
+def test_a_legal_hold_stops_expiry_and_removal__RETENTION(kept: Kept) -> None:
+    d, s = kept.device, kept.session
+    kept.age(200)
+    kept.retention.set_hold(d, s, LEGAL, True, "诉讼保全 litigation")
+    now = dt.datetime.now(ZONE)
+    with pytest.raises(RetentionRefused, match="legal hold"):
+        kept.retention.remove(d, s, RECORDS, kept.kept_since(), now)
+    with pytest.raises(RetentionRefused, match="legal hold"):
+        kept.retention.request_lower(d, s, RECORDS, EVERYDAY, "hold blocks lowering too")
+    assert all(p.exists() for p in (kept.store.session_dir(d, s) / layout.MEDIA).iterdir())
+    kept.retention.set_hold(d, s, LEGAL, False, "litigation ended")
+    kept.retention.remove(d, s, RECORDS, kept.kept_since(), now)
+    assert not list((kept.store.session_dir(d, s) / layout.MEDIA).iterdir())
+
+
+def test_nothing_is_removed_before_expiry_by_the_command__NO_EDIT(kept: Kept,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    d, s = kept.device, kept.session
+    before = {p.name: p.read_bytes() for p in (kept.store.session_dir(d, s) / layout.MEDIA).iterdir()}
+    kept.age(150)  # less than six months
+    args = ["central", "remove", d, s, "--config", str(kept.config_file)]
+    assert main([*args, "--confirm", f"{d}/{s}"]) == 2
+    assert "kept until" in capsys.readouterr().err
+    assert main([*args, "--confirm", "something else"]) == 2
+    assert "repeat it exactly" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (kept.store.session_dir(d, s) / layout.MEDIA).iterdir()} == before
+    kept.retention.raise_class(d, s, RECORDS, LONG_TERM, "assault on an officer", grounds="obstruction")
+    kept.age(400)  # past six months, but long-term now
+    assert main([*args, "--confirm", f"{d}/{s}"]) == 2
+    assert {p.name: p.read_bytes() for p in (kept.store.session_dir(d, s) / layout.MEDIA).iterdir()} == before
+    assert main(["central", "retention", "--config", str(kept.config_file)]) == 0
+    assert "长期 long-term" in capsys.readouterr().out
+
+
+def test_removal_after_expiry_keeps_the_ledger_and_a_signed_tombstone__RETENTION(
+        kept: Kept, capsys: pytest.CaptureFixture[str]) -> None:
+    d, s = kept.device, kept.session
+    folder = kept.store.session_dir(d, s)
+    entries_before = {p.name: p.read_bytes() for p in (folder / layout.ENTRIES).iterdir()}
+    segments = {p.name for p in (folder / layout.MEDIA).iterdir()}
+    kept.age(200)
+    assert main(["central", "retention", "--expired", "--csv", "--config", str(kept.config_file)]) == 0
+    assert f"{d},{s}," in capsys.readouterr().out
+    assert main(["central", "remove", d, s, "--confirm", f"{d}/{s}", "--config", str(kept.config_file)]) == 0
+    assert f"removed {len(segments)} segment files" in capsys.readouterr().out
+    assert not list((folder / layout.MEDIA).iterdir()) and not list((folder / "plain").glob("*"))
+    assert {p.name: p.read_bytes() for p in (folder / layout.ENTRIES).iterdir()} == entries_before
+    removal = kept.retention.of(d, s).removal
+    assert removal is not None and {f["file"] for f in removal.detail["files"]} == segments
+    closing = parse_entry(entries_before[max(entries_before)])
+    assert removal.detail["close_hash"] == closing.hash
+    # The chain still proves what existed: every entry checks, each removed file is named by the tombstone.
+    removed = {f["file"]: (f["sha256"], f["bytes"]) for f in removal.detail["files"]}
+    report = verify_session(folder, kept.store.device_key(d), removed=removed)
+    assert report.ok and report.removed == len(segments) and report.entries == len(entries_before)
+    assert not verify_session(folder, kept.store.device_key(d)).ok  # without the tombstone, files are missing
+    assert sweep(kept.store, registers=kept.retention.registers).broken == []
+    with pytest.raises(RetentionRefused, match="removed"):
+        kept.retention.set_hold(d, s, LEGAL, True, "too late")
+
+
+def test_a_forged_tombstone_does_not_hide_a_removal__NO_EDIT(kept: Kept) -> None:
+    d, s = kept.device, kept.session
+    kept.retention.raise_class(d, s, RECORDS, EVIDENCE, "used as evidence")
+    media = sorted((kept.store.session_dir(d, s) / layout.MEDIA).iterdir())
+    media[0].unlink()
+    register = kept.store.register_file(d, s)
+    text = register.read_text()
+    # Someone with the disk but not central's key writes a removal into the register: its signature fails.
+    forged = text.replace('"action":"retention"', '"action":"removal"')
+    register.write_text(forged)
+    [(_, _, problem)] = sweep(kept.store, registers=kept.retention.registers).broken
+    assert "register does not hold" in problem
+
+
+def test_a_device_mark_naming_a_class_raises_it_once__RETENTION(kept: Kept, recorded: RecordedSession) -> None:
+    assert mark_class("长期保存 long-term") == LONG_TERM and mark_class("出示执法证件 certificate shown") is None
+    files = kept.store.session_files(kept.device, kept.session)
+    entries = [parse_entry(files.read_entry(seq)) for seq in files.entry_seqs()]
+    [mark] = [e for e in entries if e.body.get("name") == "mark"]
+    assert kept.retention.record_marks(kept.device, kept.session, entries) == []  # its label names no class
+    relabelled = dataclasses.replace(mark, body={**mark.body, "label": "长期 long-term"})
+    [written] = kept.retention.record_marks(kept.device, kept.session, [relabelled])
+    assert written.actor == "device" and written.detail["mark_seq"] == mark.seq and kept.of() == LONG_TERM
+    assert kept.retention.record_marks(kept.device, kept.session, [relabelled]) == []
+
+
+def test_periods_never_below_the_law__RETENTION() -> None:
+    for bad in ({"everyday_months": 5}, {"everyday_months": float("nan")}, {"long_term_years": 9},
+                {"everyday_months": 240, "long_term_years": 10}):
+        with pytest.raises(ConfigError, match=r"everyday_months|long_term_years"):
+            config_mod.from_dict({"retention": bad})
+    cfg = config_mod.from_dict({}).retention
+    since = dt.datetime(2026, 8, 31, 12, tzinfo=ZONE)
+    assert expires(Disposition(), since, cfg) == dt.datetime(2027, 2, 28, 12, tzinfo=ZONE)
+    assert expires(Disposition(cls=LONG_TERM), since, cfg) == _add_months(since, 360)
+    assert expires(Disposition(cls=EVIDENCE), since, cfg) is None
+    # An evidence session whose case file ends early is still kept at least as long as an everyday one.
+    assert expires(Disposition(cls=EVIDENCE, case_file_until=dt.date(2026, 9, 1)), since, cfg) == \
+        expires(Disposition(), since, cfg)
