@@ -73,7 +73,7 @@ def fill_index(store: FileStore, sessions: int, seed: int = 10) -> None:
         rows.append((device, session, unit, f"询问室{room % 12 + 1}", f"{unit}办案中心", f"A{2026_0000 + i}",
                      rng.choice(["询问", "讯问", "听证", "调解"]), iso, opened, iso_closed, closed, "STOP held",
                      segments, segments * 400_000, segments + 3, iso_closed, closed, closed + rng.uniform(1, 30),
-                     int(rng.random() < 0.05)))
+                     int(rng.random() < 0.05), segments * 2_000_000_000))
         for position, officer in enumerate(rng.sample(officers, 2)):
             officer_rows.append((device, session, position, *officer))
         for position in range(rng.randint(1, 2)):
@@ -83,8 +83,8 @@ def fill_index(store: FileStore, sessions: int, seed: int = 10) -> None:
     with db:
         db.executemany("INSERT INTO sessions (device, session, unit, room, location, case_ref, matter, opened_at, "
                        "opened_ts, closed_at, closed_ts, close_reason, segments, media_bytes, last_seq, last_at, "
-                       "last_ts, last_stored_ts, interrupted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                       "?, ?, ?)", rows)
+                       "last_ts, last_stored_ts, interrupted, recorded_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                       "?, ?, ?, ?, ?, ?, ?, ?)", rows)
         db.executemany("INSERT INTO officers VALUES (?, ?, ?, ?, ?)", officer_rows)
         db.executemany("INSERT INTO parties VALUES (?, ?, ?, ?)", party_rows)
         db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", entry_rows)

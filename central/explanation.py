@@ -270,20 +270,23 @@ def prefill(entries: Sequence[Entry], opening: Opening | None, alerts: Sequence[
         at = _instant(alert.interrupted_at)
         seq = next((e.seq for e in breaks if at is not None and _instant(began[e.seq]) == at), None)
         if seq is None and closing is not None and breaks:
-            # The alert is about how the session ended, and a closed session's last unresolved break is that end
-            # (a clock read twice can differ by a few milliseconds between the alert and the entry).
+            # The alert is about how the session ended, and a closed session's last unresolved break is that end;
+            # its time need not match (an interruption in the older form has no `began_wall`, only the time of
+            # the restart that wrote it).
             seq = breaks[-1].seq
         if seq is None:
             loose.append(alert)
         else:
             matched[seq].append(alert)
     events = [e for e in entries if e.kind == EVENT]
+    every_break = [e.seq for e in entries if e.kind == INTERRUPTION]
     forms = []
     for entry in breaks:
         assert entry.interruption is not None
         told = matched[entry.seq]
-        stopped = next((e for e in reversed(events) if e.seq < entry.seq and e.body.get("name") == "cannot_continue"),
-                       None)
+        since = max((seq for seq in every_break if seq < entry.seq), default=-1)
+        stopped = next((e for e in reversed(events) if since < e.seq < entry.seq
+                        and e.body.get("name") == "cannot_continue"), None)
         kind = told[0].kind if told else CANNOT_CONTINUE if stopped is not None else (
             NOT_RESUMED if closing is not None and closing.closing is not None
             and closing.closing.reason_code == NOT_RESUMED else "ended_interrupted")

@@ -70,6 +70,9 @@ class Report:
                      f"{self.duration_ns / 1e9:.1f} s{anchor}"]
         else:
             lines = [f"FAILED  {self.source}: {self.findings[0]}"]
+        if self.removed:
+            lines.append(f"        removed: {self.removed} segment files, removed by central after their retention "
+                         "expired, as its signed tombstone names them (their entries were checked)")
         lines += [f"        note: {note}" for note in self.notes]
         lines += [f"        warning: {warning}" for warning in self.warnings]
         return "\n".join(lines)

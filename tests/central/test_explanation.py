@@ -27,6 +27,7 @@ from central.explanation import (
 )
 from central.register import Actor, Registers
 from central.store import FileStore
+from evidence import layout
 from evidence.alert import Alert, make_alert
 from evidence.entry import Segment, parse_entry
 from firmware_py.rig import Rig
@@ -69,13 +70,15 @@ def write_ledger(store: FileStore, device: str, session: str, identity: DeviceId
     """The session as a device writes it when its disk fills for good: two segments, the `cannot_continue`
     event, the `interruption` that did not resume, and the close (`fault_not_cleared`). With `resumed`, the
     break clears instead and the session ends with STOP."""
-    ledger = forged.open_session(store.session_dir(device, session), device, identity,
+    folder = store.session_dir(device, session)
+    ledger = forged.open_session(folder, device, identity,
                                  forged.StepClock(OPENED, dt.timedelta(seconds=10)),
                                  {"unit": UNIT, "room": ROOM, "location": "城关路1号", "case": "A-2026-7",
                                   "matter": "询问", "officers": OFFICERS, "parties": ["张某"]})
     segments: list[Segment] = []
     for index in (1, 2):
         media = f"segment {index}".encode() * 100
+        layout.media_path(folder, layout.media_name(index)).write_bytes(media)
         entry = ledger.append("segment", forged.segment_body(index, media, (index - 1) * 10 * S, index * 10 * S))
         assert entry.segment is not None
         segments.append(entry.segment)
@@ -83,6 +86,7 @@ def write_ledger(store: FileStore, device: str, session: str, identity: DeviceId
         ledger.append("interruption", {"cause": "camera", "began_ns": 20 * S, "began_wall": BEGAN_WALL,
                                        "resumed_ns": 25 * S, "resumed_wall": "2026-03-04T06:00:25.000+00:00",
                                        "recovered_segments": []})
+        layout.media_path(folder, layout.media_name(3)).write_bytes(b"3" * 100)
         entry = ledger.append("segment", forged.segment_body(3, b"3" * 100, 25 * S, 30 * S))
         assert entry.segment is not None
         segments.append(entry.segment)

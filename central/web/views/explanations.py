@@ -120,21 +120,27 @@ class _ScanInMemory(MemoryFileUploadHandler):
 def explanation_view(request: HttpRequest, device: str, session: str, key: str) -> HttpResponse:
     # The upload handlers must be set before anything reads the body: CSRF is checked below, not by the middleware.
     request.upload_handlers = [_ScanInMemory(request)]
+    if request.method == "POST" and _length(request) > MAX_SCAN_BYTES + _FORM_BYTES:
+        return HttpResponse(f"at most {MAX_SCAN_BYTES // (1024 * 1024)} MB can be uploaded: scan the form again at a "
+                            "lower resolution", status=413, content_type="text/plain; charset=utf-8")
     return _explanation(request, device, session, key)
+
+
+def _length(request: HttpRequest) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0  # Django reads such a body as empty
 
 
 @csrf_protect
 def _explanation(request: HttpRequest, device: str, session: str, key: str) -> HttpResponse:
     person = who(request)
     row = _session(person, device, session)
+    state = _state(device, session, key)
     if request.method == "GET":
-        state = _state(device, session, key)
         audit(request, "view", f"{device}/{session}", {"explanation": state.form.key}, actor=person)
         return _page(request, person, row, state)
-    if int(request.META.get("CONTENT_LENGTH") or 0) > MAX_SCAN_BYTES + _FORM_BYTES:
-        return HttpResponse(f"at most {MAX_SCAN_BYTES // (1024 * 1024)} MB can be uploaded: scan the form again at a "
-                            "lower resolution", status=413, content_type="text/plain; charset=utf-8")
-    state = _state(device, session, key)
     if not roles.may_sign_explanation(person.role, person.unit, row.unit):
         return _page(request, person, row, state, "只有本单位民警可以签名 only officers (case officers and "
                      "supervisors) of the session's unit sign its written explanation", 403)

@@ -36,6 +36,9 @@ def actor(person: Who) -> Actor:
 def session_context(person: Who, device: str, session: str) -> dict[str, Any]:
     """What the session page shows of its retention, and which decisions this person may take."""
     svc = services()
+    # A MARK naming a class is the room's decision: written to the register when central first reads it here
+    # (the sweep and a removal do the same), so the class shown is never below what the device asked for.
+    svc.retention.record_marks(device, session, svc.ledger(device, session).entries)
     d = svc.retention.of(device, session)
     row = svc.index.sessions(Query(device=device, session=session))[0]
     now = dt.datetime.now(svc.config.central.zone)
