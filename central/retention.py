@@ -30,10 +30,11 @@ from central.store import CentralStore
 from evidence.audit import AuditRecord
 from evidence.entry import EVENT, Entry, parse_entry
 from evidence.errors import MalformedEntry
+from evidence.reasons import RETENTION_CLASSES
 
-EVERYDAY, EVIDENCE, LONG_TERM = "everyday", "evidence", "long_term"
-CLASSES = (EVERYDAY, EVIDENCE, LONG_TERM)
+CLASSES = RETENTION_CLASSES
 """From the shortest kept to the longest: raising moves right."""
+EVERYDAY, EVIDENCE, LONG_TERM = CLASSES
 LABELS = {EVERYDAY: "日常 everyday", EVIDENCE: "证据 evidence", LONG_TERM: "长期 long-term"}
 GROUNDS = {"coercive_measure": "采取强制措施 coercive measure", "dispute": "发生纠纷或投诉 dispute or complaint",
            "obstruction": "阻碍执法或袭警 obstruction or assault of officers",

@@ -58,3 +58,7 @@ DECLINE_REASONS: dict[str, Reason] = {r.code: r for r in (
     Reason("privacy", "涉及个人隐私且未经同意", "personal privacy, without consent", "secrets", False),
 )}
 """Why a session may be declined (NO-RECORD, seed 001 Art. 8): the `declined` event's `code`."""
+
+RETENTION_CLASSES = ("everyday", "evidence", "long_term")
+"""A session's retention classes (RETENTION), from the shortest kept to the longest: central's rule book is
+central/retention.py; a booking names the class its session is to have at least (evidence/booking.py)."""

@@ -10,6 +10,7 @@ Topics, for device D under prefix P:
     P/D/alert_ack central -> device  central stored that alert (or self-test report), QoS 1
     P/D/selftest device -> central  a signed self-test report (`recorder selftest`), QoS 1; central keeps
                                     the latest per device and acknowledges it on P/D/alert_ack
+    P/D/bookings central -> device  retained: the signed set of the room's bookings (evidence/booking.py), QoS 1
 
 A media frame is b"RRM1", a 4-byte big-endian header length, a UTF-8 JSON header, then the chunk bytes.
 """
@@ -39,6 +40,7 @@ MAX_RECEIPT = 4096
 
 ENTRY, MEDIA, RECEIPT, STATUS = "entry", "media", "receipt", "status"
 ALERT, ALERT_ACK, SELFTEST = "alert", "alert_ack", "selftest"
+BOOKINGS = "bookings"
 MAX_ALERT_ACK = 1024
 MAX_SELFTEST = 64 * 1024
 SELFTEST_CONTEXT = b"room-recorder/selftest/v1\x00"

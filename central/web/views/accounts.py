@@ -52,6 +52,21 @@ def locked_until(username: str, addr: str) -> dt.datetime | None:
     return None
 
 
+def confirm_password(request: HttpRequest, password: str) -> str:
+    """The logged-in person types their own password again to sign or to remove: "" if it is theirs, else why
+    not. A wrong one counts towards the same lock-out as a failed log-in, and is audited as one, so the
+    screen of someone who stepped away cannot be used to guess it."""
+    username, addr = request.user.get_username(), address(request)
+    until = locked_until(username, addr)
+    if until is not None:
+        return f"登录失败次数过多 too many wrong passwords: try again after {local(until)}"
+    if authenticate(request, username=username, password=password) is None:
+        LoginFailure.objects.create(username=username, address=addr, at=timezone.now())
+        audit(request, "login_failed", username, {"why": "wrong password to confirm an action"})
+        return "密码错误 wrong password: nothing was done"
+    return ""
+
+
 @require_http_methods(["GET", "POST"])
 def login_view(request: HttpRequest) -> HttpResponse:
     form = LoginForm(request.POST or None)

@@ -34,6 +34,7 @@ from central.web import roles
 from central.web.access import Who, audit, find_session, who
 from central.web.services import services
 from central.web.timefmt import local, zone_name
+from central.web.views.accounts import confirm_password
 
 _FORM_BYTES = 64 * 1024
 """Room for a scan upload's other fields and multipart framing, beyond the scan itself."""
@@ -164,8 +165,9 @@ def _actor(person: Who) -> Actor:
 
 def _password(request: HttpRequest) -> None:
     """The signer types their own password again: a signature is theirs, not whoever sits at their screen."""
-    if not request.user.check_password(request.POST.get("password", "")):
-        raise ExplanationRefused("密码错误 wrong password: nothing was signed; sign with your own password")
+    wrong = confirm_password(request, request.POST.get("password", ""))
+    if wrong:
+        raise ExplanationRefused(f"{wrong}; sign with your own password")
 
 
 def _sign(request: HttpRequest, person: Who, form: ExplanationForm) -> str:

@@ -11,7 +11,6 @@ import io
 from typing import Any
 
 from django import forms
-from django.contrib.auth import authenticate
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseRedirect
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -24,6 +23,7 @@ from central.web import roles
 from central.web.access import Who, audit, find_session, visible_query, who
 from central.web.services import services
 from central.web.timefmt import local, zone_name
+from central.web.views.accounts import confirm_password
 from central.web.views.audit_pages import inert
 
 OPS = ("raise", "lower", "confirm", "hold", "release", "case")
@@ -200,8 +200,9 @@ def remove_view(request: HttpRequest, device: str, session: str) -> HttpResponse
     if not form.is_valid() or form.cleaned_data["confirm"].strip() != f"{device}/{session}":
         return render(request, "web/remove.html", {**context, "error": f"type {device}/{session} exactly"},
                       status=400)
-    if authenticate(request, username=person.username, password=form.cleaned_data["password"]) is None:
-        return render(request, "web/remove.html", {**context, "error": "密码错误 wrong password"}, status=403)
+    wrong = confirm_password(request, form.cleaned_data["password"])
+    if wrong:
+        return render(request, "web/remove.html", {**context, "error": wrong}, status=403)
     now = dt.datetime.now(svc.config.central.zone)
     try:
         svc.retention.remove(device, session, actor(person), row.last_stored.astimezone(now.tzinfo), now)
