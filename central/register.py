@@ -41,7 +41,7 @@ class Registers:
 
     def records(self, device: str, session: str) -> list[AuditRecord]:
         """The session's register, oldest first; empty when central has decided nothing about it."""
-        path = self.store.register_file(device, session)
+        path = self.store.register_file(device, session, create=False)
         if not path.exists():
             return []
         return list(self._log(device, session).records())

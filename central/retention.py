@@ -308,6 +308,11 @@ class Retention:
                now: dt.datetime) -> AuditRecord:
         """After expiry, the records keeper's removal: the tombstone first, then the segment files."""
         _need(actor, REMOVERS, "remove an expired session's recordings")
+        done = self.of(device, session).removal
+        if done is not None:
+            # Decided before, and stopped part way (a crash, a full disk): finish removing what it names.
+            self.store.remove_originals(device, session, [str(f["file"]) for f in done.detail["files"]])
+            return done
         self.sync_marks(device, session)
         files = self.store.session_files(device, session)
         ledger = []

@@ -219,9 +219,9 @@ class CentralStore(abc.ABC):
         """A local file for state derived from the store (the session index)."""
 
     @abc.abstractmethod
-    def register_file(self, device: str, session: str) -> Path:
+    def register_file(self, device: str, session: str, create: bool = True) -> Path:
         """The session's register (FORMAT §13): central's signed decisions about it, appended by
-        central/register.py. Its folder is made; the file may not exist yet."""
+        central/register.py. With `create` its folder is made; the file may not exist yet."""
 
     @abc.abstractmethod
     def registers(self) -> Iterator[tuple[str, str]]:
@@ -626,11 +626,11 @@ class FileStore(CentralStore):
     def state_file(self, name: str) -> Path:
         return self.root / name
 
-    def register_file(self, device: str, session: str) -> Path:
+    def register_file(self, device: str, session: str, create: bool = True) -> Path:
         if not layout.DEVICE_ID.match(device) or not layout.SESSION_ID.match(session):
             raise CentralError(f"{device!r}/{session!r} is not a device and session id")
         folder = self.root / "register" / device
-        if not folder.is_dir():
+        if create and not folder.is_dir():
             try:
                 folder.mkdir(mode=0o750, parents=True, exist_ok=True)
                 fsync_dir(folder.parent)

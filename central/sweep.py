@@ -91,7 +91,7 @@ def _tombstone(registers: Registers | None, device: str, session: str) -> tuple[
     """The segment files the session's register says were removed after expiry, and what is wrong with the
     register itself ("" if nothing). Without central's key the register cannot be trusted: nothing counts as
     removed, and a removed session shows as broken."""
-    if registers is None or not registers.store.register_file(device, session).exists():
+    if registers is None or not registers.store.register_file(device, session, create=False).exists():
         return {}, ""
     check = registers.check(device, session)
     if not check.ok:

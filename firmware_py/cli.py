@@ -147,7 +147,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not result.report.ok:
         return 1
     from central.web.server import serve
-    from firmware_py.demo import prepare_web
+    from firmware_py.demo import export_demo, prepare_web
+
+    exported = export_demo(result)
+    print(f"exported   evidence package {exported.image} ({exported.megabytes:.1f} MB, ISO 9660, with the written "
+          "note, playable copies and the verifier)")
+    print(f"checked    by its own verifier on bare Python: {exported.verdict}")
+    if not exported.ok:
+        return 1
 
     web = prepare_web(result)
     print(f"watch      {web.url}")

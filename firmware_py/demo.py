@@ -181,3 +181,43 @@ def print_summary(result: DemoResult) -> None:
           f"{r.media_bytes / 1e6:.2f} MB, {r.duration_ns / 1e9:.1f} s of continuous recording")
     for finding in r.findings:
         print(f"problem    {finding}")
+
+
+@dataclass(frozen=True)
+class DemoExport:
+    image: Path
+    megabytes: float
+    verdict: str
+    """The last line the package's own verifier printed, run on bare Python (no site packages)."""
+    ok: bool
+
+
+def export_demo(result: DemoResult) -> DemoExport:
+    """The legal office's evidence package of the demo's session (ARCHIVE): the ISO image central keeps, then
+    extracted and checked by the verifier it carries, on a Python without any installed package, as a
+    court's expert would."""
+    import subprocess
+    import sys
+
+    from central.build import build_audit, central_key
+    from central.export.package import export_session
+    from central.register import Actor, Registers
+    from central.store import FileStore
+
+    assert result.central is not None and result.workdir is not None
+    store = FileStore(result.central.receiver.store_dir)
+    audit = build_audit(result.central, store)
+    done = export_session(store, Registers(store, audit), central_key(result.central), result.device,
+                          result.session_id, Actor("demo-legal", "legal"), "法制部门 legal office (demo)",
+                          {"request": 0, "reason": "demo", "approved_by": "demo", "approved_at": ""},
+                          result.central.central.zone)
+    disc = result.workdir / "disc"
+    extracted = subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(done.image), "-extract", "/", str(disc)],
+                               capture_output=True, text=True, timeout=300)
+    if extracted.returncode != 0:
+        raise ServiceError(f"the evidence package could not be read back with xorriso: {extracted.stderr[-500:]}")
+    # -I -S: no user or site packages (so no `cryptography`): the verifier must stand on the standard library.
+    checked = subprocess.run([sys.executable, "-I", "-S", "verifier/verify_export.py", ".", "--central-key",
+                              audit.public_key_b64], cwd=disc, capture_output=True, text=True, timeout=600)
+    lines = checked.stdout.strip().splitlines() or [checked.stderr.strip()[-300:]]
+    return DemoExport(done.image, done.bytes / 1e6, lines[-1], checked.returncode == 0)

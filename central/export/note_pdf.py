@@ -8,6 +8,7 @@ Chinese with the English after them; every table and paragraph wraps and flows o
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import astuple, dataclass
 from pathlib import Path
@@ -175,6 +176,8 @@ def _signatures(pdf: FPDF) -> None:
 def render_note(note: WrittenNote, font: Path = DEFAULT_FONT) -> bytes:
     """The note as PDF bytes. CentralError if the font is missing or unreadable, or lacks a character of the
     note."""
+    # fontTools logs every table of the font it subsets at INFO: a dozen lines per note in central's log.
+    logging.getLogger("fontTools").setLevel(max(logging.WARNING, logging.getLogger("fontTools").level))
     pdf = _document(font)
     _check_glyphs(pdf, note, font)
     pdf.set_title(note.title)

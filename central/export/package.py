@@ -254,7 +254,7 @@ def export_session(store: FileStore, registers: Registers, central_key: X25519Pr
                                         proofs=f"{PROOFS:<19}Merkle 包含证明 inclusion proofs\n  " if part else "")
             .encode(),
         }
-        register = store.register_file(device, session)
+        register = store.register_file(device, session, create=False)
         if register.exists():
             extra[REGISTER_COPY] = register.read_bytes()
         if part is not None:

@@ -173,3 +173,16 @@ def test_periods_never_below_the_law__RETENTION() -> None:
     # An evidence session whose case file ends early is still kept at least as long as an everyday one.
     assert expires(Disposition(cls=EVIDENCE, case_file_until=dt.date(2026, 9, 1)), since, cfg) == \
         expires(Disposition(), since, cfg)
+
+
+def test_a_removal_stopped_part_way_is_finished_without_a_second_tombstone__RETENTION(kept: Kept) -> None:
+    d, s = kept.device, kept.session
+    media = kept.store.session_dir(d, s) / layout.MEDIA
+    left = {p.name: p.read_bytes() for p in sorted(media.iterdir())[:2]}
+    kept.age(200)
+    first = kept.retention.remove(d, s, RECORDS, kept.kept_since(), dt.datetime.now(ZONE))
+    for name, data in left.items():  # as if central stopped after the tombstone, before these went
+        (media / name).write_bytes(data)
+    again = kept.retention.remove(d, s, RECORDS, kept.kept_since(), dt.datetime.now(ZONE))
+    assert again.seq == first.seq and not list(media.iterdir())
+    assert [r.action for r in kept.retention.registers.records(d, s)].count("removal") == 1

@@ -75,6 +75,9 @@ def test_demo_runs_a_whole_session_to_a_verified_central_copy__UPLOAD_24H(tmp_pa
     result = recorder("demo", "--seconds", "2", "--workdir", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "verified   OK" in result.stdout
+    # ...the legal office's evidence package of it, checked by its own verifier on a bare Python...
+    assert "exported   evidence package" in result.stdout
+    assert "checked    by its own verifier on bare Python: RESULT    OK" in result.stdout
     # ...and where to watch it: the web application's configuration and an account made for the demo.
     assert re.search(r"watch      http://127\.0\.0\.1:\d+/s/SIM-0001/\d{8}T\d{6}Z-[0-9a-f]{6}/", result.stdout)
     assert "log in as demo / " in result.stdout and (tmp_path / "central-web.toml").is_file()
