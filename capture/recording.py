@@ -333,10 +333,11 @@ def known_opening(opening: Opening, meta: SessionMeta) -> Opening:
 
 
 def record_declined(parts: RecordingParts, spool_dir: Path, session_id: str, meta: SessionMeta, code: str,
-                    label: str, on_entry: Callable[[Entry], None]) -> Entry:
+                    label: str, on_entry: Callable[[Entry], None], open_extra: dict[str, Any] | None = None) -> Entry:
     """A session declined before anything was recorded (NO-RECORD): its `open`, the `declined` event with the
     reason, and its `close` (reason code `declined`, no segments), signed and sent like any other session, so
-    central can count declined sessions. Returns the closing entry.
+    central can count declined sessions. `open_extra` is more of the `open` body (the booking it was declined
+    under). Returns the closing entry.
 
     Written whole in `.declining/` and then moved into the spool in one rename: a power cut half-way leaves
     no open session behind, which the next start would take up and record, in a room where recording was
@@ -345,7 +346,7 @@ def record_declined(parts: RecordingParts, spool_dir: Path, session_id: str, met
     ledger = Ledger(staging, meta.device_id, session_id, parts.signer, parts.clock)
     written = [ledger.append("open", opening_body(
         meta, parts.signer.public_key_b64, parts.segment_seconds, parts.video, parts.sample_rate, parts.recipient,
-        parts.clock.monotonic_ns(), {"clock_synced": parts.clock.is_synchronised()}))]
+        parts.clock.monotonic_ns(), {"clock_synced": parts.clock.is_synchronised(), **(open_extra or {})}))]
     written.append(ledger.append("event", {"name": "declined", "code": code, "label": label}))
     written.append(close_session(ledger, f"declined: {label}", "declined", []))
     commit_rename(staging, spool_dir / session_id)

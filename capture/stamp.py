@@ -1,4 +1,5 @@
-"""The stamp burned into every frame: time with zone and clock state, place, device, officers, session.
+"""The stamp burned into every frame: time with zone and clock state, place, device, officers, session, and
+(on a line of its own when known) what the session is about: its act, matter and case.
 
 The band is rendered with Pillow once per second (its text changes only then) and copied into each
 frame, so stamping costs one array copy per frame.
@@ -41,6 +42,10 @@ def find_cjk_font() -> Path:
     raise CaptureError("no CJK font installed: install fonts-wqy-microhei (make demo/test do this as root)")
 
 
+MATTER_CHARS = 60
+"""The most of the matter line the stamp shows: it must fit the picture's width."""
+
+
 @dataclass(frozen=True)
 class StampFacts:
     room: str
@@ -48,17 +53,30 @@ class StampFacts:
     device_id: str
     officers: Sequence[tuple[str, str]]
     session_id: str
+    act: str = ""
+    """The enforcement act of the session's booking (询问, 听证); with `matter` and `case` on a line of their own."""
+    matter: str = ""
+    case: str = ""
+
+
+def matter_line(act: str, matter: str, case: str) -> str:
+    """The stamp's line naming what the session is about; "" when nothing names it."""
+    what = "  ".join(part for part in (act, matter) if part)
+    line = "  ".join(part for part in (f"执法事项 {what}" if what else "", f"案号 {case}" if case else "") if part)
+    return line if len(line) <= MATTER_CHARS else line[: MATTER_CHARS - 1] + "…"
 
 
 def stamp_lines(facts: StampFacts, when: str, synced: bool, segment: int) -> list[str]:
     clock_state = "时钟已同步" if synced else "时钟未同步 CLOCK UNSYNCED"
     officers = "  ".join(f"{name} 执法证号{cert}" for name, cert in facts.officers)
-    return [
+    lines = [
         f"{when}  {clock_state}",
         f"{facts.room}  {facts.location}  设备号 {facts.device_id}",
         officers,
         f"会话 {facts.session_id}  段 {segment:06d}",
     ]
+    matter = matter_line(facts.act, facts.matter, facts.case)
+    return [*lines, matter] if matter else lines
 
 
 class Stamper:
@@ -70,7 +88,7 @@ class Stamper:
         self._size = max(10, height // 26)
         self._font = ImageFont.truetype(str(font_path), self._size)
         self._line_h = self._size + 3
-        self.band_height = min(height, self._line_h * 4 + 6)
+        self.band_height = min(height, self._line_h * len(stamp_lines(facts, "", True, 0)) + 6)
         self._segment_index = segment_index
         self._key: tuple[str, bool, int] | None = None
         self._band: np.ndarray | None = None

@@ -7,8 +7,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from central.audit import AUDIT_FILE, AuditLog
+from central.bookings import Bookings
 from central.config import CentralConfig
 from central.errors import CentralError
+from central.index import SessionIndex
 from central.receiver import Receiver
 from central.register import Registers
 from central.retention import Retention
@@ -40,6 +42,14 @@ def build_audit(cfg: CentralConfig, store: CentralStore) -> AuditLog:
                            "--signing-out S`")
     identity = load_signing_key(Path(cfg.receiver.signing_key_file))
     return AuditLog(store.state_file(AUDIT_FILE), identity.sign, identity.public_key_b64, cfg.central.zone)
+
+
+def build_bookings(cfg: CentralConfig, store: CentralStore, audit: AuditLog | None = None,
+                   index: SessionIndex | None = None) -> Bookings:
+    """Bookings signed with central's signing key (the devices check every set against it) and audited."""
+    audit = audit or build_audit(cfg, store)
+    identity = load_signing_key(Path(cfg.receiver.signing_key_file))
+    return Bookings(store, identity.sign, audit, cfg.central.zone, index)
 
 
 def build_retention(cfg: CentralConfig, store: CentralStore, audit: AuditLog | None = None) -> Retention:

@@ -25,9 +25,12 @@ from central.index import INDEX_FILE, Query, SessionIndex, SessionRow, Standing
 from evidence import layout
 from evidence.deadline import UploadPolicy
 from evidence.errors import ConfigError
+from evidence.reasons import RETENTION_CLASSES
 from evidence.supervisor import stop_on_signals
 
 if TYPE_CHECKING:
+    from central.bookings import Bookings, Fields, RoomBookings
+    from central.register import Actor
     from central.retention import Retention
     from central.store import CentralStore
 
@@ -103,6 +106,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
     import csv
     import sys
 
+    from central.csv_cells import inert
     from central.retention import LABELS, report
     from central.store import FileStore
 
@@ -121,8 +125,8 @@ def cmd_retention(args: argparse.Namespace) -> int:
                          "expires", "state"])
         for r in rows:
             j = r.as_json()
-            writer.writerow([j[k] for k in ("device", "session", "unit", "room", "opened_at", "class", "case",
-                                             "hold", "kept_since", "expires", "state")])
+            writer.writerow([inert(str(j[k])) for k in ("device", "session", "unit", "room", "opened_at", "class",
+                                                         "case", "hold", "kept_since", "expires", "state")])
         return 0
     table = [["DEVICE", "SESSION", "UNIT", "ROOM", "CLASS", "CASE", "EXPIRES", "STATE"]]
     for r in rows:
@@ -138,6 +142,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
     import getpass
 
     from central.register import Actor
+    from central.retention import kept_since
     from central.store import FileStore
 
     cfg = _config(args)
@@ -154,8 +159,8 @@ def cmd_remove(args: argparse.Namespace) -> int:
         raise CentralError(f"{target}: no such session in the index (run `recorder central reindex`?)")
     now = dt.datetime.now(_zone(cfg))
     actor = Actor(f"cli:{getpass.getuser()}", "records")
-    record = _retention(cfg, store).remove(args.device, args.session, actor, rows[0].last_stored.astimezone(now.tzinfo),
-                                           now)
+    since = kept_since(rows[0]).astimezone(now.tzinfo)
+    record = _retention(cfg, store).remove(args.device, args.session, actor, since, now)
     print(f"removed {len(record.detail['files'])} segment files of {target}; its entries, its register and the "
           f"tombstone (register record {record.seq}) stay")
     return 0
@@ -439,6 +444,174 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bookings(args: argparse.Namespace, cfg: config_mod.CentralConfig) -> tuple[Bookings, SessionIndex]:
+    """Central's bookings over the store, with the index that names rooms enrolled by hand; the caller closes
+    the index."""
+    from central.build import build_bookings
+    from central.store import FileStore
+
+    index = _open_index(args, cfg)
+    try:
+        return build_bookings(cfg, FileStore(_store_root(args, cfg), create=False), index=index), index
+    except BaseException:
+        index.close()
+        raise
+
+
+def _cli_actor() -> Actor:
+    import getpass
+
+    from central.register import Actor
+
+    return Actor(f"cli:{getpass.getuser()}", "")
+
+
+def _by(args: argparse.Namespace) -> str:
+    if not args.by.strip():
+        raise CentralError("--by: say who makes the change (recorded with it)")
+    return str(args.by.strip())
+
+
+def _fields(args: argparse.Namespace, zone: zoneinfo.ZoneInfo, base: Fields | None) -> Fields:
+    """The booking's fields from the options given, over `base` (the booking changed) where one is left out."""
+    from central.bookings import Fields
+
+    def given(name: str, default: Any) -> Any:
+        value = getattr(args, name)
+        return default if value is None else value
+
+    start = _when(args.start, "--start", False, zone) if args.start else None
+    end = _when(args.end, "--end", False, zone) if args.end else None
+    if base is None:
+        if start is None or end is None:
+            raise CentralError("give the booking's --start and --end (no offset: the agency's time zone)")
+        base = Fields(start, end)
+    return Fields(start or base.start, end or base.end, given("case", base.case), given("matter", base.matter),
+                  given("act", base.act), tuple(given("party", base.parties)),
+                  tuple(given("officer", base.officers)), given("retention", base.retention),
+                  given("auto_start", base.auto_start))
+
+
+def cmd_book(args: argparse.Namespace) -> int:
+    """Make a booking of a room (or, with --change, change one): prints its id."""
+    import sys
+
+    from central.bookings import Fields
+
+    cfg = _config(args)
+    zone = _zone(cfg)
+    by = _by(args)
+    bookings, index = _bookings(args, cfg)
+    try:
+        if args.change:
+            if args.device:
+                raise CentralError("--device: a booking stays in its room; to move it, cancel it and book the other "
+                                   "room")
+            _, old = bookings.find(args.change)
+            kept = bookings.change(args.change, _fields(args, zone, Fields.of(old.booking)), _cli_actor(), by=by)
+        else:
+            if not args.device:
+                raise CentralError("--device: name the room's device (recorder central devices lists them)")
+            kept = bookings.make(args.device, _fields(args, zone, None), _cli_actor(), by=by)
+    finally:
+        index.close()
+    b = kept.booking
+    print(b.id)
+    print(f"{kept.history[-1].change} booking {b.id} version {b.version}: {b.room}, {_clock(b.start, zone)} to "
+          f"{_clock(b.end, zone)}, by {by}; the receiver sends the room its new set", file=sys.stderr)
+    return 0
+
+
+def cmd_cancel_booking(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    by = _by(args)
+    bookings, index = _bookings(args, cfg)
+    try:
+        kept = bookings.cancel(args.booking, _cli_actor(), by=by)
+    finally:
+        index.close()
+    b = kept.booking
+    print(f"cancelled booking {b.id} ({b.room}, {_clock(b.start, _zone(cfg))}) by {by}; the room's next set leaves "
+          "it out")
+    return 0
+
+
+def _clock(when: dt.datetime, zone: zoneinfo.ZoneInfo) -> str:
+    return when.astimezone(zone).isoformat(sep=" ", timespec="minutes")
+
+
+def _room_json(room: RoomBookings, kept_all: bool, now: dt.datetime, held: Any) -> dict[str, Any]:
+    from central.bookings import signed_set
+
+    found = signed_set(room)
+    return {"device": room.device, "serial": room.serial,
+            "issued": None if found is None else found.issued.isoformat(timespec="seconds"),
+            "device_holds": held,
+            "bookings": [{**k.booking.as_json(), "state": _state(k, now), "history": [s.as_json() for s in k.history]}
+                         for k in room.bookings if kept_all or k.pending(now)]}
+
+
+def _state(kept: Any, now: dt.datetime) -> str:
+    if kept.cancelled is not None:
+        return "cancelled"
+    if kept.booking.end <= now:
+        return "over"
+    return "under way" if kept.booking.start <= now else "booked"
+
+
+def _held_serial(status: Any) -> int | None:
+    """The serial of the set the device says (in its latest status, `bookings.serial`) it holds; None if it has not
+    said."""
+    said = status.fields.get("bookings") if status is not None else None
+    serial = said.get("serial") if isinstance(said, dict) else None
+    return serial if isinstance(serial, int) and not isinstance(serial, bool) else None
+
+
+def cmd_bookings(args: argparse.Namespace) -> int:
+    """What is booked in each room, and the serial of the set each was last sent."""
+    from central.bookings import BookingRefused
+
+    cfg = _config(args)
+    zone = _zone(cfg)
+    now = dt.datetime.now(zone)
+    bookings, index = _bookings(args, cfg)
+    try:
+        rooms = [bookings.of(args.device)] if args.device else bookings.every()
+        if args.device and not rooms[0].bookings:
+            raise BookingRefused(f"--device: {args.device} has no bookings")
+        names = {r.device: r for r in bookings.rooms()}
+    finally:
+        index.close()
+    held = {room.device: _held_serial(bookings.store.device_status(room.device)) for room in rooms}
+    if args.json:
+        print(json.dumps([{**_room_json(r, args.all, now, held[r.device]),
+                           "room": names[r.device].name if r.device in names else r.device,
+                           "unit": names[r.device].unit if r.device in names else ""} for r in rooms],
+                         indent=1, ensure_ascii=False))
+        return 0
+    if not rooms:
+        print("no bookings")
+        return 0
+    for room in rooms:
+        name = names.get(room.device)
+        holds = f"; the device holds serial {held[room.device]}" if held[room.device] is not None else ""
+        print(f"{room.device} ({name.unit + ' ' if name and name.unit else ''}{name.name if name else 'not enrolled'}):"
+              f" set serial {room.serial} signed{holds}")
+        table = [["BOOKING", "V", "START", "END", "CASE", "MATTER", "ACT", "RETENTION", "AUTO", "STATE", "MADE BY"]]
+        for k in room.bookings:
+            if not args.all and not k.pending(now):
+                continue
+            b = k.booking
+            table.append([b.id, str(b.version), _clock(b.start, zone), _clock(b.end, zone), b.case or "-",
+                          b.matter or "-", b.act or "-", b.retention, "yes" if b.auto_start else "no",
+                          _state(k, now) + (f" by {k.cancelled.by}" if k.cancelled else ""), k.made.by])
+        if len(table) == 1:
+            print("  nothing booked that is not over (--all lists every booking)")
+        else:
+            print("\n".join("  " + line for line in _table(table)))
+    return 0
+
+
 def cmd_reindex(args: argparse.Namespace) -> int:
     cfg = _config(args)
     index = _open_index(args, cfg)
@@ -563,6 +736,15 @@ def _officer(text: str) -> Any:
     return Officer(name.strip(), certificate.strip())
 
 
+def _entry_officer(text: str) -> Any:
+    from evidence.entry import Officer
+
+    name, sep, certificate = text.partition(":")
+    if not sep or not name.strip() or not certificate.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: give an officer as NAME:CERTIFICATE_NUMBER")
+    return Officer(name.strip(), certificate.strip())
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from provisioning.enrollment import Room
 
@@ -666,6 +848,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     import sys
 
     from central.audit import AUDIT_FILE, AuditLog
+    from central.csv_cells import inert
     from provisioning.central_key import load_signing_key
 
     cfg = _config(args)
@@ -680,8 +863,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         writer = csv.writer(sys.stdout)
         writer.writerow(["seq", "time", "actor", "role", "action", "target", "detail", "address"])
         for r in log_.records():
-            writer.writerow([r.seq, r.time, r.actor, r.role, r.action, r.target,
-                             json.dumps(r.detail, ensure_ascii=False), r.address])
+            writer.writerow([r.seq, r.time, *map(inert, (r.actor, r.role, r.action, r.target,
+                                                          json.dumps(r.detail, ensure_ascii=False), r.address))])
         return 0
     check = log_.check()
     if check.ok:
@@ -804,6 +987,35 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     audit_cmd.add_argument("--key", help="central's signing public key, base64 (default: from "
                                          "receiver.signing_key_file)")
 
+    book = action("book", "book a room (prints the booking's id), or with --change change a booking; the receiver "
+                          "sends the room its new signed set", cmd_book)
+    book.add_argument("--device", help="the room's device id (a new booking)")
+    book.add_argument("--change", metavar="ID", help="change booking ID instead: the options given replace its fields")
+    book.add_argument("--start", metavar="ISO", help="when it starts (no offset: the agency's time zone)")
+    book.add_argument("--end", metavar="ISO", help="when it is expected to end (no offset: the agency's time zone)")
+    book.add_argument("--case", help="the case reference")
+    book.add_argument("--matter", help="the matter (事项), named in the notice and the closing statement")
+    book.add_argument("--act", help="the enforcement act (执法行为), e.g. 询问 or 听证")
+    book.add_argument("--party", action="append", metavar="NAME", help="a party (repeatable; with --change, the "
+                                                                       "parties given replace the booking's)")
+    book.add_argument("--officer", action="append", type=_entry_officer, metavar="NAME:CERT",
+                      help="an officer, with certificate number (repeatable; with --change, they replace the "
+                           "booking's)")
+    book.add_argument("--retention", choices=RETENTION_CLASSES,
+                      help="the retention class its session is to have at least (default everyday)")
+    book.add_argument("--auto-start", action=argparse.BooleanOptionalAction, default=None,
+                      help="start the session at the booked time without a button (pre-flight, then the notice)")
+    book.add_argument("--by", required=True, metavar="NAME", help="who makes the booking or the change (recorded)")
+    listed = action("bookings", "what is booked in each room, and the serial of the set each was last sent",
+                    cmd_bookings)
+    listed.add_argument("--device", help="one room's device id")
+    listed.add_argument("--all", action="store_true", help="also bookings that are over or cancelled")
+    listed.add_argument("--json", action="store_true", help="machine-readable output")
+    cancel = action("cancel-booking", "cancel a booking: the room's next set leaves it out (it is kept on record)",
+                    cmd_cancel_booking)
+    cancel.add_argument("booking", metavar="ID", help="the booking's id (recorder central bookings lists them)")
+    cancel.add_argument("--by", required=True, metavar="NAME", help="who cancels it (recorded)")
+
     action("reindex", "rebuild the session index from the stored sessions", cmd_reindex)
     kept = action("retention", "the retention report: each session's class, legal hold and when it expires",
                   cmd_retention)
@@ -811,8 +1023,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     kept.add_argument("--csv", action="store_true", help="as CSV")
     remove = action("remove", "remove an expired session's recordings (the records keeper's confirmation); its "
                               "entries, register and a signed tombstone stay", cmd_remove)
-    remove.add_argument("device")
-    remove.add_argument("session")
+    remove.add_argument("device", help="the session's device id")
+    remove.add_argument("session", help="the session id")
     remove.add_argument("--confirm", required=True, metavar="DEVICE/SESSION",
                         help="the session again, to confirm the removal")
     action("sweep", "judge every stored session again by the verifier's rules (exit 1 if any is broken); "

@@ -67,6 +67,13 @@ def parse_status(device: str, payload: bytes) -> tuple[bool, dict[str, Any]]:
     for key, types in _FIELDS.items():
         if key in value and isinstance(value[key], types) and not (isinstance(value[key], bool) and bool not in types):
             fields[key] = value[key]
+    said = value.get("bookings")
+    if isinstance(said, dict):
+        # Which set the device holds (PROTOCOL §14), and no more: the next booking it names stays out of the
+        # fleet's records, which technicians read.
+        held = {k: said[k] for k in ("serial", "held") if type(said.get(k)) is int}
+        if held:
+            fields["bookings"] = held
     return online, fields
 
 

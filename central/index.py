@@ -2,13 +2,13 @@
 and see which are late or at risk of missing the 24-hour deadline (UPLOAD-24H).
 
 The index is an SQLite file beside the store (`store.state_file("index.sqlite3")`), derived entirely from
-what the store holds: a row for each session (the `open` entry's metadata; totals of the entries stored so
-far, the media time recorded among them; the `close`, and the decline code of a declined session), child
-tables for its officers and parties and for its breaks (the cause the device detected, and the reason an
-officer stated), and one row per stored entry with the device's time and central's storage time. It is
-never the only record of anything: `rebuild()` (`recorder central reindex`) re-derives it from the stored
-sessions alone, and the receiver stores and receipts whether or not it works. It reads the store only
-through `CentralStore`.
+what the store holds: a row for each session (the `open` entry's metadata, with the booking it names, if any;
+totals of the entries stored so far, the media time recorded among them; the `close`, and the decline code of
+a declined session), child tables for its officers and parties and for its breaks (the cause the device
+detected, and the reason an officer stated), and one row per stored entry with the device's time and
+central's storage time. It is never the only record of anything: `rebuild()` (`recorder central reindex`)
+re-derives it from the stored sessions alone, and the receiver stores and receipts whether or not it works.
+It reads the store only through `CentralStore`.
 
 Central's storage time of an entry is what the store reports (a FileStore: the modification time of the
 committed file, stamped just before the receipt goes out), so the index and a rebuild agree exactly; copy
@@ -32,13 +32,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from central.errors import CentralError
 from central.store import CentralStore
 from evidence.deadline import Level, UploadPolicy
-from evidence.entry import EVENT, INTERRUPTION, SEGMENT, Entry, Officer, parse_entry, unsealed
+from evidence.entry import EVENT, INTERRUPTION, SEGMENT, BookingRef, Entry, Officer, parse_entry, unsealed
 from evidence.errors import MalformedEntry
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.sqlite3"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE sessions (
@@ -63,10 +63,17 @@ CREATE TABLE sessions (
     interrupted INTEGER NOT NULL DEFAULT 0,
     recorded_ns INTEGER NOT NULL DEFAULT 0,
     declined TEXT,
+    booking_id TEXT,
+    booking_version INTEGER,
+    booking_act TEXT,
+    booking_retention TEXT,
+    booking_start TEXT,
+    booking_end TEXT,
     PRIMARY KEY (device, session)
 );
 CREATE INDEX sessions_opened ON sessions (opened_ts);
 CREATE INDEX sessions_unit ON sessions (unit, opened_ts);
+CREATE INDEX sessions_booking ON sessions (booking_id);
 CREATE TABLE officers (
     device TEXT NOT NULL,
     session TEXT NOT NULL,
@@ -133,6 +140,8 @@ class Query:
     """Only sessions of these units, exactly (a viewer's own unit); None: any unit."""
     status: str | None = None
     """One of STATUSES, judged against the upload deadline at `search`'s `now`."""
+    booking: str | None = None
+    """The booking id the session's `open` entry names, exactly."""
 
 
 STATUSES = ("receiving", "complete", "late", "at risk", "interrupted")
@@ -191,6 +200,8 @@ class SessionRow:
     closed_ts: float | None
     last_ts: float
     """The three device times above as POSIX seconds."""
+    booking: BookingRef | None = None
+    """The booking the session was recorded under, as its `open` entry names it; None without one."""
 
     @property
     def complete(self) -> bool:
@@ -229,6 +240,7 @@ class SessionRow:
             "max_entry_delay_s": round(self.max_entry_delay.total_seconds(), 3),
             "deadline": {"status": standing.status, "hours": round(standing.hours, 3),
                          "threshold_hours": standing.threshold_hours},
+            "booking": None if self.booking is None else self.booking.as_json(),
         }
 
 
@@ -243,7 +255,8 @@ def _timestamp(text: str, fallback: float) -> float:
 
 
 _COLUMNS = ("device, session, unit, room, location, case_ref, matter, opened_at, closed_at, close_reason, segments, "
-            "media_bytes, last_seq, last_at, last_stored_ts, interrupted, opened_ts, closed_ts, last_ts")
+            "media_bytes, last_seq, last_at, last_stored_ts, interrupted, opened_ts, closed_ts, last_ts, booking_id, "
+            "booking_version, booking_act, booking_retention, booking_start, booking_end")
 
 
 class SessionIndex:
@@ -376,6 +389,9 @@ class SessionIndex:
         if query.session is not None:
             clauses.append("session = ?")
             params.append(query.session)
+        if query.booking is not None:
+            clauses.append("booking_id = ?")
+            params.append(query.booking)
         if query.unit is not None:
             contains("unit", query.unit)
         if query.room is not None:
@@ -414,6 +430,13 @@ class SessionIndex:
             params += {"late": [limit], "receiving": [now.timestamp(), limit],
                        "at risk": [now.timestamp(), limit]}.get(query.status, [])
         return " AND ".join(clauses) or "1", params
+
+    def latest_rooms(self) -> dict[str, tuple[str, str]]:
+        """Each device's unit and room as its latest session (by opening time) names them."""
+        with self._lock:
+            rows = self._db.execute("SELECT device, unit, room FROM sessions s WHERE opened_ts = (SELECT max(opened_ts)"
+                                    " FROM sessions WHERE device = s.device) ORDER BY device").fetchall()
+        return {device: (unit, room) for device, unit, room in rows}
 
     def late(self, now: dt.datetime, policy: UploadPolicy) -> list[tuple[SessionRow, Standing]]:
         """The sessions late, at risk or past a warning threshold, by device, oldest first.
@@ -458,6 +481,8 @@ class SessionIndex:
             entries=r[12] + 1, last_at=r[13], last_stored=dt.datetime.fromtimestamp(r[14], dt.UTC),
             max_entry_delay=dt.timedelta(seconds=max_delay),
             interrupted=bool(r[15]), opened_ts=r[16], closed_ts=r[17], last_ts=r[18],
+            booking=None if r[19] is None else BookingRef(r[19], r[20], r[21], r[22], dt.datetime.fromisoformat(r[23]),
+                                                          dt.datetime.fromisoformat(r[24])),
         )
 
     @staticmethod
@@ -550,6 +575,11 @@ class SessionIndex:
                        " opened_ts, last_at, last_ts, last_stored_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (*key, o.unit, o.room, o.location, o.case, o.matter, entry.time, time_ts, entry.time,
                         time_ts, stored_ts))
+            if o.booking is not None:
+                b = o.booking
+                db.execute("UPDATE sessions SET booking_id = ?, booking_version = ?, booking_act = ?, booking_retention"
+                           " = ?, booking_start = ?, booking_end = ? WHERE device = ? AND session = ?",
+                           (b.id, b.version, b.act, b.retention, b.start.isoformat(), b.end.isoformat(), *key))
             for position, officer in enumerate(o.officers):
                 db.execute("INSERT INTO officers VALUES (?, ?, ?, ?, ?)", (*key, position, officer.name,
                                                                            officer.certificate))

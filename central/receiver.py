@@ -27,12 +27,14 @@ from typing import Any
 import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from central.bookings import latest_set
 from central.errors import NotEnrolled, Refused
 from central.fleet import DeviceStatus, parse_status, updated
 from central.index import SessionIndex, open_index
 from central.store import CentralStore, Commit
 from central.working_copy import write_working_copy
 from evidence.alert import MalformedAlert, parse_alert
+from evidence.booking import MalformedBookings, parse_booking_set
 from evidence.entry import Entry, parse_entry
 from evidence.errors import RecorderError
 from evidence.layout import media_name
@@ -69,6 +71,10 @@ NOT_ENROLLED_LOG_S = 60.0
 """How often the refusals of one unenrolled or revoked device are logged (with a count in between)."""
 STATUS_KEEP_S = 30.0
 """How often a device's status is written to the store while it stays online (or offline)."""
+BOOKINGS_POLL_S = 0.25
+"""How often the store's bookings are looked at for a changed set to publish (PROTOCOL §14.4)."""
+EARLY_ACKS = 256
+"""Acknowledgements kept for messages whose publication has not returned yet (paho may call back first)."""
 
 
 @dataclass(frozen=True)
@@ -160,23 +166,33 @@ class Receiver:
         self.sign: protocol.Sign | None = None
         """Set to central's signing key's `sign` to sign every receipt and alert acknowledgement (PROTOCOL §4.3,
         §4.6)."""
+        self._client.on_publish = self._on_publish
+        self._bookings_again = threading.Event()
+        """Set at each (re)connection: every room's newest set is published again (a broker without persistence
+        forgets retained messages)."""
+        self._bookings_lock = threading.Condition()
+        self._bookings_sent: dict[int, tuple[str, int]] = {}
+        """mid -> (device, serial) of a set published and not yet acknowledged by the broker."""
+        self._early_acks: collections.OrderedDict[int, Any] = collections.OrderedDict()
+        self.bookings_published: dict[str, int] = {}
+        """Device -> the serial of its newest set the broker took (retained); 0 after clearing a revoked room's."""
 
     def start(self) -> None:
         self._client.connect_async(self._host, self._port, keepalive=self._keepalive)
         self._client.loop_start()
         self._threads = [self._supervisor.spawn(name, body) for body, name in (
             (self._retry_waiting, "receiver-retry"), (self._commit_batches, "receiver-commit"),
-            (self._follow_up, "receiver-follow-up"))]
+            (self._follow_up, "receiver-follow-up"), (self._publish_bookings, "receiver-bookings"))]
 
     def stop(self) -> None:
         """Store and receipt what was accepted, disconnect, and finish the follow-up work. An entry that
         arrives meanwhile is not stored here; the device resends it."""
         self._stopping.set()
         self._supervisor.stop()
-        retry, commit, follow_up = self._threads
+        retry, commit, follow_up, bookings = self._threads
         with self._lock:
             self._lock.notify_all()
-        for thread in (retry, commit):
+        for thread in (retry, commit, bookings):
             thread.join()
         self._client.disconnect()
         self._client.loop_stop()
@@ -204,6 +220,7 @@ class Receiver:
             _, mid = client.subscribe(f"$share/{self._share_group}/{topic}" if self._share_group else topic, qos=1)
             if mid is not None:
                 self._subscriptions.add(mid)
+        self._bookings_again.set()
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
         # Ready only once the broker has both subscriptions: a message published before that is not
@@ -211,6 +228,87 @@ class Receiver:
         self._subscriptions.discard(mid)
         if not self._subscriptions:
             self.connected.set()
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        # Called by paho with its own lock held: only this receiver's small bookings lock is taken here.
+        with self._bookings_lock:
+            sent = self._bookings_sent.pop(mid, None)
+            if sent is None:
+                self._early_acks[mid] = reason
+                while len(self._early_acks) > EARLY_ACKS:
+                    self._early_acks.popitem(last=False)
+                return
+            self._bookings_acked(sent, reason)
+
+    def _bookings_acked(self, sent: tuple[str, int], reason: Any) -> None:
+        """Called with the bookings lock held."""
+        device, serial = sent
+        if getattr(reason, "is_failure", False):
+            log.error("the broker refuses the bookings central publishes for %s (%s): its rights lack %s; give them "
+                      "with `recorder central broker-config` (a new broker) or `recorder central broker-sync`",
+                      device, reason, protocol.topic(self._prefix, "+", protocol.BOOKINGS))
+            return
+        self.bookings_published[device] = serial
+        self._bookings_lock.notify_all()
+
+    def wait_bookings(self, device: str, serial: int, timeout: float) -> bool:
+        """Whether the broker took (retained) a set of `device`'s with at least `serial` within `timeout`."""
+        with self._bookings_lock:
+            return self._bookings_lock.wait_for(lambda: self.bookings_published.get(device, -1) >= serial, timeout)
+
+    def _publish_bookings(self, beat: Beat) -> None:
+        """Publish each room's newest signed set, retained, when it changes in the store and for every room at each
+        connection (PROTOCOL §14.1); a revoked room's retained set is cleared, so its bookings do not stay on the
+        broker. Sets are published from this thread only, so an older one never overtakes a newer one."""
+        published: dict[str, tuple[tuple[int, int, int], bool]] = {}
+        while not self._stopping.wait(BOOKINGS_POLL_S):
+            beat()
+            if self._bookings_again.is_set():
+                self._bookings_again.clear()
+                published.clear()
+            if not self._client.is_connected():
+                continue
+            try:
+                stamps = self.store.bookings_stamps()
+                enrolled = set(self.store.enrolled())
+            except (OSError, RecorderError) as err:
+                log.error("cannot look for changed bookings in the store: %s; looking again", err)
+                continue
+            for device, stamp in stamps.items():
+                state = (stamp, device in enrolled)
+                if published.get(device) != state and self._publish_set(device, state[1]):
+                    published[device] = state
+
+    def _publish_set(self, device: str, enrolled: bool) -> bool:
+        """Publish the device's newest set (or clear it, for a room no longer enrolled); False (logged) if there is
+        nothing that may be published: a damaged record is not looked at again until it changes."""
+        if enrolled:
+            try:
+                data = latest_set(self.store, device)
+                if data is None:
+                    return True
+                found = parse_booking_set(data)
+            except (RecorderError, MalformedBookings) as err:
+                log.error("bookings of %s not published: %s", device, err)
+                return True
+            if found.device != device:
+                log.error("bookings kept for %s are signed for device %s; not published", device, found.device)
+                return True
+            payload, serial = data, found.serial
+        else:
+            payload, serial = b"", 0
+        info = self._client.publish(protocol.topic(self._prefix, device, protocol.BOOKINGS), payload, qos=1,
+                                    retain=True)
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            log.warning("bookings of %s not published (%s); trying again", device, paho.error_string(info.rc))
+            return False
+        with self._bookings_lock:
+            reason = self._early_acks.pop(info.mid, None)
+            if reason is None:
+                self._bookings_sent[info.mid] = (device, serial)
+            else:
+                self._bookings_acked((device, serial), reason)
+        return True
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         self._guarded(message.topic, lambda: self._dispatch(message.topic, bytes(message.payload)))

@@ -15,8 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from central.audit import AuditLog
+from central.errors import CentralError
 from central.store import CentralStore
 from evidence.audit import REGISTER, AuditCheck, AuditRecord
+
+
+class RegisterBroken(CentralError):
+    """A session's register whose chain or signatures do not hold: nothing is decided by it."""
 
 
 @dataclass(frozen=True)
@@ -39,12 +44,26 @@ class Registers:
         return AuditLog(self.store.register_file(device, session), self.audit.sign, self.audit.public_key_b64,
                         self.audit.zone, REGISTER)
 
-    def records(self, device: str, session: str) -> list[AuditRecord]:
-        """The session's register, oldest first; empty when central has decided nothing about it."""
+    def records(self, device: str, session: str, checked: bool = False) -> list[AuditRecord]:
+        """The session's register, oldest first; empty when central has decided nothing about it. `checked`:
+        RegisterBroken unless every record is in its place, signed by central and about this session, which
+        anything deciding by the register asks for."""
         path = self.store.register_file(device, session, create=False)
         if not path.exists():
             return []
-        return list(self._log(device, session).records())
+        log = self._log(device, session)
+        return self._checked(log, f"{device}/{session}") if checked else list(log.records())
+
+    @staticmethod
+    def _checked(log: AuditLog, target: str) -> list[AuditRecord]:
+        found = log.check()
+        records = list(log.records())
+        strays = [r.seq for r in records if r.target != target]
+        if not found.ok or strays:
+            why = "; ".join([*found.problems, *(f"record {s} is about another session" for s in strays)])
+            raise RegisterBroken(f"{log.path}: the session's register does not hold ({why}); nothing is decided "
+                                 "by it until it has been looked at (`recorder central sweep` lists it)")
+        return records
 
     def check(self, device: str, session: str) -> AuditCheck:
         return self._log(device, session).check()
@@ -52,10 +71,16 @@ class Registers:
     def append(self, device: str, session: str, actor: Actor, action: str, detail: Mapping[str, Any],
                check: Callable[[list[AuditRecord]], None] | None = None) -> AuditRecord:
         """Write the decision to the session's register, then to the audit; both fsynced before it returns.
-        `check` is given the register's records under its lock and raises to refuse the decision."""
+        `check` is given the register's records, checked, under its lock, and raises to refuse the decision;
+        a register that does not hold refuses every decision (RegisterBroken)."""
         target = f"{device}/{session}"
         log = self._log(device, session)
-        precondition = None if check is None else (lambda: check(list(log.records())))
+
+        def precondition() -> None:
+            records = self._checked(log, target)
+            if check is not None:
+                check(records)
+
         record = log.append(actor.name, actor.role, action, target, detail, actor.address, precondition)
         self.audit.append(actor.name, actor.role, action, target, {**detail, "register_seq": record.seq},
                           actor.address)

@@ -14,6 +14,8 @@ touching the receiver, the index or the web application.
     devices/<device>.presence.jsonl          each time it went online or offline, appended (for the statistics)
     register/<device>/<session>.files/<sha256><suffix>  files a register record names (a scanned, signed
                                              written explanation), write-once, 0640
+    bookings/<device>.json                   the room's bookings, the last serial and set signed for it
+                                             (central/bookings.py), 0640, replaced whole under bookings/.lock
     index.sqlite3                            the session index (central/index.py), derived from sessions/
 Every commit is write-temp, flush, rename, flush (a group commit per batch of entries, evidence/durable.py).
 """
@@ -47,6 +49,7 @@ from evidence.layout import SessionFiles, SessionFolder
 from mqtt.protocol import MediaChunk
 
 PLAIN = "plain"
+_EXPORT_NAME = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,100}\.iso\Z")
 _SUFFIX = re.compile(r"\.[a-z0-9]{1,8}\Z")
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 log = logging.getLogger(__name__)
@@ -228,6 +231,15 @@ class CentralStore(abc.ABC):
         """Every session that has a register, in order."""
 
     @abc.abstractmethod
+    def kept_exports(self, device: str, session: str) -> list[str]:
+        """The names of the export packages kept of the session (FORMAT §14), in order."""
+
+    @abc.abstractmethod
+    def remove_exports(self, device: str, session: str) -> None:
+        """Delete the export packages kept of the session: after its retention expired (central/retention.py,
+        the tombstone naming them written first), a copy of the recording goes with it."""
+
+    @abc.abstractmethod
     def remove_originals(self, device: str, session: str, files: Sequence[str]) -> None:
         """Delete these segment files of the session and their working copies; its entries stay. Only
         central/retention.py calls it, after it has written the signed `removal` record (the tombstone) that
@@ -242,6 +254,28 @@ class CentralStore(abc.ABC):
     @abc.abstractmethod
     def read_attachment(self, device: str, session: str, sha256: str) -> bytes:
         """A kept attachment's bytes, checked against its SHA-256; CentralError if none is kept under it."""
+
+    @abc.abstractmethod
+    def bookings_locked(self) -> contextlib.AbstractContextManager[None]:
+        """Held while a booking is changed (central/bookings.py): one change at a time, from any thread of any
+        process, so none is lost and no serial is signed twice."""
+
+    @abc.abstractmethod
+    def read_bookings(self, device: str) -> bytes | None:
+        """The room's bookings record as last written; None if no booking was ever made for it."""
+
+    @abc.abstractmethod
+    def write_bookings(self, device: str, data: bytes) -> None:
+        """Replace the room's bookings record durably (under `bookings_locked`)."""
+
+    @abc.abstractmethod
+    def booked_devices(self) -> list[str]:
+        """The devices that have a bookings record, in order."""
+
+    @abc.abstractmethod
+    def bookings_stamps(self) -> dict[str, tuple[int, int, int]]:
+        """For each device with a bookings record, a stamp that differs after every write: what the receiver
+        looks at four times a second to publish a changed set (a listing and a stat per room)."""
 
 
 def _holds(path: Path, sha256: str, size: int) -> bool:
@@ -632,8 +666,10 @@ class FileStore(CentralStore):
         folder = self.root / "register" / device
         if create and not folder.is_dir():
             try:
-                folder.mkdir(mode=0o750, parents=True, exist_ok=True)
-                fsync_dir(folder.parent)
+                for level in (folder.parent, folder):
+                    if not level.is_dir():
+                        level.mkdir(mode=0o750, exist_ok=True)
+                        fsync_dir(level.parent)
             except OSError as err:
                 raise CentralError(f"{folder}: cannot make the register's folder: {err.strerror or err}") from err
         return folder / f"{session}.log"
@@ -641,11 +677,14 @@ class FileStore(CentralStore):
     def export_path(self, device: str, session: str, name: str) -> Path:
         """Where an export package of the session is kept (exports/<device>/<session>/<name>, 0750 folders):
         the copy central keeps of every copy it hands out (ACCESS)."""
-        if not layout.DEVICE_ID.match(device) or not layout.SESSION_ID.match(session):
-            raise CentralError(f"{device!r}/{session!r} is not a device and session id")
-        folder = self.root / "exports" / device / session
+        if not _EXPORT_NAME.match(name):
+            raise CentralError(f"{name!r} is not an export package's name (letters, digits, '.', '_', '-'; .iso)")
+        folder = self._exports_dir(device, session)
         try:
-            folder.mkdir(mode=0o750, parents=True, exist_ok=True)
+            for level in (folder.parent.parent, folder.parent, folder):
+                if not level.is_dir():
+                    level.mkdir(mode=0o750)
+                    fsync_dir(level.parent)
         except OSError as err:
             raise CentralError(f"{folder}: cannot make the exports folder: {err.strerror or err}") from err
         return folder / name
@@ -658,9 +697,34 @@ class FileStore(CentralStore):
                     if layout.SESSION_ID.match(file.stem):
                         yield device_dir.name, file.stem
 
+    def _exports_dir(self, device: str, session: str) -> Path:
+        if not layout.DEVICE_ID.match(device) or not layout.SESSION_ID.match(session):
+            raise CentralError(f"{device!r}/{session!r} is not a device and session id")
+        return self.root / "exports" / device / session
+
+    def kept_exports(self, device: str, session: str) -> list[str]:
+        folder = self._exports_dir(device, session)
+        return sorted(p.name for p in folder.glob("*.iso")) if folder.is_dir() else []
+
+    def remove_exports(self, device: str, session: str) -> None:
+        folder = self._exports_dir(device, session)
+        for name in self.kept_exports(device, session):
+            try:
+                (folder / name).unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                raise CentralError(f"{folder / name}: cannot remove it after the session's retention expired: "
+                                   f"{err.strerror or err}") from err
+        if folder.is_dir():
+            fsync_dir(folder)
+
     def remove_originals(self, device: str, session: str, files: Sequence[str]) -> None:
         folder = self.session_dir(device, session)
         touched = set()
+        bad = [f for f in files if not layout.MEDIA_NAME.match(f)]
+        if bad:
+            raise CentralError(f"{bad[0]!r} is not a segment file's name: only segment files are ever removed")
         for file in files:
             for path in (layout.media_path(folder, file), self._working_copy(device, session, file)):
                 try:
@@ -727,6 +791,61 @@ class FileStore(CentralStore):
         if hashlib.sha256(data).hexdigest() != sha256:
             raise CentralError(f"{found[0]}: the attachment no longer matches its SHA-256; have the store looked at")
         return data
+
+    def _bookings_path(self, device: str) -> Path:
+        if not layout.DEVICE_ID.match(device):
+            raise CentralError(f"{device!r} is not a device id")
+        return self.root / "bookings" / f"{device}.json"
+
+    @contextlib.contextmanager
+    def bookings_locked(self) -> Iterator[None]:
+        folder = self.root / "bookings"
+        try:
+            if not folder.is_dir():
+                folder.mkdir(mode=0o750, exist_ok=True)
+                fsync_dir(self.root)
+            # A descriptor of its own each time: flock then keeps out the other threads of this process too.
+            fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o640)
+        except OSError as err:
+            raise CentralError(f"{folder}: cannot make or lock the bookings folder: {err.strerror or err}") from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def read_bookings(self, device: str) -> bytes | None:
+        path = self._bookings_path(device)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise CentralError(f"{path}: cannot read the room's bookings: {err.strerror or err}") from err
+
+    def write_bookings(self, device: str, data: bytes) -> None:
+        # Owner and group only: bookings name parties and cases.
+        atomic_write(self._bookings_path(device), data, mode=0o640)
+
+    def booked_devices(self) -> list[str]:
+        return sorted(self.bookings_stamps())
+
+    def bookings_stamps(self) -> dict[str, tuple[int, int, int]]:
+        stamps: dict[str, tuple[int, int, int]] = {}
+        try:
+            names = os.listdir(self.root / "bookings")
+        except FileNotFoundError:
+            return stamps
+        for name in names:
+            device = name[:-5]
+            if name.endswith(".json") and layout.DEVICE_ID.match(device):
+                try:
+                    st = os.stat(self.root / "bookings" / name)
+                except FileNotFoundError:
+                    continue
+                # Each write replaces the file (a new inode), so the stamp changes even within a clock tick.
+                stamps[device] = (st.st_ino, st.st_mtime_ns, st.st_size)
+        return stamps
 
     def _alert_path(self, device: str, alert_id: str, suffix: str = ".json") -> Path:
         if not layout.DEVICE_ID.match(device) or not ALERT_ID.match(alert_id):

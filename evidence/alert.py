@@ -6,6 +6,10 @@ needs, signed by the device key like a ledger entry (under its own context, so n
 other), because on a full disk it may be the only record that reaches anyone: it does not depend on the
 ledger being writable.
 
+The room sensor's alerts (ROOM, NO-RECORD) travel the same way: people in the room and no session open
+after a spoken reminder (`unrecorded_presence`, naming no session), and a session still recording well after
+its booking's end with nobody in the room (`overrun`).
+
 `parse_alert` is the only way bytes become an `Alert`: the device parses what it signed, central what it
 receives. What it refuses raises MalformedAlert naming the field.
 """
@@ -31,10 +35,25 @@ MAX_ALERT_BYTES = 128 * 1024
 """Room for every field of an `open` entry of the largest size (64 KiB), twice over in escapes."""
 ALERT_ID = re.compile(r"[0-9a-f]{16}\Z")
 CANNOT_CONTINUE, NOT_RESUMED = "cannot_continue", "not_resumed"
+UNRECORDED_PRESENCE, OVERRUN = "unrecorded_presence", "overrun"
 KINDS = {
     CANNOT_CONTINUE: "recording cannot continue: a break did not clear",
     NOT_RESUMED: "a session cut off by a restart was too old to resume and was closed",
+    UNRECORDED_PRESENCE: "people in the room and no session open, after a spoken reminder",
+    OVERRUN: "a session still recording long after its booking's end, with nobody in the room",
 }
+HEADLINES = {
+    CANNOT_CONTINUE: "录制无法继续 recording could not continue",
+    NOT_RESUMED: "重启后未能续录 a session cut off by a restart was closed",
+    UNRECORDED_PRESENCE: "室内有人未录制 people in the room, nothing recorded",
+    OVERRUN: "超时录制 still recording after the booking, nobody in the room",
+}
+"""Each kind in a few words, Chinese then English, for a list or a banner."""
+ABOUT_A_BREAK = (CANNOT_CONTINUE, NOT_RESUMED)
+"""The kinds about a break in a session's recording: the officers explain those in writing (情况说明). The room
+sensor's kinds are about the room (ROOM, NO-RECORD): no break, no written explanation."""
+ROOM_SENSORS = {"door": "门磁 door contact", "presence": "人体感应 presence sensor"}
+"""The `cause` of a room sensor's alert: the kind of sensor that saw it."""
 
 _TEXT = ("id", "kind", "device", "session", "unit", "room", "location", "case", "matter", "cause", "detail",
          "interrupted_at", "time", "sig")
@@ -75,11 +94,26 @@ class Alert:
     def signed_by(self, key_b64: str) -> bool:
         return verify_signature(load_public_key_b64(key_b64), self.sig, self.signed_message)
 
+    @property
+    def headline(self) -> str:
+        return HEADLINES[self.kind]
+
+    @property
+    def about_a_break(self) -> bool:
+        """Whether the alert is about a break in a session's recording (a written explanation is due)."""
+        return self.kind in ABOUT_A_BREAK
+
+    @property
+    def cause_label(self) -> str:
+        """The cause in words: the interruption reason's Chinese label, or the room sensor's kind."""
+        return INTERRUPTION_REASONS[self.cause].zh if self.about_a_break else ROOM_SENSORS[self.cause]
+
     def summary(self) -> str:
         officers = ", ".join(f"{o.name} ({o.certificate})" for o in self.officers)
-        return (f"{self.device} {self.room}: {KINDS[self.kind]}; cause {self.cause} "
-                f"({INTERRUPTION_REASONS[self.cause].zh}); session {self.session}; officers {officers}; "
-                f"interrupted {self.interrupted_at}")
+        since = "interrupted" if self.about_a_break else "since"
+        return (f"{self.device} {self.room}: {KINDS[self.kind]}; cause {self.cause} ({self.cause_label}); "
+                f"session {self.session or '(none)'}; officers {officers}; {since} {self.interrupted_at}; "
+                f"{self.detail}")
 
 
 def session_alert(kind: str, opening: Opening, device: str, session: str, cause: str, detail: str,
@@ -92,6 +126,19 @@ def session_alert(kind: str, opening: Opening, device: str, session: str, cause:
         "officers": [{"name": o.name, "certificate": o.certificate} for o in opening.officers],
         "case": opening.case, "matter": opening.matter, "cause": cause, "detail": detail,
         "interrupted_at": interrupted_at, "time": now, "clock_synced": clock_synced, "attempts": attempts,
+    }, sign)
+
+
+def room_alert(kind: str, device: str, session: str, who: Mapping[str, Any], sensor: str, detail: str, since: str,
+               now: str, clock_synced: bool, sign: Callable[[bytes], str]) -> Alert:
+    """An alert of the room sensor (`unrecorded_presence`, `session` ""; `overrun`, about `session`), naming the
+    people and place of `who` (`unit`, `room`, `location`, `officers` as [{name, certificate}], `case`,
+    `matter`), since when it has been so (`since`), under a fresh random id."""
+    return make_alert({
+        "id": secrets.token_hex(8), "kind": kind, "device": device, "session": session, "unit": who["unit"],
+        "room": who["room"], "location": who["location"], "officers": list(who["officers"]), "case": who["case"],
+        "matter": who["matter"], "cause": sensor, "detail": detail, "interrupted_at": since, "time": now,
+        "clock_synced": clock_synced, "attempts": 0,
     }, sign)
 
 
@@ -116,9 +163,13 @@ def parse_alert(data: bytes) -> Alert:
             raise MalformedAlert(f"alert {key!r} must be a string")
     if value["v"] != ALERT_VERSION or isinstance(value["v"], bool):
         raise MalformedAlert(f"alert version must be {ALERT_VERSION}")
-    checks = (("id", ALERT_ID.match(value["id"])), ("kind", value["kind"] in KINDS),
-              ("device", DEVICE_ID.match(value["device"])), ("session", SESSION_ID.match(value["session"])),
-              ("cause", value["cause"] in INTERRUPTION_REASONS),
+    kind = value["kind"]
+    # An alert about the room while no session is open names none (the empty string); every other names its own.
+    session_ok = value["session"] == "" if kind == UNRECORDED_PRESENCE else SESSION_ID.match(value["session"])
+    causes = INTERRUPTION_REASONS if kind in ABOUT_A_BREAK else ROOM_SENSORS
+    checks = (("id", ALERT_ID.match(value["id"])), ("kind", kind in KINDS),
+              ("device", DEVICE_ID.match(value["device"])), ("session", session_ok),
+              ("cause", value["cause"] in causes),
               ("clock_synced", isinstance(value["clock_synced"], bool)),
               ("attempts", isinstance(value["attempts"], int) and not isinstance(value["attempts"], bool)
                and value["attempts"] >= 0))

@@ -30,7 +30,7 @@ MAX_RECORD_BYTES = 16 * 1024
 REGISTER_ACTIONS = ("retention", "lower_request", "hold", "case", "explanation", "export", "removal")
 """What central decided about one session, in its register (FORMAT §13): each is also an audit action."""
 ACTIONS = ("login", "login_failed", "logout", "search", "view", "playback", "download", "request", "approve",
-           "refuse", "account", "settings", "alert_ack", "stats", "retention_report", *REGISTER_ACTIONS)
+           "refuse", "account", "settings", "alert_ack", "stats", "retention_report", "booking", *REGISTER_ACTIONS)
 """What a record may say was done (FORMAT §12.2)."""
 
 

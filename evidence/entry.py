@@ -14,6 +14,7 @@ What it refuses raises MalformedEntry naming the field; it never raises anything
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import re
 from collections.abc import Callable, Mapping
@@ -24,7 +25,7 @@ from evidence.canonical import NotCanonical, canonical, parse_canonical, parse_m
 from evidence.errors import EvidenceError, MalformedEntry
 from evidence.keys import load_public_key_b64
 from evidence.layout import DEVICE_ID, MAX_INDEX, MAX_SEQ, SESSION_ID, media_name
-from evidence.reasons import CLOSE_REASONS, INTERRUPTION_REASONS
+from evidence.reasons import CLOSE_REASONS, INTERRUPTION_REASONS, RETENTION_CLASSES
 
 if TYPE_CHECKING:  # only sealing and unsealing need cryptography; parsing and verifying do not (FORMAT §7.5)
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -109,6 +110,27 @@ class Officer:
 
 
 @dataclass(frozen=True)
+class BookingRef:
+    """The booking a session was started under (FORMAT §4.2 `booking`; PROTOCOL §14): in the clear, so central
+    matches the session to its booking without opening the sealed fields."""
+
+    id: str
+    """The booking's id: 16 lowercase hex digits."""
+    version: int
+    act: str
+    """The enforcement act (执法行为), e.g. 询问, 听证."""
+    retention: str
+    """The retention class the session is to have at least (evidence.reasons.RETENTION_CLASSES)."""
+    start: dt.datetime
+    end: dt.datetime
+    """The booking's expected end."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "version": self.version, "act": self.act, "retention": self.retention,
+                "start": self.start.isoformat(timespec="seconds"), "end": self.end.isoformat(timespec="seconds")}
+
+
+@dataclass(frozen=True)
 class Opening:
     """What the `open` entry (seq 0) says about the session and how it was recorded (FORMAT §4.2)."""
 
@@ -128,6 +150,9 @@ class Opening:
     sealed: str | None = None
     """The personal fields sealed to central's key (FORMAT §4.2.1); while sealed, the fields above are empty
     and only `unsealed` with central's private key fills them."""
+    booking: BookingRef | None = None
+    """The booking the session was started under; None without one (and in sessions recorded before
+    bookings)."""
 
     @property
     def frame_ns(self) -> int:
@@ -265,6 +290,38 @@ def unsealed(opening: Opening, key: X25519PrivateKey) -> Opening:
                    parties=parties)
 
 
+BOOKING_FIELDS = ("id", "version", "act", "retention", "start", "end")
+_BOOKING_ID = re.compile(r"[0-9a-f]{16}\Z")
+
+
+def _time(body: _Body, key: str) -> dt.datetime:
+    text = body.text(key)
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError as err:
+        raise body.fail(key, f"{text!r} is not an ISO 8601 time") from err
+    if when.tzinfo is None:
+        raise body.fail(key, f"{text!r} has no offset")
+    return when
+
+
+def _booking(body: _Body) -> BookingRef | None:
+    if "booking" not in body.body:
+        return None
+    ref = body.table("booking")
+    if set(ref.body) != set(BOOKING_FIELDS):
+        raise body.fail("booking", f"is not an object of exactly {', '.join(BOOKING_FIELDS)}")
+    if not _BOOKING_ID.match(ref.text("id")):
+        raise ref.fail("id", "is not 16 lowercase hex digits")
+    retention = ref.text("retention")
+    if retention not in RETENTION_CLASSES:
+        raise ref.fail("retention", f"{retention!r} is not a retention class ({', '.join(RETENTION_CLASSES)})")
+    start, end = _time(ref, "start"), _time(ref, "end")
+    if end <= start:
+        raise ref.fail("end", "is not after start")
+    return BookingRef(ref.text("id"), ref.whole("version", 1), ref.text("act"), retention, start, end)
+
+
 def _opening(body: _Body) -> Opening:
     key = body.text("device_key")
     try:
@@ -286,8 +343,8 @@ def _opening(body: _Body) -> Opening:
         if recipient is None:
             raise body.fail("sealed", "is there, but the session has no encryption recipient to seal it to")
         return Opening(key, fps, audio.whole("sample_rate", 1), recipient, "", "", "", "", "", (), (),
-                       body.text("sealed"))
-    return Opening(key, fps, audio.whole("sample_rate", 1), recipient, *_personal(body))
+                       body.text("sealed"), _booking(body))
+    return Opening(key, fps, audio.whole("sample_rate", 1), recipient, *_personal(body), booking=_booking(body))
 
 
 def _segment(body: _Body) -> Segment:

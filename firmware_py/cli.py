@@ -10,6 +10,7 @@ commands run where the device's libraries are not installed, and the reverse.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib.metadata
 import json
 import logging
@@ -18,6 +19,7 @@ import os
 import sys
 import threading
 import time
+import zoneinfo
 from pathlib import Path
 from typing import Any
 
@@ -316,9 +318,28 @@ def _service_status(cfg: Any) -> tuple[dict[str, Any], bool]:
     return status, _alive(status.get("pid")) and status.get("state") != "stopped"
 
 
+def _bookings_line(bookings: dict[str, Any]) -> str:
+    held = f"{bookings['held']} held (set {bookings['serial']} from central)" if bookings["serial"] else \
+        "no booking set from central yet"
+    if bookings.get("refused"):
+        held += f"; {bookings['refused']} set(s) refused since the service started (see its log)"
+    if bookings.get("problem"):
+        held += f"; {bookings['problem']}"
+    return held
+
+
+def _booking_line(booking: dict[str, Any]) -> str:
+    start, end = dt.datetime.fromisoformat(booking["start"]), dt.datetime.fromisoformat(booking["end"])
+    until = f"{end:%H:%M}" if end.date() == start.date() else f"{end:%Y-%m-%d %H:%M}"
+    what = "  ".join(part for part in (booking["act"], booking["matter"]) if part) or "(no matter given)"
+    auto = "starts by itself" if booking["auto_start"] else "START by hand"
+    return f"{booking['room']} {start:%Y-%m-%d %H:%M}–{until}: {what}; {auto}"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from capture.spool import Spool
     from evidence.deadline import Level
+    from firmware_py.bookings import CacheUnreadable, read_held, summary
     from firmware_py.deadlines import assess
     from mqtt.alert_outbox import AlertOutbox
 
@@ -328,6 +349,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     backlog = spool.backlog()
     alerts = [a.as_dict() for a in assess(spool.recordings(), time.time(), cfg.upload) if a.level is not Level.OK]
     waiting = AlertOutbox(cfg.device.state_dir / "alerts", 0).waiting()  # reads only: it creates nothing
+    zone = zoneinfo.ZoneInfo(cfg.device.timezone)
+    try:
+        bookings: dict[str, Any] = summary(read_held(cfg.bookings_file), dt.datetime.now(zone), zone)
+    except CacheUnreadable as err:
+        bookings = {"serial": 0, "held": 0, "next": None, "problem": str(err)}
+    bookings["refused"] = (status.get("bookings") or {}).get("refused") if running else None
     report = {
         "device": cfg.device.id,
         "state": status.get("state", "not running") if running else "not running",
@@ -345,13 +372,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         "upload_alerts": alerts,
         "alerts": [{"id": a.id, "kind": a.kind, "session": a.session, "cause": a.cause,
                     "interrupted_at": a.interrupted_at} for a in waiting],
+        "bookings": bookings,
+        "room": status.get("room") if running else None,
     }
     if args.json:
         print(json.dumps(report, indent=1, ensure_ascii=False))
     else:
         for key, value in report.items():
-            if key not in ("upload_alerts", "alerts"):
+            if key not in ("upload_alerts", "alerts", "bookings", "room"):
                 print(f"{key:22} {value}")
+        print(f"{'bookings':22} {_bookings_line(bookings)}")
+        if bookings.get("next"):
+            print(f"{'next booking':22} {_booking_line(bookings['next'])}")
+        if report["room"]:
+            room = report["room"]
+            print(f"{'room':22} {'people in the room' if room['occupied'] else 'nobody in the room'} since "
+                  f"{room['since']} ({room['sensor']} sensor)")
         for waiting in report["alerts"]:
             print(f"{'ALERT ' + waiting['kind']:22} session {waiting['session']}: {waiting['cause']} since "
                   f"{waiting['interrupted_at']}; not yet acknowledged by central")

@@ -179,6 +179,29 @@ class SpoolConfig(Section):
     need at the configured bitrate."""
 
 
+Minutes = Annotated[float, Range(0.01, 24 * 60)]
+"""A span of the room's reminders, in minutes: fractions allowed (a test's few seconds), at most a day."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RoomConfig(Section):
+    """The room around the box: its bookings from central and its sensor (ROOM, NO-RECORD)."""
+
+    sensor: Literal["none", "door", "presence"] = "none"
+    """`door`: a door contact, closed while the room's door is shut (the room counts as in use); `presence`: a
+    PIR presence sensor (the room counts as in use while it reports someone). `none`: no reminders."""
+    sensor_pin: Pin = 6
+    booking_lead_minutes: Annotated[float, Range(0, 24 * 60)] = 15.0
+    """A session started this long before a booking's start belongs to it (officers come in a little early)."""
+    remind_after_minutes: Minutes = 5.0
+    """People in the room and no session open this long: the device says so (press START to record)."""
+    alert_after_minutes: Minutes = 10.0
+    """And still so this long after the reminder (or after the overrun prompt): an alert to central."""
+    overrun_minutes: Minutes = 30.0
+    """A session still recording this long after its booking's end, with nobody in the room: a spoken prompt
+    to end it (then the alert, alert_after_minutes later)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Config(Section):
     device: DeviceConfig = DeviceConfig()
@@ -190,6 +213,20 @@ class Config(Section):
     spool: SpoolConfig = SpoolConfig()
     mqtt: MqttConfig = dataclasses.field(default_factory=MqttConfig)
     upload: UploadPolicy = dataclasses.field(default_factory=UploadPolicy)
+    room: RoomConfig = RoomConfig()
+
+    def validate(self) -> None:
+        if self.room.sensor == "none":
+            return
+        pins = self.hal.pins
+        for f in dataclasses.fields(pins):
+            if getattr(pins, f.name) == self.room.sensor_pin:
+                raise ConfigError(f"room.sensor_pin: GPIO {self.room.sensor_pin} is already the hal.pins.{f.name} "
+                                  "pin; the room sensor needs a pin of its own")
+
+    @property
+    def bookings_file(self) -> Path:
+        return self.device.state_dir / "bookings.json"
 
     @property
     def spool_dir(self) -> Path:

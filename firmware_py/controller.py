@@ -26,14 +26,16 @@ from capture.live import LiveInputs
 from capture.recording import MediaTime, Recording, RecordingParts, SessionMeta, record_declined
 from capture.recovery import Resumable
 from capture.stamp import Stamper, StampFacts
-from evidence.alert import CANNOT_CONTINUE, Alert, MalformedAlert, session_alert
+from evidence.alert import CANNOT_CONTINUE, OVERRUN, Alert, MalformedAlert, room_alert, session_alert
+from evidence.booking import Booking
 from evidence.encryption import public_key_from_b64
-from evidence.entry import Entry
+from evidence.entry import BookingRef, Entry, Opening
 from evidence.errors import RecorderError, StorageFault
 from evidence.layout import new_session_id
 from evidence.reasons import DECLINE_REASONS
 from evidence.supervisor import Beat, Spawn, Supervised
 from evidence.verify import CLOCK_STEP_S
+from firmware_py.bookings import AUTO_STARTED, DECLINED, STARTED, BookingCache, booking_ref
 from firmware_py.config import Config
 from firmware_py.explaining import Explanation, SpokenMenu, reason_options
 from firmware_py.preflight import CheckResult, Preflight, bytes_needed
@@ -41,6 +43,7 @@ from firmware_py.prompts import Prompt, PromptCache, failure_prompt, notice_prom
 from firmware_py.state_machine import Event, State, StateMachine
 from firmware_py.voice import Utterance, Voice
 from firmware_py.words import Words
+from hal.audio.base import Pcm
 from hal.buttons.base import ButtonName
 from hal.errors import HalError
 from hal.factory import Hal
@@ -106,8 +109,10 @@ class Break:
 class Controller:
     def __init__(self, config: Config, hal: Hal, signer: Signer, prompts: PromptCache, font: Path,
                  on_entry: Callable[[Entry], None], spawn: Spawn,
-                 on_alert: Callable[[Alert], None]) -> None:
+                 on_alert: Callable[[Alert], None], bookings: BookingCache | None = None) -> None:
         self._config = config
+        self._bookings = bookings
+        self._lead = dt.timedelta(minutes=config.room.booking_lead_minutes)
         self._on_alert = on_alert
         self._spawn = spawn
         self.voice = Voice(hal.speaker, prompts, hal.clock, spawn)
@@ -120,6 +125,15 @@ class Controller:
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.machine = StateMachine(self._on_transition)
         self._notice_prompts = notice_prompts(config.notice)
+        self._session_notice: list[Prompt] = self._notice_prompts
+        """The notice of the session being recorded: the standard wording, and its booking's matter after the
+        Chinese one."""
+        self._notice_pcm: dict[str, Pcm] = {}
+        """The session's own notice words (its matter), rendered in pre-flight."""
+        self._booking: Booking | None = None
+        """The booking of the session being recorded, as held (for its words and people)."""
+        self.session_booking: BookingRef | None = None
+        """The booking the open session was started under, as its `open` entry names it; None without one."""
         self._preflight = Preflight(
             hal, prompts, self._notice_prompts + [failure_prompt(c, config.notice.voice_zh) for c in
                                            ("storage", "camera", "microphone", "clock")],
@@ -178,6 +192,23 @@ class Controller:
         """A recording is near or past its upload deadline: shown on the tally while the room is idle."""
         self._queue.put(("alert", on))
 
+    def auto_start(self, booking: Booking) -> None:
+        """The booking's start time has come and it asks for an automatic start: exactly as START (pre-flight,
+        then the notice), unless a session is open by the time the session thread gets to it."""
+        self._queue.put(("auto_start", booking))
+
+    def remind(self) -> None:
+        """People in the room and no session open (NO-RECORD): say so, unless a session has begun meanwhile."""
+        self._queue.put(("remind", None))
+
+    def overrun(self, session: str) -> None:
+        """`session` still records well after its booking's end, with nobody in the room: ask to end it."""
+        self._queue.put(("overrun", session))
+
+    def room_alert(self, kind: str, session: str | None, sensor: str, detail: str, since: dt.datetime) -> None:
+        """Tell central about the room (`unrecorded_presence` with no session, `overrun` about `session`)."""
+        self._queue.put(("room_alert", (kind, session, sensor, detail, since)))
+
     # ---- the session thread --------------------------------------------------------------------
     def start(self) -> None:
         self.voice.start()
@@ -220,6 +251,14 @@ class Controller:
                 elif kind == "alert":
                     self._upload_alert = bool(value)
                     self._show_tally(self.machine.state)
+                elif kind == "auto_start":
+                    self._auto_start(value)
+                elif kind == "remind":
+                    self._remind()
+                elif kind == "overrun":
+                    self._overrun(value)
+                elif kind == "room_alert":
+                    self._room_alert(*value)
             except RecorderError as err:
                 log.exception("session thread: %s", err)
                 self._fault(str(err), fault_cause(err))
@@ -302,7 +341,7 @@ class Controller:
             self._early = [("button", {"button": name.value})]
             self.voice.tone("start")
             self.machine.fire(Event.START)
-            self._begin_session()
+            self._begin_session(self._current_booking(), STARTED)
             return
         self._log_event("button", button=name.value)
         if self._declining is not None and state is State.DECLINING:
@@ -348,9 +387,10 @@ class Controller:
             self._end_declining()
             return
         session_id = new_session_id(self._hal.clock.now())
+        booking = self._current_booking()
         try:
-            record_declined(self._parts(), self._config.spool_dir, session_id, self.session_meta(), code,
-                            DECLINE_REASONS[code].zh, self._on_entry)
+            record_declined(self._parts(), self._config.spool_dir, session_id, self.session_meta(booking), code,
+                            DECLINE_REASONS[code].zh, self._on_entry, self._open_extra(booking))
         except Exception as err:
             # Whatever failed (a full or read-only disk), the device goes back to idle, ready for START.
             self.last_fault = f"the declined session could not be written: {err}"
@@ -359,6 +399,8 @@ class Controller:
             self._end_declining()
             return
         log.info("session %s declined (%s): nothing recorded", session_id, code)
+        if booking is not None and self._bookings is not None:
+            self._bookings.mark(booking, DECLINED)  # declined: never started automatically afterwards
         self.timings.sessions_declined.append(session_id)
         self._say(self._words.declined(code))
         self._declining = None
@@ -384,7 +426,9 @@ class Controller:
         still run) and in the ledger before the close. What the explanation or a fault still had to say is
         dropped (the session is ending); the notice is not, and is said first."""
         self.voice.cancel([u for u in self.voice.waiting() if u not in self._notices])
-        said = [self.voice.say(p, cache=False) for p in self._words.ended(self._hal.clock.now())]
+        booking = self._booking
+        ended = self._words.ended(self._hal.clock.now(), *((booking.act, booking.matter) if booking else ()))
+        said = [self.voice.say(p, cache=False) for p in ended]
         deadline = time.monotonic() + CLOSING_WORDS_S
         while not all(u.done.wait(0.25) for u in said):
             self._beat()
@@ -400,6 +444,53 @@ class Controller:
             else:
                 self._log_event("spoken", prompt=utterance.key, text=utterance.text, voice=utterance.voice,
                                 started=None, seconds=0.0, error=f"not said within {CLOSING_WORDS_S:g} s of STOP")
+
+    # ---- the room: bookings and the room sensor (ROOM, NO-RECORD) --------------------------------------
+    def _auto_start(self, booking: Booking) -> None:
+        state = self.machine.state
+        if self._recording is not None or state not in (State.IDLE, State.FAULT):
+            log.info("booking %s: not started automatically, the device is %s", booking.id, state.value)
+            return
+        log.info("booking %s (%s %s): its start time, starting the session automatically", booking.id,
+                 booking.act, booking.matter)
+        self._early = [("booking_start", {"booking": booking.id, "version": booking.version})]
+        self.voice.tone("start")
+        self.machine.fire(Event.START)
+        self._begin_session(booking, AUTO_STARTED)
+
+    def _remind(self) -> None:
+        if self._recording is not None or self.machine.state not in (State.IDLE, State.FAULT):
+            return  # a session began (or is being declined) since the room watch looked
+        log.warning("people in the room and no session open: reminding them to press START")
+        self._say(self._words.reminder())
+
+    def _overrun(self, session: str) -> None:
+        if self.session_id != session or self.machine.state not in RECORDING_STATES:
+            return
+        log.warning("session %s still records after its booking's end, nobody in the room: asking to end it",
+                    session)
+        self._say(self._words.overrun())  # into the recording: its `spoken` events say it was asked
+
+    def _room_alert(self, kind: str, session: str | None, sensor: str, detail: str, since: dt.datetime) -> None:
+        """Made here, on the session thread, from what the session (or the booking under way) says of itself."""
+        recording = self._recording
+        if kind == OVERRUN:
+            if recording is None or recording.session_id != session:
+                return
+            meta = SessionMeta.of(recording.opening, self._config.device.id)
+        else:
+            if recording is not None:
+                return
+            meta = self.session_meta(self._current_booking())
+        clock = self._hal.clock
+        try:
+            alert = room_alert(kind, self._config.device.id, session or "", meta.as_body(), sensor, detail,
+                               since.isoformat(timespec="milliseconds"), clock.now().isoformat(timespec="milliseconds"),
+                               clock.is_synchronised(), self._signer.sign)
+        except MalformedAlert as err:
+            log.error("alert to central not made: %s", err)
+            return
+        self._on_alert(alert)
 
     def _fault(self, reason: str, cause: str = "device_fault") -> None:
         state = self.machine.state
@@ -441,12 +532,17 @@ class Controller:
 
     def _take_up(self, resumable: Resumable) -> None:
         cfg = self._config
+        first = resumable.entries[0].opening
+        assert first is not None
+        booking = self._booking_of(first)
         self._recording = recording = Recording.resume(
             self._parts(), resumable.session_dir, resumable.entries, resumable.cause, resumable.detail,
-            self.on_fault, self._on_entry, self.session_meta())
+            self.on_fault, self._on_entry, self.session_meta(booking))
         opening = recording.opening  # with the personal fields as this device knows them (sealed in the entry)
+        self._use_booking(booking, first.booking)
         officers = tuple((o.name, o.certificate) for o in opening.officers)
-        facts = StampFacts(opening.room, opening.location, cfg.device.id, officers, recording.session_id)
+        facts = StampFacts(opening.room, opening.location, cfg.device.id, officers, recording.session_id,
+                           first.booking.act if first.booking else "", opening.matter, opening.case)
         self._stamper = Stamper(facts, self._hal.clock, cfg.video.width, cfg.video.height, self._font,
                                 lambda: self._recording.current_index if self._recording else 0)
         self._inputs = LiveInputs(self._hal.camera, self._hal.microphone)
@@ -635,7 +731,10 @@ class Controller:
 
     def _give_notice(self) -> None:
         """The notice prompts, said into the recording; the `notice` events follow as each is said."""
-        self._notices = [self.voice.say(p, self._on_spoken) for p in self._notice_prompts]
+        # The standard wording is cached by key; the booking's matter changes, so it is never (FORMAT §4.3).
+        self._notices = [self.voice.say(p, self._on_spoken, cache=p in self._notice_prompts,
+                                        pcm=self._notice_pcm.get(p.key))
+                         for p in self._session_notice]
 
     def _notice_spoken(self, utterance: Utterance) -> None:
         recording = self._recording
@@ -686,22 +785,59 @@ class Controller:
             log.debug("no session: %s %s not recorded in a ledger", name, details)
 
     # ---- session steps -------------------------------------------------------------------------
-    def session_meta(self) -> SessionMeta:
+    def session_meta(self, booking: Booking | None = None) -> SessionMeta:
+        """What a session says of itself: the configured defaults, or with a booking its case, matter, parties
+        and (when it names any) officers (PROTOCOL §14.3)."""
         d, s = self._config.device, self._config.session
-        return SessionMeta(d.unit, d.room, d.location, d.id, tuple((o.name, o.certificate) for o in s.officers),
-                           s.case, s.matter, s.parties)
+        if booking is None:
+            return SessionMeta(d.unit, d.room, d.location, d.id, tuple((o.name, o.certificate) for o in s.officers),
+                               s.case, s.matter, s.parties)
+        officers = booking.officers or s.officers
+        return SessionMeta(d.unit, d.room, d.location, d.id, tuple((o.name, o.certificate) for o in officers),
+                           booking.case, booking.matter, booking.parties)
 
-    def _begin_session(self) -> None:
+    def meta_of(self, opening: Opening) -> SessionMeta:
+        """What this device knows of a session it recorded (its `open` entry's personal fields may be sealed):
+        from its booking, if the held set still has it, else from the configuration."""
+        return self.session_meta(self._booking_of(opening))
+
+    def _booking_of(self, opening: Opening) -> Booking | None:
+        if opening.booking is None or self._bookings is None:
+            return None
+        return self._bookings.find(opening.booking.id)
+
+    def _current_booking(self) -> Booking | None:
+        if self._bookings is None:
+            return None
+        return self._bookings.current(self._hal.clock.now(), self._lead)
+
+    def _open_extra(self, booking: Booking | None) -> dict[str, Any]:
+        return {} if booking is None else {"booking": booking_ref(booking).as_json()}
+
+    def _use_booking(self, booking: Booking | None, ref: BookingRef | None) -> None:
+        """The session's booking: its words in the notice and the closing statement, its end for the room's
+        overrun watch."""
+        self._booking = booking
+        self.session_booking = ref
+        self._notice_pcm = {}
+        matter = self._words.matter(booking.act, booking.matter) if booking is not None else []
+        # The booking's matter follows the Chinese notice, which is always first (firmware_py/prompts.py).
+        self._session_notice = [*self._notice_prompts[:1], *matter, *self._notice_prompts[1:]]
+
+    def _begin_session(self, booking: Booking | None = None, how: str = STARTED) -> None:
         cfg = self._config
-        meta = self.session_meta()
+        meta = self.session_meta(booking)
         session_id = new_session_id(self._hal.clock.now())
-        facts = StampFacts(meta.room, meta.location, meta.device_id, meta.officers, session_id)
+        facts = StampFacts(meta.room, meta.location, meta.device_id, meta.officers, session_id,
+                           booking.act if booking else "", meta.matter, meta.case)
         self._stamper = Stamper(facts, self._hal.clock, cfg.video.width, cfg.video.height, self._font,
                                 lambda: self._recording.current_index if self._recording else 0)
+        self._use_booking(booking, booking_ref(booking) if booking else None)
         inputs = LiveInputs(self._hal.camera, self._hal.microphone)
         self._inputs = inputs
         inputs.start(self._stamper)
-        results = self._preflight.run(inputs)
+        results = self._preflight.run(inputs, [p for p in self._session_notice if p not in self._notice_prompts])
+        self._notice_pcm = dict(self._preflight.rendered)
         self.last_preflight = results
         failed = [r for r in results if not r.ok]
         blocking = [r for r in failed if r.name not in cfg.session.continue_on]
@@ -711,6 +847,7 @@ class Controller:
             inputs.stop()
             self._inputs = None
             self._early.clear()
+            self._use_booking(None, None)
             self.last_fault = "; ".join(f"{r.name}: {r.detail}" for r in blocking)
             log.error("pre-flight failed, session not started: %s", self.last_fault)
             self.machine.fire(Event.PREFLIGHT_FAILED)
@@ -720,9 +857,12 @@ class Controller:
             log.warning("pre-flight: %s: %s (configured to continue)", r.name, r.detail)
         self._recording = Recording.open(
             self._parts(), cfg.spool_dir, session_id, meta,
-            {"preflight_warnings": [r.name for r in failed], "clock_synced": self._hal.clock.is_synchronised()},
+            {"preflight_warnings": [r.name for r in failed], "clock_synced": self._hal.clock.is_synchronised(),
+             **self._open_extra(booking)},
             self.on_fault, self._on_entry,
         )
+        if booking is not None and self._bookings is not None:
+            self._bookings.mark(booking, how)
         early, self._early = self._early, []
         for name, details in early:
             self._recording.event(name, **details)
@@ -778,6 +918,7 @@ class Controller:
             closed = False
         finally:
             self._recording = None
+            self._use_booking(None, None)
         self.timings.sessions_closed.append(recording.session_id)
         log.info("session %s closed: %s", recording.session_id, reason)
         return closed

@@ -5,11 +5,12 @@ may let the session go on."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from capture.live import LiveInputs
 from firmware_py.prompts import Prompt, PromptCache, PromptError
+from hal.audio.base import Pcm
 from hal.errors import HalError
 from hal.factory import Hal
 
@@ -52,12 +53,15 @@ class Preflight:
         self._bitrate = video_bitrate
         self._minutes = max_minutes
         self.device_timeout = device_timeout
+        self.rendered: dict[str, Pcm] = {}
+        """The last run's `fresh` prompts, rendered, by key."""
 
-    def run(self, inputs: LiveInputs) -> list[CheckResult]:
-        """Run every check against inputs that have just been started."""
+    def run(self, inputs: LiveInputs, fresh: Sequence[Prompt] = ()) -> list[CheckResult]:
+        """Run every check against inputs that have just been started; `fresh` are this session's own prompts
+        (words that change, such as its booking's matter), rendered now into `rendered`."""
         return [
             self._storage(),
-            self._prompts_ready(),
+            self._prompts_ready(fresh),
             self._speaker(),
             self._clock(),
             self._power(),
@@ -79,13 +83,16 @@ class Preflight:
         return CheckResult("storage", True, f"{free / 1e9:.1f} GB free, room for about "
                                             f"{recording_hours(free, self._bitrate):.1f} h of recording")
 
-    def _prompts_ready(self) -> CheckResult:
+    def _prompts_ready(self, fresh: Sequence[Prompt]) -> CheckResult:
+        self.rendered = {}
         try:
             for prompt in self._needed:
                 self._prompts.load(prompt)
+            for prompt in fresh:
+                self.rendered[prompt.key] = self._prompts.render(prompt)
         except PromptError as err:
             return CheckResult("prompts", False, str(err))
-        return CheckResult("prompts", True, f"{len(self._needed)} prompts ready")
+        return CheckResult("prompts", True, f"{len(self._needed) + len(fresh)} prompts ready")
 
     def _speaker(self) -> CheckResult:
         try:

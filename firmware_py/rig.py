@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
+import secrets
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,17 +27,21 @@ from central.enroll_server import EnrollServer
 from central.enrollment import Enrollment
 from central.receiver import Receiver
 from central.store import FileStore
+from evidence.booking import Booking, BookingSet, make_booking_set
 from evidence.durable import atomic_write
+from evidence.entry import Officer
 from evidence.settings import read_toml
 from firmware_py import config as config_mod
 from firmware_py import config_file
 from firmware_py.service import Service, wait_for_state
 from firmware_py.state_machine import State
 from hal.buttons.base import ButtonName
+from mqtt import protocol
 from mqtt.broker import LocalBroker, free_port
+from mqtt.client import make_client
 from mqtt.tls import TlsFiles
 from provisioning.ca import CertificateAuthority, Issued
-from provisioning.central_key import create_central_key, create_signing_key
+from provisioning.central_key import create_central_key, create_signing_key, load_signing_key
 
 FAST: dict[str, dict[str, Any]] = {
     "session": {"segment_seconds": 1.0, "stop_hold_seconds": 0.5, "max_minutes": 10, "explanation_seconds": 2.0,
@@ -140,6 +146,20 @@ class Rig:
         self.wait_state(State.IDLE)
         return self.service.controller.timings.sessions_closed[-1]
 
+    def people(self, present: bool) -> None:
+        """People come into the room (`True`) or all leave, as the simulated room sensor sees it (room.sensor)."""
+        assert self.service.hal.sim is not None
+        self.service.hal.sim.people(present)
+
+    def publish_bookings(self, bookings: Sequence[Booking], serial: int, device: str | None = None) -> BookingSet:
+        """`bookings` as central sends them: a set signed with central's signing key, published retained on the
+        device's bookings topic (PROTOCOL §14). `device` names another device in the set (to see it refused)."""
+        found = signed_bookings(Path(self.central.receiver.signing_key_file), device or self.config.device.id,
+                                serial, bookings)
+        publish_retained(self.central, protocol.topic(self.config.mqtt.topic_prefix, self.config.device.id,
+                                                      protocol.BOOKINGS), found.raw)
+        return found
+
     def central_dir(self, session: str) -> Path:
         """Central's copy of the session, once the receiver has done its follow-up work (working copies,
         index), which comes after the receipts."""
@@ -151,6 +171,38 @@ class Rig:
         self.service.stop()
         if self.receiver is not None:
             self.receiver.stop()
+
+
+def booking(start: dt.datetime, minutes: float, *, auto_start: bool = False, act: str = "询问",
+            matter: str = "张某涉嫌盗窃案", case: str = "A-2026-0042", parties: tuple[str, ...] = ("张某",),
+            officers: tuple[Officer, ...] = (Officer("王五", "44000000009"),), retention: str = "evidence",
+            room: str = "询问室一", booking_id: str | None = None, version: int = 1) -> Booking:
+    """A booking from `start` for `minutes`, with sample details, as central's staff would make one."""
+    return Booking(booking_id or secrets.token_hex(8), version, room, start, start + dt.timedelta(minutes=minutes),
+                   case, matter, act, parties, officers, retention, auto_start)
+
+
+def signed_bookings(signing_key_file: Path, device: str, serial: int, bookings: Sequence[Booking]) -> BookingSet:
+    """The set of `bookings` for `device`, signed with central's signing key (the receipts' key) at
+    `signing_key_file`."""
+    identity = load_signing_key(signing_key_file)
+    return make_booking_set(device, serial, dt.datetime.now(dt.UTC), bookings, identity.sign)
+
+
+def publish_retained(central: central_config.CentralConfig, topic: str, payload: bytes, timeout: float = 10.0) -> None:
+    """Publish `payload` retained at QoS 1 on `topic` as central does, over central's MQTT settings (its own TLS
+    identity with them), and wait until the broker has it."""
+    client = make_client(f"rig-{secrets.token_hex(4)}", 1, central.mqtt.tls)
+    client.connect(central.mqtt.host, central.mqtt.port)
+    client.loop_start()
+    try:
+        info = client.publish(topic, payload, qos=1, retain=True)
+        info.wait_for_publish(timeout)
+        if not info.is_published():
+            raise TimeoutError(f"the broker at {central.mqtt.host}:{central.mqtt.port} did not take {topic}")
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def start_receiver(central: central_config.CentralConfig, store: FileStore) -> Receiver:

@@ -11,6 +11,9 @@ of the scenario. Actions:
                             delivers no frame), microphone (hears only digital silence), storage (full:
                             nothing more fits), power (under-voltage)
     clear DEVICE            mend it
+    enter                   people come into the room: the simulated room sensor (room.sensor door or
+                            presence) reports it in use
+    leave                   everyone leaves: the sensor reports the room empty
     kill                    end the service at once, as a power cut would (SIGKILL: nothing is closed or
                             flushed). Under systemd it starts again by itself; by hand, run `recorder run`
                             again (with another scenario to go on). An open session is taken up again
@@ -103,12 +106,12 @@ def parse(text: str, source: str = "scenario") -> list[Step]:
             steps.append(Step(at, action, None, seconds, device=args[0]))
         elif action == "clear" and len(args) == 1:
             steps.append(Step(at, action, None, 0.0, device=args[0]))
-        elif action in ("end", "kill") and not args:
+        elif action in ("end", "kill", "enter", "leave") and not args:
             steps.append(Step(at, action, None, 0.0))
         else:
             raise ScenarioError(f"{where}: cannot read {raw.strip()!r}: expected 'press BUTTON', "
                                 "'hold BUTTON SECONDS', 'wait STATE', 'fault DEVICE [SECONDS]', 'clear DEVICE', "
-                                "'kill' or 'end'")
+                                "'enter', 'leave', 'kill' or 'end'")
     if not steps:
         raise ScenarioError(f"{source}: the scenario has no steps")
     return steps
@@ -187,6 +190,11 @@ class ScenarioRunner:
                 return self._end()
             elif step.action == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            elif step.action in ("enter", "leave"):
+                if self._sim.sensor is None:
+                    return (f"'{step.action}' at {step.at:g} s needs a room sensor: set room.sensor to door or "
+                            "presence")
+                self._sim.people(step.action == "enter")
             elif step.action in ("fault", "clear"):
                 assert step.device is not None
                 self._sim.fault(step.device, step.action == "fault")

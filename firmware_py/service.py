@@ -30,12 +30,14 @@ from evidence.entry import EVENT, Entry
 from evidence.errors import StorageFault
 from evidence.keys import load_public_key_b64
 from evidence.supervisor import Beat, Supervisor
+from firmware_py.bookings import BookingCache
 from firmware_py.config import Config
 from firmware_py.controller import Controller
 from firmware_py.deadlines import Assessment, assess, worst_warning
 from firmware_py.errors import ServiceError
 from firmware_py.preflight import bytes_needed, recording_hours
 from firmware_py.prompts import PromptCache, PromptError, notice_prompts
+from firmware_py.room import RoomWatch
 from firmware_py.state_machine import State
 from firmware_py.systemd import Notifier
 from firmware_py.weaknesses import refusal, weaknesses
@@ -61,8 +63,10 @@ def hal_settings(config: Config, backend: str | None = None) -> HalSettings:
         sample_rate=config.audio.sample_rate,
         timezone=config.device.timezone,
         storage_root=config.spool_dir,
-        pins={"start": pins.start, "stop": pins.stop, "mark": pins.mark, "tally": pins.tally},
+        pins={"start": pins.start, "stop": pins.stop, "mark": pins.mark, "tally": pins.tally,
+              "sensor": config.room.sensor_pin},
         stop_hold_seconds=config.session.stop_hold_seconds,
+        sensor=config.room.sensor,
     )
 
 
@@ -105,10 +109,12 @@ class Service:
         central_key = (load_public_key_b64(config.device.central_signing_key)
                        if config.device.central_signing_key else None)
         self.alerts = AlertOutbox(config.device.state_dir / "alerts", m.resend_seconds)
+        self.bookings = BookingCache(config.bookings_file, config.device.id, central_key)
         self.uploader = Uploader(self.spool, config.device.id, m.host, m.port, m.topic_prefix, m.keepalive,
                                  m.retry_max_seconds, status=self.health, tls=m.tls,
                                  live_session=lambda: self.controller.session_id, resend_after=m.resend_seconds,
-                                 spawn=self.supervisor.spawn, alerts=self.alerts, central_key=central_key)
+                                 spawn=self.supervisor.spawn, alerts=self.alerts, central_key=central_key,
+                                 on_bookings=self.bookings.receive)
         floor = bytes_needed(config.video.bitrate, config.session.max_minutes) * config.spool.free_space_floor_sessions
         self.pruner = Pruner(
             self.spool,
@@ -122,7 +128,8 @@ class Service:
         self.recovery = recover_spool(config.spool_dir, self.identity, self.hal.clock, self._on_entry,
                                       self._may_resume, self._read_hung_marker())
         self.controller = Controller(config, self.hal, self.identity, self.prompts, find_cjk_font(), self._on_entry,
-                                     self.supervisor.spawn, self._alert)
+                                     self.supervisor.spawn, self._alert, self.bookings)
+        self.room = RoomWatch(config.room, self.hal.clock, self.hal.sensor, self.bookings, self.controller)
         for closed in self.recovery.closed:
             self._alert_not_resumed(closed)
         self.controller.state_listeners += [self._write_status, self._on_state]
@@ -143,7 +150,7 @@ class Service:
         clock = self.hal.clock
         try:
             # Sealed in the entry (FORMAT §4.2.1), the session's people are named in the alert as configured here.
-            opening = known_opening(closed.opening, self.controller.session_meta())
+            opening = known_opening(closed.opening, self.controller.meta_of(closed.opening))
             alert = session_alert(NOT_RESUMED, opening, self.config.device.id, closed.session, closed.cause,
                                   closed.why, closed.interrupted_at, 0, clock.now().isoformat(timespec="milliseconds"),
                                   clock.is_synchronised(), self.identity.sign)
@@ -293,11 +300,22 @@ class Service:
             "alerts": [{"id": a.id, "kind": a.kind, "session": a.session, "cause": a.cause, "time": a.time}
                        for a in self.alerts.waiting()],
             "threads": self.supervisor.problems(),
+            "bookings": self.bookings.summary(self.hal.clock.now(), self.hal.clock.tz),
+            "room": self._room(),
             "broker_connected": self.uploader.connected,
             "broker_refuses": self.uploader.refused_by_broker,
             "pid": os.getpid(),
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
+
+    def _room(self) -> dict[str, Any] | None:
+        """The room sensor's reading; None without a sensor."""
+        sensor = self.hal.sensor
+        if sensor is None:
+            return None
+        reading = sensor.reading()
+        return {"sensor": sensor.kind, "occupied": reading.occupied,
+                "since": reading.since.isoformat(timespec="seconds")}
 
     def _write_status(self, state: State | None) -> None:
         """Record the state for `recorder status`; None means the service has stopped."""
@@ -328,6 +346,7 @@ class Service:
         self.supervisor.spawn("deadlines", self._watch_deadlines, silence_s=30.0)
         self.supervisor.spawn("watchdog", self._watchdog, silence_s=30.0)
         self.supervisor.spawn("pruner", self._prune, silence_s=120.0)
+        self.supervisor.spawn("room", self.room.run, silence_s=30.0)
         self._write_status(State.IDLE)
         self.notifier.ready()
         log.info("recorder %s up on the %s backend; spool %s", self.config.device.id, self.hal.backend,
@@ -336,6 +355,7 @@ class Service:
     def stop(self) -> None:
         self.notifier.stopping()
         self._stopping = True
+        self.room.stop()
         self.supervisor.stop()
         if self._buttons is not None:
             self._buttons.close()
@@ -344,6 +364,7 @@ class Service:
         self.controller.join()
         self.uploader.stop()
         self._write_status(None)
+        self.bookings.close()
         self.hal.close()
 
 

@@ -94,8 +94,10 @@ class Voice:
         self._queue.clear()
 
     def say(self, prompt: Prompt, on_done: Callable[[Utterance], None] | None = None,
-            cache: bool = True) -> Utterance:
-        utterance = Utterance(prompt.key, prompt.text, prompt.voice, cache, on_done=on_done)
+            cache: bool = True, pcm: Pcm | None = None) -> Utterance:
+        """Queue `prompt`; `pcm`, when given, is its sound rendered already (words of this session only, rendered
+        during pre-flight so a failure stops the session before it begins)."""
+        utterance = Utterance(prompt.key, prompt.text, prompt.voice, cache and pcm is None, pcm, on_done=on_done)
         with self._ready:
             self._queue.append(utterance)
             self._ready.notify_all()

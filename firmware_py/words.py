@@ -27,6 +27,12 @@ FAULTS: dict[str, tuple[str, str]] = {
     "device_fault": ("设备故障，录像中断，正在尝试恢复。",
                      "Device fault. Recording is interrupted; trying to resume."),
 }
+REMINDER = ("室内有人，但未在录音录像。如正在执法，请按开始键开始录音录像。",
+            "There are people in the room, but nothing is being recorded. If this is an enforcement activity, "
+            "press START to record it.")
+OVERRUN = ("预约时间已过，室内无人，录音录像仍在进行。如执法已结束，请按住停止键结束录像。",
+           "The booked time is over and nobody is in the room, but recording goes on. If it has ended, hold STOP "
+           "to end the recording.")
 RECOVERED = ("设备内部故障已自动恢复，录像继续。", "An internal fault was recovered. Recording continues.")
 HOLD_TO_STOP = ("结束录像请按住停止键。", "To end the recording, hold STOP.")
 
@@ -104,10 +110,32 @@ class Words:
     def decline_cancelled(self) -> list[Prompt]:
         return self._pair("decline_cancelled", "已取消，未登记。", "Cancelled. Nothing was logged.")
 
-    def ended(self, at: dt.datetime) -> list[Prompt]:
-        """The closing statement, said into the recording before it closes."""
-        return self._pair("ended", f"本次录音录像于{_zh_time(at, at)}结束。",
+    def ended(self, at: dt.datetime, act: str = "", matter: str = "") -> list[Prompt]:
+        """The closing statement, said into the recording before it closes; naming the booking's act and matter
+        when the session has a booking (in Chinese only: an English voice cannot read them)."""
+        what = matter_words(act, matter)
+        return self._pair("ended", f"{what}本次录音录像于{_zh_time(at, at)}结束。",
                           f"This recording ends at {_en_time(at, at)}.")
+
+    def matter(self, act: str, matter: str) -> list[Prompt]:
+        """Said after the standard notice when the session has a booking: what this enforcement is (Chinese
+        only, as the booking's words are). Its words change with every booking, so it is never cached by key."""
+        what = matter_words(act, matter)
+        return [Prompt("notice_matter_zh", what, self._notice.voice_zh)] if what else []
+
+    def reminder(self) -> list[Prompt]:
+        """People in the room and no session open (NO-RECORD): said into the room, recorded nowhere."""
+        return self._pair("reminder", *REMINDER)
+
+    def overrun(self) -> list[Prompt]:
+        """A session still recording well after its booking's end, with nobody in the room."""
+        return self._pair("overrun", *OVERRUN)
+
+
+def matter_words(act: str, matter: str) -> str:
+    """"本次执法事项：<act>，<matter>。" with what the booking names; "" when it names neither."""
+    what = "，".join(part.strip() for part in (act, matter) if part.strip())
+    return f"本次执法事项：{what}。" if what else ""
 
 
 def _zh_time(at: dt.datetime, now: dt.datetime) -> str:

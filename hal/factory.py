@@ -21,6 +21,7 @@ from hal.clock.base import Clock
 from hal.errors import BackendError
 from hal.gpio.sim import SimPins
 from hal.power.base import Power
+from hal.sensor.base import RoomSensor
 from hal.storage.base import Storage
 from hal.tally.base import Tally
 
@@ -37,7 +38,9 @@ class HalSettings:
     timezone: str
     storage_root: Path
     pins: dict[str, int]
+    """The buttons', the tally's and (with a sensor) the room sensor's ("sensor") BCM pin numbers."""
     stop_hold_seconds: float
+    sensor: Literal["none", "door", "presence"] = "none"
 
 
 SIM_FAULTS = ("camera", "microphone", "storage", "power")
@@ -55,6 +58,15 @@ class SimControls:
     clock: Any
     storage: Any
     camera: Any
+    sensor: Any = None
+    """The simulated room sensor (hal/sensor/sim.py); None when the room has none (room.sensor = "none")."""
+
+    def people(self, present: bool) -> None:
+        """People enter the room (`True`), or everyone leaves: what the room sensor then reports."""
+        if self.sensor is None:
+            raise BackendError("the room has no sensor to see people come and go: set room.sensor to door or "
+                               "presence")
+        self.sensor.set(present)
 
     def fault(self, device: str, on: bool) -> None:
         """Break (or mend) one of SIM_FAULTS."""
@@ -84,6 +96,8 @@ class Hal:
     pin_factory: Any
     settings: HalSettings
     sim: SimControls | None = None
+    sensor: RoomSensor | None = None
+    """The room's door contact or presence sensor; None without one (room.sensor = "none")."""
 
     def buttons(self, handler: ButtonHandler, brushed: ButtonHandler, held: ButtonHandler) -> Buttons:
         pins = {name: self.settings.pins[name.value] for name in ButtonName}
@@ -91,6 +105,8 @@ class Hal:
 
     def close(self) -> None:
         self.tally.close()
+        if self.sensor is not None:
+            self.sensor.close()
         if self.sim is not None:
             self.sim.room.close()
 
@@ -129,12 +145,15 @@ def _build_pi(s: HalSettings) -> Hal:
     from hal.clock.pi import PiClock
     from hal.gpio.pi import pin_factory
     from hal.power.pi import PiPower
+    from hal.sensor.pi import PiRoomSensor
     from hal.storage.pi import PiStorage
 
     factory = pin_factory()
+    clock = PiClock(s.timezone)
+    sensor = None if s.sensor == "none" else PiRoomSensor(s.sensor, s.pins["sensor"], factory, clock)
     return Hal("pi", PiCamera(s.video), PiMicrophone(s.sample_rate), PiSpeaker(s.sample_rate),
-               PiClock(s.timezone), PiStorage(s.storage_root), PiPower(),
-               Tally(s.pins["tally"], factory), factory, s)
+               clock, PiStorage(s.storage_root), PiPower(),
+               Tally(s.pins["tally"], factory), factory, s, sensor=sensor)
 
 
 def _build_sim(s: HalSettings, spawn: Spawn) -> Hal:
@@ -142,6 +161,7 @@ def _build_sim(s: HalSettings, spawn: Spawn) -> Hal:
     from hal.camera.sim import SimCamera
     from hal.clock.sim import SimClock
     from hal.power.sim import SimPower
+    from hal.sensor.sim import SimRoomSensor
     from hal.storage.sim import SimStorage
 
     pins = SimPins()
@@ -150,9 +170,10 @@ def _build_sim(s: HalSettings, spawn: Spawn) -> Hal:
     power = SimPower()
     storage = SimStorage(s.storage_root)
     camera = SimCamera(s.video, spawn)
-    controls = SimControls(pins, room, power, clock, storage, camera)
+    sensor = None if s.sensor == "none" else SimRoomSensor(s.sensor, clock)
+    controls = SimControls(pins, room, power, clock, storage, camera, sensor)
     return Hal("sim", camera, SimMicrophone(room), SimSpeaker(room), clock, storage, power,
-               Tally(s.pins["tally"], pins.factory), pins.factory, s, controls)
+               Tally(s.pins["tally"], pins.factory), pins.factory, s, controls, sensor)
 
 
 def build_hal(settings: HalSettings, spawn: Spawn) -> Hal:

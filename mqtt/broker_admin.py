@@ -4,7 +4,8 @@
 Enrolling a device adds it with the rights to its own topics only; revoking removes it, and the plugin
 disconnects it at once (its certificate still passes TLS until the broker rereads the CRL, but a name the
 plugin does not know may do nothing). `sync` brings the list in line with central's records, for a broker
-that was down or rebuilt while devices came and went.
+that was down or rebuilt while devices came and went, and gives the roles already there any right added since
+they were made (the rooms' bookings, PROTOCOL §14), so a broker set up by an older central keeps up.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from mqtt.broker_config import CONTROL_RESPONSE, CONTROL_TOPIC, device_client, device_role
+from mqtt.broker_config import CONTROL_RESPONSE, CONTROL_TOPIC, device_client, device_role, receiver_role
 from mqtt.client import make_client
 from mqtt.errors import BrokerError
 from mqtt.tls import TlsFiles
 
 DEVICE_ROLE_PREFIX = "recorder-device-"
+ACL_THERE = "ACL with this topic already exists"
+"""The plugin's answer to `addRoleACL` for a right the role has: no change."""
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,18 @@ class BrokerAdmin:
 
     def add_device(self, device: str) -> None:
         role = device_role(self._prefix, device)
-        self._run([{"command": "createRole", **role}, {"command": "createClient", **device_client(device)}],
-                  tolerate=("Role already exists", "Client already exists"))
+        replies = self._run([{"command": "createRole", **role}, {"command": "createClient", **device_client(device)}],
+                            tolerate=("Role already exists", "Client already exists"))
+        if replies[0].get("error"):
+            self._grant([role])
+
+    def _grant(self, roles: Iterable[dict[str, Any]]) -> None:
+        """Give roles that exist every right their definition has now: `createRole` leaves an existing role as it
+        was, so one made by an older central would lack the rights added since."""
+        commands = [{"command": "addRoleACL", "rolename": role["rolename"], **acl}
+                    for role in roles for acl in role["acls"]]
+        if commands:
+            self._run(commands, tolerate=(ACL_THERE,))
 
     def remove_device(self, device: str) -> None:
         """Take `device` off the broker's list: it is disconnected now and may do nothing from then on."""
@@ -110,13 +123,15 @@ class BrokerAdmin:
                       if isinstance(r, str) and r.startswith(DEVICE_ROLE_PREFIX))
 
     def sync(self, allowed: Iterable[str]) -> Synced:
-        """Add every device in `allowed` the broker lacks, and remove every device it has that is not."""
+        """Add every device in `allowed` the broker lacks, remove every device it has that is not, and give the
+        receivers' and the remaining devices' roles any right they lack."""
         wanted, present = set(allowed), set(self.devices())
         added, removed = sorted(wanted - present), sorted(present - wanted)
         for device in added:
             self.add_device(device)
         for device in removed:
             self.remove_device(device)
+        self._grant([receiver_role(self._prefix), *(device_role(self._prefix, d) for d in sorted(wanted & present))])
         return Synced(added, removed)
 
     def close(self) -> None:

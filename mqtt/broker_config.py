@@ -6,10 +6,10 @@ Identity: the broker requires a client certificate from the agency CA, not on it
 its CN as the username (`use_identity_as_username`); no passwords, no anonymous clients. Rights, by username:
 
     device D     publish P/D/entry, P/D/media, P/D/status, P/D/alert, P/D/selftest
-                 subscribe to and receive P/D/receipt, P/D/alert_ack            (those two topics exactly)
+                 subscribe to and receive P/D/receipt, P/D/alert_ack, P/D/bookings  (those topics exactly)
     receiver R   subscribe to and receive P/+/entry, P/+/media, P/+/status, P/+/alert, P/+/selftest
                  (shared or not)
-                 publish P/+/receipt, P/+/alert_ack
+                 publish P/+/receipt, P/+/alert_ack, P/+/bookings (the rooms' signed bookings, retained)
     admin A      the plugin's own $CONTROL/dynamic-security/v1 topics: central adds and removes devices
 
 Anything else is refused, subscriptions included: Mosquitto's ACL file never checks a SUBSCRIBE, so a device
@@ -32,9 +32,9 @@ from mqtt.errors import BrokerError
 from mqtt.tls import TlsFiles
 
 DEVICE_WRITES = (protocol.ENTRY, protocol.MEDIA, protocol.STATUS, protocol.ALERT, protocol.SELFTEST)
-DEVICE_READS = (protocol.RECEIPT, protocol.ALERT_ACK)
+DEVICE_READS = (protocol.RECEIPT, protocol.ALERT_ACK, protocol.BOOKINGS)
 RECEIVER_READS = (protocol.ENTRY, protocol.MEDIA, protocol.STATUS, protocol.ALERT, protocol.SELFTEST)
-RECEIVER_WRITES = (protocol.RECEIPT, protocol.ALERT_ACK)
+RECEIVER_WRITES = (protocol.RECEIPT, protocol.ALERT_ACK, protocol.BOOKINGS)
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 CONTROL_RESPONSE = CONTROL_TOPIC + "/response"
 RECEIVER_ROLE, ADMIN_ROLE = "recorder-receiver", "recorder-admin"
@@ -126,14 +126,20 @@ def device_client(device: str) -> dict[str, Any]:
             "roles": [{"rolename": f"recorder-device-{device}"}]}
 
 
-def render_dynsec(prefix: str, receivers: Iterable[str], devices: Iterable[str], admins: Iterable[str]) -> str:
-    """The plugin's first JSON file: default deny, the receivers' and admins' roles, and each device's."""
-    receiver_acls = []
+def receiver_role(prefix: str) -> dict[str, Any]:
+    """The receivers' rights: every device's uploads (shared or not) in, receipts, acknowledgements and bookings
+    out."""
+    acls = []
     for kind in RECEIVER_READS:
         every = protocol.topic(prefix, "+", kind)
-        receiver_acls += [_acl("subscribePattern", every), _acl("subscribePattern", f"$share/+/{every}"),
-                          _acl("publishClientReceive", every)]
-    receiver_acls += [_acl("publishClientSend", protocol.topic(prefix, "+", kind)) for kind in RECEIVER_WRITES]
+        acls += [_acl("subscribePattern", every), _acl("subscribePattern", f"$share/+/{every}"),
+                 _acl("publishClientReceive", every)]
+    acls += [_acl("publishClientSend", protocol.topic(prefix, "+", kind)) for kind in RECEIVER_WRITES]
+    return {"rolename": RECEIVER_ROLE, "acls": acls}
+
+
+def render_dynsec(prefix: str, receivers: Iterable[str], devices: Iterable[str], admins: Iterable[str]) -> str:
+    """The plugin's first JSON file: default deny, the receivers' and admins' roles, and each device's."""
     admin_acls = [_acl("publishClientSend", CONTROL_TOPIC), _acl("subscribeLiteral", CONTROL_RESPONSE),
                   _acl("publishClientReceive", CONTROL_RESPONSE)]
     devices = list(devices)
@@ -146,7 +152,7 @@ def render_dynsec(prefix: str, receivers: Iterable[str], devices: Iterable[str],
                        for name in admins]
                     + [device_client(device) for device in devices]),
         "groups": [],
-        "roles": ([{"rolename": RECEIVER_ROLE, "acls": receiver_acls}, {"rolename": ADMIN_ROLE, "acls": admin_acls}]
+        "roles": ([receiver_role(prefix), {"rolename": ADMIN_ROLE, "acls": admin_acls}]
                   + [device_role(prefix, device) for device in devices]),
     }
     return json.dumps(config, indent=1) + "\n"

@@ -61,8 +61,12 @@ class Uploader:
         spawn: Spawn | None = None,
         alerts: AlertOutbox | None = None,
         central_key: VerifyKey | None = None,
+        on_bookings: Callable[[bytes], None] | None = None,
     ) -> None:
         self._alerts = alerts
+        self._on_bookings = on_bookings
+        """Given each message on the device's bookings topic (PROTOCOL §14), on paho's network thread: it checks
+        the set at once and hands any durable work to a thread of its own."""
         self._central_key = central_key
         """Central's signing key: with it, a receipt or acknowledgement counts only if central signed it."""
         self._spawn = spawn or Supervisor().spawn
@@ -146,7 +150,11 @@ class Uploader:
                       "%d bytes: raise max_packet_size in the broker's configuration", limit, protocol.MIN_CHUNK)
         self._chunk = max(protocol.MIN_CHUNK, min(protocol.DEFAULT_CHUNK, limit - _HEADER_ROOM))
         self._connect_failures = 0
-        client.subscribe([(self._topic(protocol.RECEIPT), 1), (self._topic(protocol.ALERT_ACK), 1)])
+        topics = [(self._topic(protocol.RECEIPT), 1), (self._topic(protocol.ALERT_ACK), 1)]
+        if self._on_bookings is not None:
+            # Retained: the broker hands over the newest set at once, whenever the device (re)connects.
+            topics.append((self._topic(protocol.BOOKINGS), 1))
+        client.subscribe(topics)
         log.info("connected to broker %s:%d (media chunks of %d bytes)", self._host, self._port, self._chunk)
         # Whatever was in flight may be lost with the old connection, and everything unreceipted is sent again
         # from the spool; so paho's own copies of unacknowledged messages go, rather than go twice.
@@ -203,6 +211,9 @@ class Uploader:
         if message.topic == self._topic(protocol.ALERT_ACK):
             self._on_alert_ack(message)
             return
+        if message.topic == self._topic(protocol.BOOKINGS):
+            self._bookings(message)
+            return
         try:
             receipt = protocol.decode_receipt(bytes(message.payload))
             self._check_signed(receipt)
@@ -238,6 +249,15 @@ class Uploader:
             log.warning("refused an alert acknowledgement on %s: %s", message.topic, err)
         except Exception:
             log.exception("refused an alert acknowledgement on %s: unexpected error", message.topic)
+
+    def _bookings(self, message: paho.MQTTMessage) -> None:
+        if self._on_bookings is None:
+            return
+        try:
+            self._on_bookings(bytes(message.payload))
+        except Exception:
+            # Whatever a hostile set does, paho's network thread goes on (as for a receipt).
+            log.exception("refused a booking set on %s: unexpected error", message.topic)
 
     def _keep_receipts(self, beat: Beat) -> None:
         """Receipts are kept on their own thread, a burst at a time in one group commit, so neither paho's

@@ -20,6 +20,7 @@ from firmware_py import config as config_mod
 from firmware_py import rig as rig_mod
 from firmware_py.rig import Rig
 from hal.buttons.base import ButtonName
+from hal.clock.sim import SimClock
 from mqtt.broker import LocalBroker
 
 
@@ -84,6 +85,29 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordedSessi
 
         try:
             session = r.record(3.0, during=mark_after_a_second)
+            assert r.service.spool.wait_drained(60), "central did not receipt the session"
+            yield RecordedSession(r, session, r.config.spool_dir / session, r.central_dir(session))
+        finally:
+            r.close()
+
+
+LONG_AGO_DAYS = 210
+"""Seven months: past the everyday retention's six."""
+
+
+@pytest.fixture(scope="session")
+def recorded_long_ago(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordedSession]:
+    """One whole session whose device clock ran LONG_AGO_DAYS behind: its signed times are seven months old,
+    as a session recorded then would be (retention counts from the later of them and central's storage,
+    which a test sets with the entry files' times)."""
+    workdir = tmp_path_factory.mktemp("recorded-long-ago")
+    with LocalBroker(workdir / "broker") as b:
+        r = make_rig(workdir, b.port)
+        try:
+            clock = r.service.hal.clock
+            assert isinstance(clock, SimClock)
+            clock.step(-LONG_AGO_DAYS * 86400)
+            session = r.record(1.0)
             assert r.service.spool.wait_drained(60), "central did not receipt the session"
             yield RecordedSession(r, session, r.config.spool_dir / session, r.central_dir(session))
         finally:

@@ -16,6 +16,7 @@ import hashlib
 import io
 import os
 import re
+import secrets
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -261,15 +262,18 @@ def write_iso(out: Path, files: Sequence[IsoFile], volume_id: str) -> None:
     label = volume_label(volume_id)
     layout = _layout(files)
     sources: list[_Source] = []
-    tmp = out.with_name(f".{out.name}.tmp")
+    tmp = out.with_name(f".{out.name}.{secrets.token_hex(6)}.tmp")
     try:
         image = _image(layout, label, sources)
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640), "wb") as sink:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640), "wb") as sink:
             image.write_fp(sink, blocksize=_BLOCK)
             sink.flush()
             os.fsync(sink.fileno())
-        os.replace(tmp, out)
+        # A link, not a rename: an image of the same name already kept is never replaced.
+        os.link(tmp, out)
         fsync_dir(out.parent)
+    except FileExistsError as err:
+        raise CentralError(f"{out} exists already: an image is never written over") from err
     except PyCdlibException as err:
         raise CentralError(f"cannot lay out the image {out.name}: {err}") from err
     except OSError as err:

@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import secrets
 import shutil
 import tempfile
 import time
@@ -32,6 +33,7 @@ from central.export.note_pdf import WrittenNote, write_note_pdf
 from central.register import Actor, Registers
 from central.store import FileStore
 from evidence import standalone
+from evidence.audit import AuditRecord
 from evidence.canonical import canonical
 from evidence.entry import CLOSE, Entry, Opening, parse_entry, unsealed
 from evidence.errors import MalformedEntry
@@ -123,7 +125,11 @@ def _select(entries: Sequence[Entry], part: TimeRange | None) -> tuple[list[Entr
         length = max((e.segment.end for e in entries if e.segment), default=0) / 1e9
         raise CentralError(f"no segment of the session lies within {part.start_s:g}–{part.end_s:g} s "
                            f"(the recording lasts {length:.1f} s)")
-    run = [e for e in entries if hits[0] <= e.seq <= hits[-1] and e.seq != 0]
+    # Everything between the segment before the range and the one after it: the breaks, explanations and
+    # notices at the range's edges travel with it.
+    before = max((e.seq for e in entries if e.segment is not None and e.seq < hits[0]), default=0)
+    after = min((e.seq for e in entries if e.segment is not None and e.seq > hits[-1]), default=close.seq)
+    run = [e for e in entries if before < e.seq < after]
     chosen = [entries[0], *run, close]
     leaves = [bytes.fromhex(e.hash) for e in entries[:close.seq]]
     proofs = {str(e.seq): [h.hex() for h in inclusion_proof(leaves, e.seq)] for e in chosen if e.kind != CLOSE}
@@ -181,8 +187,7 @@ README = """证据光盘 Evidence disc — {device} / {session}
   session/           原始分段与台账条目，设备签名封存 the original sealed segments and ledger entries
   playable/          解密后的可播放副本（MPEG-TS，用 VLC 等打开 session.m3u8） playable copies
   enrollment.json    设备登记记录（设备公钥） the device's enrollment record (its public keys)
-  register.log       中心对该次录制的登记（保存期限、说明等），由中心签名 central's signed register of the session
-  {proofs}MANIFEST.json      全部文件的 SHA-256 清单 the SHA-256 of every file
+  {register}{proofs}MANIFEST.json      全部文件的 SHA-256 清单 the SHA-256 of every file
   MANIFEST.sig       中心对清单的签名 central's signature over MANIFEST.json
   verifier/          脱机校验程序 the offline verifier
 
@@ -190,6 +195,9 @@ README = """证据光盘 Evidence disc — {device} / {session}
   python3 verifier/verify_export.py . --central-key {central_key}
   在光盘根目录运行（或将光盘内容复制到任一文件夹后在该文件夹运行）。Run it in the disc's top folder.
   中心签名公钥应与本单位公布的一致 The central key must be the one the agency publishes: {central_key}
+  校验程序本身应与本单位公布的校验程序一致（比对其 SHA-256），否则应使用本单位公布的版本。
+  The verifier on the disc is itself checked only against the manifest: to trust it, compare its SHA-256 with
+  the copy the agency publishes, or run the agency's copy on this disc.
   结果最后一行为 "RESULT    OK" 即表示：光盘内容与中心签名一致，录像与设备封存一致、未被改动。
   The last line says "RESULT    OK" when the disc is as central signed it and the recording as the device sealed it.
 """
@@ -217,13 +225,13 @@ def export_session(store: FileStore, registers: Registers, central_key: X25519Pr
         opening = unsealed(opening, central_key)
     chosen, proofs = _select(entries, part)
     segments = [e.segment for e in chosen if e.segment is not None]
-    removal = [r for r in registers.records(device, session) if r.action == "removal"]
-    if removal:
-        raise CentralError("the session's recordings were removed after their retention expired: nothing to export")
+    _not_removed(registers.records(device, session, checked=True))
     sealed = opening.encrypted
-    image = store.export_path(device, session, dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-                              + ("" if part is None else f"-{part.start_s:g}-{part.end_s:g}s") + ".iso")
+    name = (dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{secrets.token_hex(3)}"
+            + ("" if part is None else f"-{part.start_s:g}-{part.end_s:g}s") + ".iso")
+    image = store.export_path(device, session, name)
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=image.parent))
+    written = False
     try:
         files: list[tuple[str, Path, str, int]] = []  # (name in the package, source, sha256, bytes)
         base = f"{SESSION_DIR}/{session}"
@@ -250,15 +258,17 @@ def export_session(store: FileStore, registers: Registers, central_key: X25519Pr
             ENROLLMENT: json.dumps({"device": device, "keys": store.device_keys(device),
                                     "central_signing_key": signing_public_b64}, ensure_ascii=False,
                                    indent=1, default=str).encode(),
-            "README.txt": README.format(device=device, session=session, central_key=signing_public_b64,
-                                        proofs=f"{PROOFS:<19}Merkle 包含证明 inclusion proofs\n  " if part else "")
-            .encode(),
         }
         register = store.register_file(device, session, create=False)
-        if register.exists():
-            extra[REGISTER_COPY] = register.read_bytes()
+        if register.exists():  # checked above (records(checked=True)); a torn tail is not a record
+            extra[REGISTER_COPY] = b"".join(r.raw + b"\n" for r in registers.records(device, session, checked=True))
         if part is not None:
             extra[PROOFS] = json.dumps(proofs, indent=1).encode()
+        extra["README.txt"] = README.format(
+            device=device, session=session, central_key=signing_public_b64,
+            register=(f"{REGISTER_COPY:<19}中心对该次录制的登记（保存期限、说明等），由中心签名 central's signed "
+                      "register\n  ") if REGISTER_COPY in extra else "",
+            proofs=f"{PROOFS:<19}Merkle 包含证明 inclusion proofs\n  " if part else "").encode()
         for source in standalone.verifier_sources():
             extra[f"verifier/evidence/{source.name}"] = source.read_bytes()
         extra["verifier/verify_export.py"] = LAUNCHER.read_bytes()
@@ -289,19 +299,26 @@ def export_session(store: FileStore, registers: Registers, central_key: X25519Pr
         files.append((MANIFEST, _small(work, MANIFEST, manifest), "", len(manifest)))
         files.append((MANIFEST_SIG, _small(work, MANIFEST_SIG, (signature + "\n").encode()), "", len(signature) + 1))
         write_iso(image, [IsoFile(n, p, b, h or None) for n, p, h, b in files], f"EVID_{session[:8]}")
+        written = True
         manifest_sha256 = hashlib.sha256(manifest).hexdigest()
         record = registers.append(device, session, actor, "export", {
             "image": image.name, "bytes": image.stat().st_size, "manifest_sha256": manifest_sha256,
             "range": None if part is None else {"start_s": part.start_s, "end_s": part.end_s},
-            "segments": len(segments), "approval": approval})
+            "segments": len(segments), "approval": approval}, _not_removed)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            image.unlink()
+        if written:  # this call's image, never another export's: the names are unique
+            with contextlib.suppress(FileNotFoundError):
+                image.unlink()
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return Exported(image, image.stat().st_size, len(files), media_bytes, len(segments), manifest_sha256,
                     time.monotonic() - started, record.seq)
+
+
+def _not_removed(records: list[AuditRecord]) -> None:
+    if any(r.action == "removal" for r in records):
+        raise CentralError("the session's recordings were removed after their retention expired: nothing to export")
 
 
 def _small(work: Path, name: str, data: bytes) -> Path:
@@ -312,6 +329,4 @@ def _small(work: Path, name: str, data: bytes) -> Path:
     return path
 
 
-def kept_exports(store: FileStore, device: str, session: str) -> list[Path]:
-    return sorted(p for p in store.export_path(device, session, "x.iso").parent.glob("*.iso"))
 

@@ -6,10 +6,14 @@ from the package's top folder. The `evidence` folder beside this file is the ver
 """
 
 import sys
+import tempfile
 from pathlib import Path
 
+# Compiled files are neither written into the package (a disc is read-only, a copy must stay as its manifest
+# lists it) nor read from it: a __pycache__ slipped in beside the checked sources would run instead of them.
+sys.dont_write_bytecode = True
+sys.pycache_prefix = tempfile.mkdtemp(prefix="verify-export-")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.dont_write_bytecode = True  # a disc is read-only, and a copy must stay as the manifest lists it
 
 from evidence.package import main  # noqa: E402  (found only once the path above is set)
 

@@ -67,6 +67,6 @@ def banner(request: HttpRequest) -> dict[str, Any]:
             "zone_name": services().config.central.timezone, "nav": {
                 "search": roles.may_search(staff.role), "fleet": roles.may_see_fleet(staff.role),
                 "audit": roles.may_audit(staff.role), "stats": roles.may_see_stats(staff.role),
-                "retention": roles.may_see_retention(staff.role),
+                "retention": roles.may_see_retention(staff.role), "rooms": roles.may_see_rooms(staff.role),
                 "accounts": roles.may_manage_accounts(staff.role),
                 "approvals": roles.may_search(staff.role)}}

@@ -9,6 +9,8 @@
                 classes, legal holds and removal after expiry (central/retention.py)
     technician  the fleet page and its alerts only: no sessions
     admin       accounts and the audit; every unit's sessions listed; viewing needs approval; the statistics
+Rooms and their bookings (ROOM): everyone who searches sees the rooms page of the units they see; case officers
+and supervisors book their own unit's rooms, administrators every room.
 `web.exempt_roles` says which roles view without an approval; every view is audited either way.
 """
 
@@ -105,3 +107,18 @@ def may_remove(role: str) -> bool:
 
 def may_export(role: str) -> bool:
     return role in EXPORTERS
+
+
+BOOKERS = frozenset({"viewer", "supervisor"})
+"""Officers book their own unit's rooms (and change and cancel those bookings); administrators every room."""
+
+
+def may_see_rooms(role: str) -> bool:
+    """The rooms page: each room's day of the units this role sees (`sees_unit`)."""
+    return role in SEARCHERS
+
+
+def may_book(role: str, own_unit: str, unit: str) -> bool:
+    """Whether this account may make, change or cancel a booking of a room of `unit` ("" for a room whose unit
+    central does not know: administrators only)."""
+    return role == "admin" or (role in BOOKERS and bool(unit) and unit == own_unit)

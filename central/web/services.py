@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from django.conf import settings
 
 from central.audit import AuditLog
-from central.build import build_audit, build_retention, central_key
+from central.bookings import Bookings
+from central.build import build_audit, build_bookings, build_retention, central_key
 from central.config import CentralConfig
 from central.index import SessionIndex
 from central.retention import Retention
@@ -50,6 +51,7 @@ class Services:
     audit: AuditLog
     central_key: X25519PrivateKey | None
     retention: Retention
+    bookings: Bookings
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     banner_cache: tuple[float, list[dict[str, Any]]] | None = None
     _kept: collections.OrderedDict[tuple[str, str], _Kept] = dataclasses.field(
@@ -116,7 +118,9 @@ def build_services(cfg: CentralConfig, store_root: Path) -> Services:
     store = FileStore(store_root)
     key = central_key(cfg)
     audit = build_audit(cfg, store)
-    return Services(cfg, store, SessionIndex(store, key), audit, key, build_retention(cfg, store, audit))
+    index = SessionIndex(store, key)
+    return Services(cfg, store, index, audit, key, build_retention(cfg, store, audit),
+                    build_bookings(cfg, store, audit, index))
 
 
 @functools.cache

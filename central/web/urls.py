@@ -11,6 +11,7 @@ from central.web.views import (
     exports,
     fleet,
     retention,
+    rooms,
     sessions,
     stats,
 )
@@ -41,6 +42,10 @@ urlpatterns = [
     path("approvals/<int:pk>/decide", approvals.decide_view),
     path("audit/", audit_pages.audit_view),
     path("audit.csv", audit_pages.audit_csv_view),
+    path("rooms/", rooms.rooms_view),
+    path("rooms/book", rooms.book_view),
+    path("rooms/booking/<str:booking_id>/", rooms.booking_view),
+    path("rooms/booking/<str:booking_id>/cancel", rooms.cancel_view),
     path("fleet/", fleet.fleet_view),
     path("stats/", stats.stats_view),
     path("stats.csv", stats.stats_csv_view),

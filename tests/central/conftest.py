@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from central import config as config_mod
 from central.build import build_retention, central_key
 from central.index import Query, SessionIndex
-from central.retention import Retention
+from central.retention import Retention, kept_since
 from central.store import FileStore
 from evidence import layout
 from evidence.entry import Opening, parse_entry, unsealed
@@ -58,11 +58,12 @@ class Kept:
 
     def kept_since(self) -> dt.datetime:
         [row] = self.index().sessions(Query(session=self.session))
-        return row.last_stored.astimezone(ZONE)
+        return kept_since(row).astimezone(ZONE)
 
 
 @pytest.fixture
-def kept(recorded: RecordedSession, tmp_path: Path) -> Kept:
+def kept(recorded_long_ago: RecordedSession, tmp_path: Path) -> Kept:
+    recorded = recorded_long_ago
     store, device, _ = copied_store(recorded, tmp_path / "central")
     signing = tmp_path / "signing.key"
     create_signing_key(signing)

@@ -5,8 +5,10 @@ every tampering found; an original changed in the store stops the export."""
 
 from __future__ import annotations
 
+import py_compile
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from evidence import layout
 from tests.central.conftest import ZONE, Kept
 
 LEGAL = Actor("法制员", "legal")
-APPROVAL = {"request": 7, "approved_by": "王科长", "at": "2026-11-29T10:00:00+08:00"}
+APPROVAL = {"request": 7, "reason": "移送法院", "approved_by": "王科长", "approved_at": "2026-11-29T10:00:00+08:00"}
 
 
 def exported(kept: Kept, part: TimeRange | None = None) -> Exported:
@@ -82,7 +84,7 @@ def test_the_written_note_is_in_chinese_and_names_what_the_rules_ask__ARCHIVE(ke
         assert fact.replace(" ", "") in text.replace(" ", ""), fact
 
 
-@pytest.mark.parametrize("tamper", ["media", "entry", "manifest", "playable", "added"])
+@pytest.mark.parametrize("tamper", ["media", "entry", "manifest", "playable", "added", "pycache"])
 def test_any_change_to_a_package_is_found__ARCHIVE(kept: Kept, tmp_path: Path, bare_python: Path,
                                                    tamper: str) -> None:
     package = extract(exported(kept).image, tmp_path / "disc")
@@ -96,8 +98,18 @@ def test_any_change_to_a_package_is_found__ARCHIVE(kept: Kept, tmp_path: Path, b
         manifest.write_bytes(manifest.read_bytes().replace(b'"bytes":', b'"bytes": ', 1))
     elif tamper == "playable":
         _flip(package / "playable" / "000002.ts")
-    else:
+    elif tamper == "added":
         (package / "session" / kept.session / layout.MEDIA / "999999.ts").write_bytes(b"inserted")
+    else:
+        # A compiled verifier that says OK to anything, slipped in beside the checked sources, with a changed
+        # segment: Python would run it instead of package.py if the launcher read compiled files.
+        _flip(base / layout.MEDIA / "000002.ts")
+        source = package / "verifier" / "evidence" / "package.py"
+        liar = tmp_path / "package.py"
+        liar.write_text(source.read_text().replace("return 0 if report.ok else 1", "return 0"))
+        cache = source.parent / "__pycache__" / f"package.{sys.implementation.cache_tag}.pyc"
+        py_compile.compile(str(liar), cfile=str(cache), dfile=str(source),
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
     result = run_verifier(bare_python, package, kept.retention.registers.audit.public_key_b64)
     assert result.returncode == 1 and "RESULT    FAILED" in result.stdout, result.stdout
 
@@ -123,7 +135,8 @@ def test_an_original_changed_in_the_store_stops_the_export__NO_EDIT(kept: Kept) 
     _flip(kept.store.session_dir(kept.device, kept.session) / layout.MEDIA / "000001.ts")
     with pytest.raises(CentralError, match="SHA-256 differs"):
         exported(kept)
-    assert list(kept.store.export_path(kept.device, kept.session, "x").parent.glob("*.iso")) == []
+    assert kept.store.kept_exports(kept.device, kept.session) == []
+    assert not list((kept.store.root / "exports" / kept.device / kept.session).iterdir())  # no temporary left
     assert not [r for r in kept.retention.registers.records(kept.device, kept.session) if r.action == "export"]
 
 
@@ -131,3 +144,10 @@ def _flip(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
+
+
+def test_two_exports_at_once_each_keep_their_own_image__ARCHIVE(kept: Kept) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda _: exported(kept), range(2)))
+    assert done[0].image != done[1].image and all(d.image.is_file() for d in done)
+    assert sorted(kept.store.kept_exports(kept.device, kept.session)) == sorted(d.image.name for d in done)

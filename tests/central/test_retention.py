@@ -11,6 +11,7 @@ import pytest
 
 from central import config as config_mod
 from central.audit import AUDIT_FILE
+from central.errors import CentralError
 from central.register import Actor
 from central.retention import (
     EVERYDAY,
@@ -150,14 +151,20 @@ def test_a_forged_tombstone_does_not_hide_a_removal__NO_EDIT(kept: Kept) -> None
 
 def test_a_device_mark_naming_a_class_raises_it_once__RETENTION(kept: Kept, recorded: RecordedSession) -> None:
     assert mark_class("长期保存 long-term") == LONG_TERM and mark_class("出示执法证件 certificate shown") is None
-    files = kept.store.session_files(kept.device, kept.session)
+    assert mark_class("无证据") is None and mark_class("证据") == EVIDENCE  # a word, not a part of one
+    files = recorded.rig.store.session_files(recorded.rig.config.device.id, recorded.session)
     entries = [parse_entry(files.read_entry(seq)) for seq in files.entry_seqs()]
     [mark] = [e for e in entries if e.body.get("name") == "mark"]
-    assert kept.retention.record_marks(kept.device, kept.session, entries) == []  # its label names no class
+    assert kept.retention.record_device_classes(kept.device, kept.session, entries) == []  # it names no class
     relabelled = dataclasses.replace(mark, body={**mark.body, "label": "长期 long-term"})
-    [written] = kept.retention.record_marks(kept.device, kept.session, [relabelled])
+    [written] = kept.retention.record_device_classes(kept.device, kept.session, [relabelled])
     assert written.actor == "device" and written.detail["mark_seq"] == mark.seq and kept.of() == LONG_TERM
-    assert kept.retention.record_marks(kept.device, kept.session, [relabelled]) == []
+    assert kept.retention.record_device_classes(kept.device, kept.session, [relabelled]) == []
+    # Lowered by two people afterwards, the same MARK read again (the sweep) does not raise it back.
+    request = kept.retention.request_lower(kept.device, kept.session, RECORDS, EVERYDAY, "marked by mistake")
+    kept.retention.confirm_lower(kept.device, kept.session, LEGAL, request.seq)
+    assert kept.retention.record_device_classes(kept.device, kept.session, [relabelled]) == []
+    assert kept.of() == EVERYDAY
 
 
 def test_periods_never_below_the_law__RETENTION() -> None:
@@ -186,3 +193,55 @@ def test_a_removal_stopped_part_way_is_finished_without_a_second_tombstone__RETE
     again = kept.retention.remove(d, s, RECORDS, kept.kept_since(), dt.datetime.now(ZONE))
     assert again.seq == first.seq and not list(media.iterdir())
     assert [r.action for r in kept.retention.registers.records(d, s)].count("removal") == 1
+
+
+def test_a_request_to_lower_is_void_once_anything_is_decided_after_it__RETENTION(kept: Kept) -> None:
+    d, s = kept.device, kept.session
+    kept.retention.raise_class(d, s, RECORDS, EVIDENCE, "used as evidence")
+    request = kept.retention.request_lower(d, s, RECORDS, EVERYDAY, "not needed")
+    kept.retention.raise_class(d, s, SUPERVISOR, LONG_TERM, "complaint received", grounds="dispute")
+    with pytest.raises(RetentionRefused, match="voided"):
+        kept.retention.confirm_lower(d, s, LEGAL, request.seq)
+    assert kept.of() == LONG_TERM
+
+
+def test_a_case_file_date_moves_earlier_only_with_two_people__RETENTION(kept: Kept) -> None:
+    d, s = kept.device, kept.session
+    later, earlier = dt.date.today() + dt.timedelta(days=3650), dt.date.today() + dt.timedelta(days=30)
+    kept.retention.link_case(d, s, RECORDS, "案件一", later, "filed")
+    with pytest.raises(RetentionRefused, match="shortens retention"):
+        kept.retention.link_case(d, s, SUPERVISOR, "案件一", earlier, "a mistake, or not")
+    for bad in (dt.date(1, 1, 1), dt.date(9999, 12, 31), dt.date.today() - dt.timedelta(days=1)):
+        with pytest.raises(RetentionRefused, match="between today and"):
+            kept.retention.link_case(d, s, RECORDS, "案件一", bad, "out of range")
+    request = kept.retention.request_lower(d, s, SUPERVISOR, EVIDENCE, "case file closes sooner", earlier)
+    kept.retention.confirm_lower(d, s, RECORDS, request.seq)
+    assert kept.retention.of(d, s).case_file_until == earlier and kept.of() == EVIDENCE
+
+
+def test_a_hold_is_lifted_by_the_role_that_placed_it_or_the_legal_office__RETENTION(kept: Kept) -> None:
+    d, s = kept.device, kept.session
+    kept.retention.set_hold(d, s, LEGAL, True, "诉讼保全")
+    with pytest.raises(RetentionRefused, match="placed by the legal role"):
+        kept.retention.set_hold(d, s, RECORDS, False, "I would rather remove it")
+    kept.retention.set_hold(d, s, LEGAL, False, "litigation over")
+    kept.retention.set_hold(d, s, RECORDS, True, "archive audit")
+    kept.retention.set_hold(d, s, LEGAL, False, "the legal office lifts any hold")
+
+
+def test_a_forged_register_record_decides_nothing__NO_EDIT(kept: Kept) -> None:
+    d, s = kept.device, kept.session
+    kept.retention.set_hold(d, s, LEGAL, True, "诉讼保全")
+    register = kept.store.register_file(d, s)
+    lines = register.read_bytes().splitlines(keepends=True)
+    # Someone with the disk appends an unsigned "hold lifted", then a removal naming an entry file.
+    forged = lines[-1].replace(b'"on":true', b'"on":false').replace(b'"seq":0', b'"seq":1')
+    register.write_bytes(b"".join(lines) + forged)
+    kept.age(400)
+    with pytest.raises(CentralError, match="does not hold"):
+        kept.retention.of(d, s)
+    with pytest.raises(CentralError, match="does not hold"):
+        kept.retention.remove(d, s, RECORDS, kept.kept_since(), dt.datetime.now(ZONE))
+    assert list((kept.store.session_dir(d, s) / layout.MEDIA).iterdir())
+    with pytest.raises(CentralError, match="not a segment file"):
+        kept.store.remove_originals(d, s, ["../entries/00000001.json"])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -166,3 +167,32 @@ def test_each_weakness_is_named_and_a_room_box_refuses_to_start_with_any__NO_LEA
     auto = config_mod.replace(secure, hal=config_mod.HalConfig(backend="auto"))
     assert [w.field for w in weaknesses(auto, on_raspberry_pi=True)] == ["hal.backend"]
     assert weaknesses(auto, on_raspberry_pi=False) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"room": {"sensor": "camera"}}, "room.sensor: 'camera' is not one of 'none', 'door', 'presence'"),
+        ({"room": {"sensor": "door", "sensor_pin": 17}}, "room.sensor_pin: GPIO 17 is already the hal.pins.start"),
+        ({"room": {"sensor": "presence", "sensor_pin": 9}, "hal": {"pins": {"tally": 9}}},
+         "room.sensor_pin: GPIO 9 is already the hal.pins.tally pin"),
+        ({"room": {"sensor_pin": 28}}, "room.sensor_pin: must be at least 0 and at most 27"),
+        ({"room": {"remind_after_minutes": float("nan")}}, "room.remind_after_minutes: must be a finite number"),
+        ({"room": {"alert_after_minutes": -1}}, "room.alert_after_minutes: must be at least 0.01"),
+        ({"room": {"overrun_minutes": 0}}, "room.overrun_minutes: must be at least 0.01"),
+        ({"room": {"booking_lead_minutes": float("inf")}}, "room.booking_lead_minutes: must be a finite number"),
+        ({"room": {"booking_lead_minutes": -5}}, "room.booking_lead_minutes: must be at least 0"),
+        ({"room": {"remind_after": 5}}, "room.remind_after: unknown key"),
+    ],
+)
+def test_bad_room_settings_name_the_field__ROOM(data: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(field)):
+        config_mod.from_dict(data)
+
+
+def test_room_settings_take_fractions_of_a_minute_and_an_unused_pin_may_clash__ROOM() -> None:
+    room = config_mod.from_dict({"room": {"sensor": "door", "remind_after_minutes": 0.02}}).room
+    assert (room.sensor, room.sensor_pin, room.remind_after_minutes, room.booking_lead_minutes) == \
+        ("door", 6, 0.02, 15.0)
+    # Without a sensor its pin is wired to nothing, so it cannot clash.
+    assert config_mod.from_dict({"room": {"sensor_pin": 17}}).room.sensor == "none"

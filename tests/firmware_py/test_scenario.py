@@ -5,9 +5,13 @@ from pathlib import Path
 import pytest
 
 from firmware_py.errors import ScenarioError
-from firmware_py.scenario import load, parse
+from firmware_py.scenario import ScenarioRunner, load, parse
 from firmware_py.state_machine import State
 from hal.buttons.base import ButtonName
+from hal.clock.sim import SimClock
+from hal.factory import SimControls
+from hal.gpio.sim import SimPins
+from hal.sensor.sim import SimRoomSensor
 
 
 def test_scenario_steps_parse() -> None:
@@ -48,3 +52,27 @@ def test_bad_scenario_names_the_line(text: str, message: str) -> None:
 def test_missing_scenario_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match=r"nope\.txt"):
         load(tmp_path / "nope.txt")
+
+
+def test_people_enter_and_leave_the_room__ROOM() -> None:
+    steps = parse("1 enter\n5 leave\n")
+    assert [(s.action, s.at) for s in steps] == [("enter", 1.0), ("leave", 5.0)]
+    with pytest.raises(ScenarioError, match="scenario:1: cannot read '1 enter now'"):
+        parse("1 enter now\n")
+
+
+@pytest.mark.parametrize("sensor", [True, False])
+def test_a_scenario_moves_people_past_the_room_sensor_or_says_there_is_none__ROOM(sensor: bool) -> None:
+    clock = SimClock("Asia/Shanghai")
+    room = SimRoomSensor("door", clock) if sensor else None
+    sim = SimControls(SimPins(), None, None, clock, None, None, room)
+    runner = ScenarioRunner(parse("0 enter\n0 leave\n0 enter\n"), sim, {}, lambda state, timeout: True)
+    seen: list[bool] = []
+    if room is not None:
+        room.on_change(lambda o: seen.append(o.occupied))
+    runner.start()
+    assert runner.finished.wait(5)
+    if sensor:
+        assert runner.failure is None and seen == [True, False, True]
+    else:
+        assert runner.failure == "'enter' at 0 s needs a room sensor: set room.sensor to door or presence"

@@ -46,6 +46,8 @@ from firmware_py import rig as rig_mod
 from firmware_py.cli import main
 from firmware_py.demo import run_demo
 from mqtt.broker import LocalBroker, free_port
+from mqtt.broker_admin import BrokerAdmin
+from mqtt.broker_config import render_dynsec
 from mqtt.client import make_client
 from mqtt.errors import MqttError
 from mqtt.tls import TlsFiles
@@ -103,6 +105,7 @@ class Probe:
         self.connected = threading.Event()
         self.refused = threading.Event()
         self.disconnects = 0
+        self.connects = 0
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self._acks: dict[int, str] = {}
         self._acked = threading.Condition()
@@ -119,6 +122,7 @@ class Probe:
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         (self.refused if reason.is_failure else self.connected).set()
+        self.connects += 0 if reason.is_failure else 1
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self.disconnects += 1
@@ -289,6 +293,63 @@ def test_receiver_reads_entries_and_writes_receipts_but_forges_nothing__NO_LEAK(
     assert receiver.publish(topic(A, "entry"), b"forged by central") == "Not authorized"
     assert receiver.publish(topic(A, "receipt"), b"receipt") == "Success"
     assert a.wait_for(topic(A, "receipt"), b"receipt") == [(topic(A, "receipt"), b"receipt")]
+
+
+def test_a_device_reads_only_its_own_bookings_and_only_receivers_write_them__ROOM(
+        clients: tuple[Probe, Probe, Probe]) -> None:
+    # The bookings name cases and parties (PROTOCOL §14): another device must not read them, and nobody but
+    # central may put a set on a device's topic (a forged one would fail its signature anyway).
+    a, b, receiver = clients
+    assert a.subscribe(topic(A, "bookings")) == "Granted QoS 1"
+    for name in (topic(B, "bookings"), topic("+", "bookings"), f"$share/x/{topic(B, 'bookings')}"):
+        assert a.subscribe(name) == "Not authorized", name
+    for name in (topic(A, "bookings"), topic(B, "bookings")):
+        assert a.publish(name, b"forged", retain=True) == "Not authorized", name
+    assert receiver.subscribe(topic("+", "bookings")) == "Not authorized"  # it writes them; it has no need to read
+    assert receiver.publish(topic(B, "bookings"), b"B's set", retain=True) == "No matching subscribers"
+    assert receiver.publish(topic(A, "bookings"), b"A's set", retain=True) == "Success"
+    received = a.wait_for(topic(A, "bookings"), b"A's set")
+    assert received == [(topic(A, "bookings"), b"A's set")]
+    # Retained: B, subscribing afterwards, is handed its own set, and A nothing more.
+    assert b.subscribe(topic(B, "bookings")) == "Granted QoS 1"
+    assert b.wait_for(topic(B, "bookings"), b"B's set") == [(topic(B, "bookings"), b"B's set")]
+    assert receiver.publish(topic(A, "bookings"), b"A's second set", retain=True) == "Success"
+    assert a.wait_for(topic(A, "bookings"), b"A's second set") == [(topic(A, "bookings"), b"A's second set")]
+
+
+def test_a_broker_set_up_before_bookings_gets_their_rights_at_the_next_sync__ROOM(tmp_path: Path, pki: Pki) -> None:
+    # Roles made by an older central lack the bookings: `createRole` leaves an existing role as it is, so the
+    # sync adds the rights each role is missing.
+    old = json.loads(render_dynsec(PREFIX, [RECEIVER], [A, B], pki.ca.admins()))
+    for role in old["roles"]:
+        role["acls"] = [acl for acl in role["acls"] if not acl["topic"].endswith("/bookings")]
+    (tmp_path / "broker").mkdir()
+    (tmp_path / "broker" / "dynamic-security.json").write_text(json.dumps(old))
+    admin = pki.ca.leaf_paths("admin", pki.ca.admins()[0])
+    with rig_mod.pki_broker(tmp_path / "broker", pki.ca, prefix=PREFIX) as broker:
+        a = probe(broker.port, pki.files(pki.a), A)
+        receiver = probe(broker.port, pki.files(pki.receiver), RECEIVER)
+        try:
+            assert a.subscribe(topic(A, "bookings")) == "Not authorized"
+            assert receiver.publish(topic(A, "bookings"), b"set", retain=True) == "Not authorized"
+            with BrokerAdmin("127.0.0.1", broker.port, TlsFiles(pki.ca.ca_file, admin.cert, admin.key),
+                             PREFIX) as rights:
+                synced = rights.sync([A, B])
+                assert (synced.added, synced.removed) == ([], [])
+                # The plugin disconnects the clients whose rights changed; they come back with the new ones.
+                assert wait_until(lambda: (a.disconnects, a.connects) == (1, 2), WAIT)
+                assert wait_until(lambda: (receiver.disconnects, receiver.connects) == (1, 2), WAIT)
+                # Rights already there are no change: no error, and nobody is disconnected again.
+                rights.sync([A, B])
+                rights.add_device(A)
+            assert a.subscribe(topic(A, "bookings")) == "Granted QoS 1"
+            assert (a.disconnects, receiver.disconnects) == (1, 1)
+            assert a.subscribe(topic(B, "bookings")) == "Not authorized"
+            assert receiver.publish(topic(A, "bookings"), b"set", retain=True) == "Success"
+            assert a.wait_for(topic(A, "bookings"), b"set") == [(topic(A, "bookings"), b"set")]
+        finally:
+            a.close()
+            receiver.close()
 
 
 def test_receivers_share_a_group_that_no_device_may_join__NO_LEAK(clients: tuple[Probe, Probe, Probe]) -> None:

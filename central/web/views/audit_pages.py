@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, Stream
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from central.csv_cells import inert
 from central.web import roles
 from central.web.access import audit, page_number, who
 from central.web.models import AuditRow
@@ -90,12 +91,6 @@ def audit_view(request: HttpRequest) -> HttpResponse:
                                               "page": page, "pages": max(1, math.ceil(total / PAGE)),
                                               "params": params, "error": error, "check": check,
                                               "zone": zone_name()})
-
-
-def inert(text: str) -> str:
-    """A cell a spreadsheet shows as text: anyone can choose the name a failed log-in is recorded under, and a
-    leading = + - @ would make it a formula in the auditor's spreadsheet."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 @require_GET

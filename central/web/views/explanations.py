@@ -185,6 +185,7 @@ def _cosign(request: HttpRequest, person: Who, form: ExplanationForm) -> str:
 
 
 def _scan(request: HttpRequest, person: Who, form: ExplanationForm) -> str:
+    _password(request)  # the upload completes the explanation: as much the uploader's act as a signature
     upload = request.FILES.get("scan")
     if upload is None:
         raise ExplanationRefused(f"choose the scanned, signed form (PDF, PNG or JPEG, at most "

@@ -14,6 +14,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpRe
 from django.views.decorators.http import require_GET, require_POST
 
 from central.errors import CentralError
+from evidence.errors import RecorderError
 from central.export.package import TimeRange, export_session
 from central.web import roles
 from central.web.access import Who, audit, current_approval, find_session, who
@@ -92,7 +93,7 @@ def build_view(request: HttpRequest, device: str, session: str) -> HttpResponse:
     try:
         export_session(svc.store, svc.retention.registers, svc.central_key, device, session, actor(person),
                        roles.LABELS.get(person.role, person.role), granted, svc.config.central.zone, part)
-    except CentralError as err:
+    except RecorderError as err:  # refused (a changed original, a removed session) or the disk failed
         return refused(request, device, session, str(err), 409)
     return HttpResponseRedirect(f"/s/{device}/{session}/#export")
 
@@ -105,6 +106,9 @@ def download_view(request: HttpRequest, device: str, session: str, image: str) -
         raise Http404("no such session, or not one you may see")
     if not roles.may_export(person.role):
         return HttpResponseForbidden("evidence packages are handed out by the legal office")
+    if current_approval(person, device, session, AccessRequest.EXPORT) is None:
+        return HttpResponseForbidden("handing out a package needs a current export approval: ask for one on the "
+                                     "session's page")
     kept = {r.detail.get("image") for r in services().retention.registers.records(device, session)
             if r.action == "export"}
     if image not in kept:

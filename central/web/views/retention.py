@@ -16,7 +16,9 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from central import retention
+from central.csv_cells import inert
 from central.errors import CentralError
+from evidence.errors import RecorderError
 from central.index import Query
 from central.register import Actor
 from central.web import roles
@@ -24,7 +26,6 @@ from central.web.access import Who, audit, find_session, visible_query, who
 from central.web.services import services
 from central.web.timefmt import local, zone_name
 from central.web.views.accounts import confirm_password
-from central.web.views.audit_pages import inert
 
 OPS = ("raise", "lower", "confirm", "hold", "release", "case")
 
@@ -36,13 +37,21 @@ def actor(person: Who) -> Actor:
 def session_context(person: Who, device: str, session: str) -> dict[str, Any]:
     """What the session page shows of its retention, and which decisions this person may take."""
     svc = services()
+    try:
+        return _session_context(svc, person, device, session)
+    except CentralError as err:
+        return {"broken": str(err), "label": "—", "state": "登记受损 register broken: nothing is decided by it",
+                "history": [], "may_decide": False, "may_hold": False}
+
+
+def _session_context(svc: Any, person: Who, device: str, session: str) -> dict[str, Any]:
     # A MARK naming a class is the room's decision: written to the register when central first reads it here
     # (the sweep and a removal do the same), so the class shown is never below what the device asked for.
-    svc.retention.record_marks(device, session, svc.ledger(device, session).entries)
+    svc.retention.record_device_classes(device, session, svc.ledger(device, session).entries)
     d = svc.retention.of(device, session)
     row = svc.index.sessions(Query(device=device, session=session))[0]
     now = dt.datetime.now(svc.config.central.zone)
-    since = row.last_stored.astimezone(now.tzinfo)
+    since = retention.kept_since(row).astimezone(now.tzinfo)
     end = retention.expires(d, since, svc.retention.cfg)
     return {
         "label": d.label, "cls": d.cls, "case": d.case, "hold": d.hold, "hold_reason": d.hold_reason,
@@ -118,7 +127,7 @@ def decide_view(request: HttpRequest, device: str, session: str) -> HttpResponse
                 rules.set_hold(device, session, actor(person), f["op"] == "hold", f["reason"])
             case _:
                 rules.link_case(device, session, actor(person), f["case"], f["case_file_until"], f["reason"])
-    except retention.RetentionRefused as err:
+    except CentralError as err:  # the rule refused it, or the register needs a look: said, never a 500
         return refused(request, device, session, str(err), 409)
     return HttpResponseRedirect(f"/s/{device}/{session}/#retention")
 
@@ -205,7 +214,7 @@ def remove_view(request: HttpRequest, device: str, session: str) -> HttpResponse
         return render(request, "web/remove.html", {**context, "error": wrong}, status=403)
     now = dt.datetime.now(svc.config.central.zone)
     try:
-        svc.retention.remove(device, session, actor(person), row.last_stored.astimezone(now.tzinfo), now)
-    except (retention.RetentionRefused, CentralError) as err:
+        svc.retention.remove(device, session, actor(person), retention.kept_since(row).astimezone(now.tzinfo), now)
+    except RecorderError as err:  # refused by the rules, or the disk failed: said, never a 500
         return refused(request, device, session, str(err), 409)
     return HttpResponseRedirect(f"/s/{device}/{session}/#retention")

@@ -86,7 +86,9 @@ def _row(row: SessionRow, now: dt.datetime) -> dict[str, Any]:
             "officers": ", ".join(f"{o.name} {o.certificate}" for o in row.officers),
             "parties": ", ".join(row.parties), "opened": local(row.opened_at), "closed": local(row.closed_at),
             "status": "interrupted, " + standing.status if row.interrupted else standing.status,
-            "complete": row.complete, "segments": row.segments, "mb": f"{row.media_bytes / 1e6:.1f}"}
+            "complete": row.complete, "segments": row.segments, "mb": f"{row.media_bytes / 1e6:.1f}",
+            "booking": None if row.booking is None else {"id": row.booking.id, "version": row.booking.version,
+                                                         "act": row.booking.act}}
 
 
 @require_GET

@@ -17,6 +17,7 @@ from django.shortcuts import render
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET
 
+from central.csv_cells import inert
 from central.errors import CentralError
 from central.retention import EVERYDAY, LABELS
 from central.stats import Stats, StatsQuery, compute
@@ -25,10 +26,11 @@ from central.web.access import Who, audit, who
 from central.web.charts import bar_chart
 from central.web.services import services
 from central.web.timefmt import entered, zone, zone_name
-from central.web.views.audit_pages import inert
 from evidence.reasons import DECLINE_REASONS, INTERRUPTION_REASONS
 
 DEFAULT_DAYS = 28
+FIRST_YEAR, LAST_YEAR = 2000, 2200
+"""Statistics are asked for within these years (the arithmetic of periods near year 9999 overflows)."""
 MAX_BARS = 60
 """A chart draws at most this many bars (the table and the CSV have every row)."""
 MAX_TABLE_ROWS = 2000
@@ -70,6 +72,8 @@ class StatsForm(forms.Form):
             raise forms.ValidationError(str(err)) from err
         if start is None or end is None:
             raise forms.ValidationError("give the range's start and end")
+        if not FIRST_YEAR <= start.year <= LAST_YEAR or not FIRST_YEAR <= end.year <= LAST_YEAR:
+            raise forms.ValidationError(f"give a range within the years {FIRST_YEAR}–{LAST_YEAR}")
         if _date_only(d["end"].strip()):
             end = dt.datetime.combine(end.date() + dt.timedelta(days=1), dt.time(), end.tzinfo)
         units = None if person.role in roles.ALL_UNITS else (person.unit,)

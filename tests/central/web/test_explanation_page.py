@@ -141,6 +141,7 @@ def test_a_signed_paper_form_is_uploaded_and_downloaded_byte_for_byte__INTERRUPT
     officer.set_input_files("#scan", files=[{"name": "情况说明.pdf", "mimeType": "application/pdf", "buffer": PDF}])
     officer.fill("#signer1", OFFICER)
     officer.fill("#signer2", SUPERVISOR)
+    officer.fill("#scan-password", PASSWORD)
     officer.click("#upload")
     officer.wait_for_load_state()
     assert "已上传签字扫描件" in officer.inner_text("#explanation-state")

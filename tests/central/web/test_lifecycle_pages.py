@@ -29,7 +29,9 @@ from tests.conftest import RecordedSession
 
 
 @pytest.fixture(scope="module")
-def aged(recorded: RecordedSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, FileStore]]:
+def aged(recorded_long_ago: RecordedSession,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, FileStore]]:
+    recorded = recorded_long_ago
     workdir = tmp_path_factory.mktemp("lifecycle")
     store, _, folder = copied_store(recorded, workdir / "central")
     when = (dt.datetime.now(dt.UTC) - dt.timedelta(days=210)).timestamp()
