@@ -199,10 +199,10 @@ def latest_set(store: CentralStore, device: str) -> bytes | None:
     return parse_record(device, store.read_bookings(device)).signed
 
 
-def _text(value: str, field: str, limit: int = MAX_TEXT) -> str:
+def _text(value: str, field: str) -> str:
     value = value.strip()
-    if len(value) > limit:
-        raise BookingRefused(f"{field}: {len(value)} characters, at most {limit}")
+    if len(value) > MAX_TEXT:
+        raise BookingRefused(f"{field}: {len(value)} characters, at most {MAX_TEXT}")
     if not value.isprintable():
         raise BookingRefused(f"{field}: holds a control character (a line break, a tab…); write it on one line")
     return value
@@ -257,30 +257,21 @@ class Bookings:
     def room(self, device: str) -> Room:
         """The device's unit and room name: its enrollment record's (a box enrolled with a token), else its latest
         indexed session's, else unknown (the device id for a name)."""
-        keys = self.store.device_keys(device)
-        told = keys[-1].get("room") if keys else None
-        if isinstance(told, dict) and isinstance(told.get("unit"), str) and isinstance(told.get("room"), str):
-            return Room(device, told["unit"], told["room"] or device)
-        if self.index is not None:
-            latest = self.index.latest_rooms().get(device)
-            if latest is not None:
-                return Room(device, latest[0], latest[1] or device)
-        return Room(device, "", device)
+        return self._named(device, self.index.latest_rooms() if self.index is not None else {})
 
     def rooms(self) -> list[Room]:
         """Every enrolled device as a room, by unit and name."""
         latest = self.index.latest_rooms() if self.index is not None else {}
-        found = []
-        for device in self.store.enrolled():
-            keys = self.store.device_keys(device)
-            told = keys[-1].get("room") if keys else None
-            if isinstance(told, dict) and isinstance(told.get("unit"), str) and isinstance(told.get("room"), str):
-                found.append(Room(device, told["unit"], told["room"] or device))
-            elif device in latest:
-                found.append(Room(device, latest[device][0], latest[device][1] or device))
-            else:
-                found.append(Room(device, "", device))
-        return sorted(found, key=lambda r: (r.unit, r.name, r.device))
+        return sorted((self._named(d, latest) for d in self.store.enrolled()), key=lambda r: (r.unit, r.name, r.device))
+
+    def _named(self, device: str, latest: Mapping[str, tuple[str, str]]) -> Room:
+        keys = self.store.device_keys(device)
+        told = keys[-1].get("room") if keys else None
+        if isinstance(told, dict) and isinstance(told.get("unit"), str) and isinstance(told.get("room"), str):
+            return Room(device, told["unit"], told["room"] or device)
+        if device in latest:
+            return Room(device, latest[device][0], latest[device][1] or device)
+        return Room(device, "", device)
 
     def of(self, device: str) -> RoomBookings:
         if not layout.DEVICE_ID.match(device):

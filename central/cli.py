@@ -374,15 +374,12 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     elif not shown:
         print("no alerts" if args.all else "no alerts waiting (--all lists the ones acknowledged)")
     else:
-        from evidence.reasons import INTERRUPTION_REASONS
-
-        rows = [["ID", "RECEIVED", "DEVICE", "ROOM", "WHAT", "CAUSE", "INTERRUPTED", "SESSION", "OFFICERS",
+        rows = [["ID", "RECEIVED", "DEVICE", "ROOM", "WHAT", "CAUSE", "SINCE", "SESSION", "OFFICERS",
                  "HANDLED"]]
         for stored in shown:
             a = stored.alert
-            reason = INTERRUPTION_REASONS[a.cause]
-            rows.append([a.id, _local(stored.stored_ts, zone), a.device, a.room, a.kind,
-                         f"{reason.zh} {a.cause}", a.interrupted_at, a.session,
+            rows.append([a.id, _local(stored.stored_ts, zone), a.device, a.room, a.headline,
+                         f"{a.cause_label} {a.cause}", a.interrupted_at, a.session or "-",
                          ", ".join(f"{o.name} {o.certificate}" for o in a.officers),
                          "-" if stored.handled is None else f"{stored.handled.by} {stored.handled.at}"])
         print("\n".join(_table(rows)))

@@ -84,10 +84,15 @@ class BookingSet:
         return verify_signature(key, self.sig, self.signed_message)
 
     def current(self, now: dt.datetime, lead: dt.timedelta) -> Booking | None:
-        """The booking a session started now belongs to: the one under way, or the next starting within
-        `lead` (officers come in a little early); the one that started last if several are under way."""
-        under_way = [b for b in self.bookings if b.start - lead <= now < b.end]
-        return max(under_way, key=lambda b: b.start) if under_way else None
+        """The booking a session started now belongs to: the one under way (the one that started last, if
+        several are), else the next starting within `lead` (officers come in a little early). A booking under
+        way wins over the next one in its lead: at 10:50, a session belongs to the 10:00–11:00 booking, not to
+        the one at 11:00."""
+        under_way = [b for b in self.bookings if b.start <= now < b.end]
+        if under_way:
+            return max(under_way, key=lambda b: b.start)
+        soon = [b for b in self.bookings if now < b.start <= now + lead]
+        return min(soon, key=lambda b: b.start) if soon else None
 
     def upcoming(self, now: dt.datetime) -> Booking | None:
         """The next booking that has not ended."""

@@ -27,6 +27,7 @@ from typing import Any
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
+from tinydb.table import Document
 
 from evidence.booking import Booking, BookingSet, MalformedBookings, accept, parse_booking_set
 from evidence.durable import atomic_write, commit_rename
@@ -38,7 +39,9 @@ from firmware_py.errors import ServiceError
 log = logging.getLogger(__name__)
 
 HELD, USED = "held", "used"
-"""The cache's tables: the one set held (its bytes and serial), and the bookings that have had their session."""
+"""The cache's tables, each of one document (id 1, so each change is one write of the file): the set held (its
+bytes and serial), and the bookings that have had their session (`marks`: booking id -> how)."""
+ONLY = 1
 STARTED, AUTO_STARTED, DECLINED, OPEN_AT_START = "started", "auto_started", "declined", "open_at_start"
 """How a booking came to have its session: START pressed under it, its automatic start, a session declined
 under it, or a session already open when it was due to start automatically."""
@@ -79,20 +82,22 @@ def booking_ref(booking: Booking) -> BookingRef:
     return BookingRef(booking.id, booking.version, booking.act, booking.retention, booking.start, booking.end)
 
 
-def _booking_summary(booking: Booking, zone: dt.tzinfo | None) -> dict[str, Any]:
+def _booking_summary(booking: Booking, zone: dt.tzinfo | None, names: bool) -> dict[str, Any]:
     start, end = booking.start.astimezone(zone), booking.end.astimezone(zone)
     return {"id": booking.id, "version": booking.version, "room": booking.room,
             "start": start.isoformat(timespec="minutes"), "end": end.isoformat(timespec="minutes"),
-            "case": booking.case, "matter": booking.matter, "act": booking.act, "auto_start": booking.auto_start}
+            **({"case": booking.case, "matter": booking.matter} if names else {}), "act": booking.act,
+            "auto_start": booking.auto_start}
 
 
-def summary(held: BookingSet | None, now: dt.datetime, zone: dt.tzinfo | None = None) -> dict[str, Any]:
-    """The held set in short, for `recorder status` and the status sent to central: serial, how many bookings,
-    and the next one not yet over."""
+def summary(held: BookingSet | None, now: dt.datetime, zone: dt.tzinfo | None = None,
+            names: bool = True) -> dict[str, Any]:
+    """The held set in short: serial, how many bookings, and the next one not yet over; its case and matter
+    only with `names` (`recorder status` on the box), not in the status the box publishes and leaves on disk."""
     upcoming = held.upcoming(now) if held is not None else None
     return {"serial": held.serial if held is not None else 0,
             "held": len(held.bookings) if held is not None else 0,
-            "next": _booking_summary(upcoming, zone) if upcoming is not None else None}
+            "next": _booking_summary(upcoming, zone, names) if upcoming is not None else None}
 
 
 def read_held(path: Path) -> BookingSet | None:
@@ -139,9 +144,11 @@ class BookingCache:
         try:
             tables = AtomicJSONStorage(str(self._path)).read() or {}
             self.held = self._checked(_held_from(tables.get(HELD, {}), self._path))
-            self._used = {d["booking"]: d["how"] for d in tables.get(USED, {}).values()
-                          if isinstance(d, dict) and isinstance(d.get("booking"), str)
-                          and isinstance(d.get("how"), str)}
+            doc = tables.get(USED, {}).get(str(ONLY), {})
+            marks = doc.get("marks", {}) if isinstance(doc, dict) else None
+            if not isinstance(marks, dict):
+                raise CacheUnreadable(f"{self._path}: its '{USED}' table is not the marks this device writes")
+            self._used = {k: v for k, v in marks.items() if isinstance(v, str)}
         except (CacheUnreadable, MalformedBookings) as err:
             # Moved out of the way: an empty cache, until central's retained set comes again.
             self._set_aside(str(err))
@@ -212,8 +219,10 @@ class BookingCache:
             self._used = {k: v for k, v in self._used.items() if k in ids}
             self.held = found
             try:
-                self._db.table(HELD).truncate()
-                self._db.table(HELD).insert({"raw": found.raw.decode("utf-8"), "serial": found.serial})
+                # The set first: a crash before the marks are pruned leaves marks of bookings gone, which is
+                # harmless, never a booking without its mark.
+                self._db.table(HELD).upsert(Document({"raw": found.raw.decode("utf-8"), "serial": found.serial},
+                                                     doc_id=ONLY))
                 self._write_used()
             except StorageFault as err:
                 self.problem = f"booking set {found.serial} is used but not kept on disk: {err}"
@@ -223,10 +232,7 @@ class BookingCache:
         return found
 
     def _write_used(self) -> None:
-        table = self._db.table(USED)
-        table.truncate()
-        if self._used:
-            table.insert_multiple({"booking": k, "how": v} for k, v in sorted(self._used.items()))
+        self._db.table(USED).upsert(Document({"marks": dict(sorted(self._used.items()))}, doc_id=ONLY))
 
     def wait_serial(self, serial: int, timeout: float) -> bool:
         """Whether the set with `serial` (or a newer one) is held, waiting up to `timeout` seconds (tests, the
@@ -280,9 +286,10 @@ class BookingCache:
                           err)
 
     def summary(self, now: dt.datetime, zone: dt.tzinfo | None = None) -> dict[str, Any]:
+        """For the status the device publishes: no case or matter (the status is for watching the fleet)."""
         with self._lock:
             held, refused, problem = self.held, self.refused, self.problem
-        return {**summary(held, now, zone), "refused": refused, "problem": problem}
+        return {**summary(held, now, zone, names=False), "refused": refused, "problem": problem}
 
     def close(self) -> None:
         with self._lock:

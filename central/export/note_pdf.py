@@ -236,7 +236,7 @@ def render_note(note: WrittenNote, font: Path = DEFAULT_FONT) -> bytes:
     _paragraph(pdf, note.verification)
     # Small enough that the 64 hex digits stay on one line, to be read out or compared at a glance.
     pdf.set_font(_FAMILY, size=_LABEL_PT)
-    _paragraph(pdf, f"清单 SHA-256 Manifest：{note.manifest_sha256}")
+    _paragraph(pdf, f"文件清单 SHA-256 files list (MANIFEST.json, but this note)：{note.manifest_sha256}")
     pdf.set_font(_FAMILY, size=_BODY_PT)
 
     _signatures(pdf)

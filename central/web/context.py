@@ -33,7 +33,7 @@ def urgent() -> list[dict[str, Any]]:
         if kept.handled is None:
             a = kept.alert
             found.append({"kind": "alert", "id": a.id, "device": a.device, "room": a.room, "unit": a.unit,
-                          "text": f"{a.room or a.device}: 录制无法继续 recording could not continue ({a.cause})"})
+                          "session": a.session, "text": f"{a.room or a.device}: {a.headline} ({a.cause_label})"})
     for device in svc.store.enrolled():
         status = svc.store.device_status(device)
         if status is not None and not status.online and status.fields.get("state") in SESSION_STATES:

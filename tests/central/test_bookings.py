@@ -366,6 +366,15 @@ def test_the_index_knows_the_booking_a_session_was_recorded_under__RECORD_FIELDS
         index.close()
 
 
+def test_a_room_enrolled_with_a_token_is_named_by_its_enrollment__ROOM(central: Central, tmp_path: Path) -> None:
+    told = {"device": "GZ-TH-R01", "unit": "城关派出所", "room": "询问室三", "location": "城关路1号",
+            "timezone": "Asia/Shanghai", "officers": []}
+    central.store.enroll("GZ-TH-R01", create_signing_key(tmp_path / "r01.pem"), {"via": "token", "room": told})
+    assert central.bookings.room("GZ-TH-R01") == Room("GZ-TH-R01", "城关派出所", "询问室三")
+    assert central.bookings.make("GZ-TH-R01", fields(1, 2), CLERK).booking.room == "询问室三"
+    assert [r.device for r in central.bookings.rooms()] == [ROOM, OTHER, "GZ-TH-R01"]  # unknown units first
+
+
 # The receiver publishes the sets -------------------------------------------------------------------------------
 
 class Device:

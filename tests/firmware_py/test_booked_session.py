@@ -20,9 +20,10 @@ from evidence.encryption import open_sealed
 from firmware_py import scenario
 from firmware_py.bookings import AUTO_STARTED
 from firmware_py.cli import main
-from firmware_py.rig import Rig, booking
+from firmware_py.rig import Rig, booking, publish_retained
 from firmware_py.state_machine import State
 from hal.buttons.base import ButtonName
+from mqtt import protocol
 from mqtt.broker import LocalBroker
 from provisioning.central_key import load_central_key
 from tests.conftest import make_rig, wait_until
@@ -39,13 +40,21 @@ def _frame(rig: Rig, session: Path, index: int, tmp_path: Path) -> np.ndarray:
 
 def test_a_booking_from_central_is_used_by_the_next_session__RECORD_FIELDS(
         tmp_path: Path, broker: LocalBroker, capsys: pytest.CaptureFixture[str]) -> None:
-    rig = make_rig(tmp_path, broker.port, with_receiver=False)
+    rig = make_rig(tmp_path, broker.port, with_receiver=False, notice={"closing_statement": True})
     try:
         now = rig.service.hal.clock.now()
         booked = booking(now - dt.timedelta(minutes=5), 60, matter="张某涉嫌盗窃案", act="询问")
         later = booking(now + dt.timedelta(hours=2), 30, matter="李某调解", act="听证")
+        # Hostile and foreign sets first: refused, and the MQTT client's network thread goes on.
+        topic = protocol.topic(rig.config.mqtt.topic_prefix, rig.config.device.id, protocol.BOOKINGS)
+        publish_retained(rig.central, topic, b"[" * 5000)
+        rig.publish_bookings([booked], serial=9, device="OTHER-9")
         rig.publish_bookings([booked, later], serial=7)
         assert rig.service.bookings.wait_serial(7, 10), "the retained set never reached the device"
+        assert rig.service.bookings.refused == 2
+        published = rig.service.health()["bookings"]  # what the box tells the fleet: no case, no matter
+        assert published["next"]["id"] == booked.id and published["refused"] == 2
+        assert "matter" not in published["next"] and "case" not in published["next"]
         session = rig.record(1.0)
     finally:
         rig.close()
@@ -62,6 +71,8 @@ def test_a_booking_from_central_is_used_by_the_next_session__RECORD_FIELDS(
     notices = [(e["body"]["prompt"], e["body"]["text"]) for e in events(spool, "notice")]
     assert notices == [("notice_zh", rig.config.notice.zh),
                        ("notice_matter_zh", "本次执法事项：询问，张某涉嫌盗窃案。")]
+    closing = [e["body"]["text"] for e in events(spool, "spoken") if e["body"]["prompt"] == "ended_zh"]
+    assert len(closing) == 1 and closing[0].startswith("本次执法事项：询问，张某涉嫌盗窃案。本次录音录像于")
 
     # The stamp's own line names the act, the matter and the case.
     cfg = rig.config

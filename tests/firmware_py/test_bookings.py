@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import evidence.durable
 from evidence.booking import Booking, BookingSet, make_booking_set
 from evidence.keys import load_public_key_b64
 from firmware_py.bookings import AUTO_STARTED, BookingCache, read_held
@@ -155,3 +156,24 @@ def test_due_bookings_and_marks_follow_the_set__ROOM(tmp_path: Path) -> None:
     taken(cache, signed(2, [later]))
     assert cache.used(auto.id) is None and cache.used(later.id) == AUTO_STARTED
     assert not os.path.exists(tmp_path / ".bookings.json.tmp")
+
+
+def test_each_change_is_one_write_of_the_file__ROOM(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two writes for one change (tinydb's truncate, then insert) would leave, after a crash between them, a
+    # cache without its set or without its marks: a booking started twice.
+    cache = cache_at(tmp_path / "bookings.json")
+    first = booking(NOW, 60, auto_start=True)
+    taken(cache, signed(1, [first]))
+    writes: list[bytes] = []
+    real = evidence.durable.atomic_write
+
+    def counted(path: Path, data: bytes, mode: int = 0o644) -> None:
+        writes.append(data)
+        real(path, data, mode)
+
+    monkeypatch.setattr("firmware_py.bookings.atomic_write", counted)
+    cache.mark(first, AUTO_STARTED)
+    assert len(writes) == 1 and first.id.encode() in writes[0]
+    taken(cache, signed(2, [first]))
+    assert len(writes) == 3  # the set, then the marks kept for it: each whole
+    assert cache_at(tmp_path / "bookings.json").used(first.id) == AUTO_STARTED

@@ -42,6 +42,7 @@ def test_importing_the_hal_touches_no_hardware() -> None:
     code = (
         "import sys; sys.modules['sounddevice'] = None\n"
         "import hal.factory, hal.camera.pi, hal.audio.pi, hal.camera.sim, hal.audio.sim, hal.tally.base\n"
+        "import hal.sensor.pi, hal.sensor.sim\n"
         "print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -14,7 +14,6 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpRe
 from django.views.decorators.http import require_GET, require_POST
 
 from central.errors import CentralError
-from evidence.errors import RecorderError
 from central.export.package import TimeRange, export_session
 from central.web import roles
 from central.web.access import Who, audit, current_approval, find_session, who
@@ -22,6 +21,7 @@ from central.web.models import AccessRequest
 from central.web.services import services
 from central.web.timefmt import local
 from central.web.views.retention import actor, refused
+from evidence.errors import RecorderError
 
 
 class ExportRequestForm(forms.Form):

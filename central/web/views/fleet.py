@@ -52,7 +52,8 @@ def fleet_view(request: HttpRequest) -> HttpResponse:
                "detail": a.alert.detail, "at": local(a.stored_ts), "session": a.alert.session,
                # The written explanation's form, for those who may open the session (technicians may not).
                "form": f"/s/{a.alert.device}/{a.alert.session}/explanation/alert-{a.alert.id}/"
-               if roles.may_search(person.role) else ""}
+               if roles.may_search(person.role) and a.alert.about_a_break else "",
+               "what": a.alert.headline}
               for a in svc.store.alerts()
               if a.handled is None and roles.sees_alert(person.role, person.unit, a.alert.unit)]
     # Which session a device records is shown to those who look after every room, not to other units.

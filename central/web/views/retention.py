@@ -18,7 +18,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from central import retention
 from central.csv_cells import inert
 from central.errors import CentralError
-from evidence.errors import RecorderError
 from central.index import Query
 from central.register import Actor
 from central.web import roles
@@ -26,6 +25,7 @@ from central.web.access import Who, audit, find_session, visible_query, who
 from central.web.services import services
 from central.web.timefmt import local, zone_name
 from central.web.views.accounts import confirm_password
+from evidence.errors import RecorderError
 
 OPS = ("raise", "lower", "confirm", "hold", "release", "case")
 

@@ -155,7 +155,12 @@ def test_a_refused_request_opens_nothing_and_nobody_decides_their_own__ACCESS(si
 
 
 def test_log_ins_are_throttled_per_account__ACCESS(site: Site) -> None:
-    legal = name("legal")
+    # An account of its own to lock: the shared accounts are logged in by the other tests of this server.
+    legal = "被锁定的法制员"
+    admin = site.client("admin")
+    made = admin.post("/accounts/", {"username": legal, "role": "legal", "password": PASSWORD, "unit": "",
+                                     "active": "on"})
+    assert made.status == 200 and "/accounts/" in made.url, made.text[:500]
     for _ in range(5):
         reply = site.client().login(legal, "wrong password")
         assert reply.status == 403 and "wrong username or password" in reply.text
