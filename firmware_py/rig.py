@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from central import config as central_config
-from central.build import build_receiver
+from central.bookings import Fields, Kept
+from central.build import build_bookings, build_receiver
 from central.enroll_server import EnrollServer
 from central.enrollment import Enrollment
 from central.receiver import Receiver
+from central.register import Actor
 from central.store import FileStore
 from evidence.booking import Booking, BookingSet, make_booking_set
 from evidence.durable import atomic_write
@@ -159,6 +161,17 @@ class Rig:
         publish_retained(self.central, protocol.topic(self.config.mqtt.topic_prefix, self.config.device.id,
                                                       protocol.BOOKINGS), found.raw)
         return found
+
+    def book(self, start: dt.datetime, minutes: float, **fields: Any) -> Kept:
+        """A booking of this rig's room made at central, as staff make one (central/bookings.py: signed, kept,
+        audited), once the receiver has published its set; `fields` as central.bookings.Fields takes them."""
+        bookings = build_bookings(self.central, self.store)
+        kept = bookings.make(self.config.device.id, Fields(start, start + dt.timedelta(minutes=minutes), **fields),
+                             Actor("rig", "admin"))
+        serial = bookings.of(self.config.device.id).serial
+        if self.receiver is None or not self.receiver.wait_bookings(self.config.device.id, serial, 10):
+            raise TimeoutError(f"the receiver did not publish booking set {serial} within 10 s")
+        return kept
 
     def central_dir(self, session: str) -> Path:
         """Central's copy of the session, once the receiver has done its follow-up work (working copies,
