@@ -21,19 +21,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.bench_upload import DEVICE, _real_segments, _synthesise
+from bench.bench_sweep import one_hour_in_a_store
+from bench.bench_upload import DEVICE
 from central.audit import AuditLog
 from central.export.package import export_session
 from central.register import Actor, Registers
-from central.store import FileStore
 from evidence import layout
 from evidence.durable import fsync_dir
 from evidence.encryption import open_sealed
 from provisioning.central_key import load_central_key
 from provisioning.identity import DeviceIdentity
 
-SEGMENTS = 1800
-"""One hour of 2-second segments."""
 ZONE = dt.timezone(dt.timedelta(hours=8))
 
 
@@ -51,19 +49,9 @@ def _copy(files: list[Path], to: Path) -> None:
 
 
 def run(workdir: Path) -> dict[str, Any]:
-    central_pem = workdir / "central-key.pem"
-    source = _real_segments(workdir / "source", central_pem, 20.0)
-    identity = DeviceIdentity.load_or_create(workdir / "keys")
-    spool = workdir / "spool"
-    spool.mkdir()
-    _synthesise(spool, identity, central_pem, source, SEGMENTS)
-    store = FileStore(workdir / "central")
-    [session_dir] = list(spool.iterdir())
-    session = session_dir.name
-    (store.root / "sessions" / DEVICE).mkdir(parents=True)
-    session_dir.rename(store.session_dir(DEVICE, session))
-    store.enroll(DEVICE, identity.public_key_b64)
-    key = load_central_key(central_pem)
+    hour = one_hour_in_a_store(workdir)
+    store, session, source = hour.store, hour.session, hour.source
+    key = load_central_key(hour.central_pem)
     # The receiver's working copies, as hard links to one decrypted copy of each distinct source file.
     plain_of = {}
     for path in source.files:

@@ -11,10 +11,11 @@ integrity_sweep_ratio_vs_sha256: that against plain SHA-256 over the same files 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.bench_upload import DEVICE, _real_segments, _synthesise
+from bench.bench_upload import DEVICE, Source, _real_segments, _synthesise
 from central.store import FileStore
 from central.sweep import sweep
 from evidence.hashing import sha256_file
@@ -24,7 +25,19 @@ SEGMENTS = 1800
 """One hour of 2-second segments."""
 
 
-def run(workdir: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class OneHour:
+    store: FileStore
+    session: str
+    central_pem: Path
+    """Central's private key (the segments are sealed to it)."""
+    source: Source
+    """The distinct segment files the session's segments are hard links to."""
+
+
+def one_hour_in_a_store(workdir: Path) -> OneHour:
+    """One hour of recording (SEGMENTS sealed segments of real x264 + AAC, signed entries) in a central store,
+    the device enrolled."""
     central_pem = workdir / "central-key.pem"
     source = _real_segments(workdir / "source", central_pem, 20.0)
     identity = DeviceIdentity.load_or_create(workdir / "keys")
@@ -36,7 +49,13 @@ def run(workdir: Path) -> dict[str, Any]:
     (store.root / "sessions" / DEVICE).mkdir(parents=True)
     session_dir.rename(store.session_dir(DEVICE, session_dir.name))
     store.enroll(DEVICE, identity.public_key_b64)
-    files = sorted(p for p in store.session_dir(DEVICE, session_dir.name).rglob("*") if p.is_file())
+    return OneHour(store, session_dir.name, central_pem, source)
+
+
+def run(workdir: Path) -> dict[str, Any]:
+    hour = one_hour_in_a_store(workdir)
+    store = hour.store
+    files = sorted(p for p in store.session_dir(DEVICE, hour.session).rglob("*") if p.is_file())
     size = sum(p.stat().st_size for p in files)
 
     assert sweep(store).broken == []  # and the files are in the page cache

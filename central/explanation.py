@@ -35,7 +35,7 @@ from central.store import CentralStore
 from evidence.alert import CANNOT_CONTINUE, NOT_RESUMED, Alert
 from evidence.audit import AuditRecord
 from evidence.canonical import canonical
-from evidence.entry import CLOSE, EVENT, INTERRUPTION, Entry, Officer, Opening, parse_entry, unsealed
+from evidence.entry import CLOSE, EVENT, INTERRUPTION, Entry, Officer, Opening, unsealed
 from evidence.errors import MalformedEntry
 from evidence.reasons import CLOSE_REASONS, INTERRUPTION_REASONS
 
@@ -374,12 +374,7 @@ def read_entries(store: CentralStore, device: str, session: str,
                  central_key: X25519PrivateKey | None) -> tuple[list[Entry], Opening | None]:
     """The session's entries as stored, from seq 0 up to the first missing or unreadable one, and its `open`
     with sealed personal fields opened when central's key is given."""
-    entries: list[Entry] = []
-    while (data := store.get_entry(device, session, len(entries))) is not None:
-        try:
-            entries.append(parse_entry(data))
-        except MalformedEntry:
-            break
+    entries = store.entries(device, session, whole=False)
     opening = entries[0].opening if entries else None
     if opening is not None and central_key is not None:
         with contextlib.suppress(MalformedEntry):  # the alert then names the people, if one came

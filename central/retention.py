@@ -33,8 +33,7 @@ from central.index import SessionRow
 from central.register import Actor, Registers
 from central.store import CentralStore
 from evidence.audit import AuditRecord
-from evidence.entry import EVENT, Entry, parse_entry
-from evidence.errors import MalformedEntry
+from evidence.entry import EVENT, Entry
 from evidence.reasons import RETENTION_CLASSES
 
 CLASSES = RETENTION_CLASSES
@@ -359,34 +358,20 @@ class Retention:
                 continue
         return written
 
-    def _ledger(self, device: str, session: str) -> list[Entry]:
-        files = self.store.session_files(device, session)
-        ledger = []
-        for seq in files.entry_seqs():
-            try:
-                ledger.append(parse_entry(files.read_entry(seq)))
-            except (OSError, MalformedEntry) as err:
-                raise RetentionRefused(f"entry {seq} of the session cannot be read ({err}): a session whose "
-                                       "ledger is not whole is not removed; have it looked at") from err
-        return ledger
-
     def sync_marks(self, device: str, session: str) -> None:
         """Read the session's entries and record the classes its MARKs and booking ask for (the sweep calls
         this; an entry that cannot be read is the sweep's to report)."""
-        files = self.store.session_files(device, session)
-        entries = []
-        for seq in files.entry_seqs():
-            try:
-                entries.append(parse_entry(files.read_entry(seq)))
-            except (OSError, MalformedEntry):
-                continue
-        self.record_device_classes(device, session, entries)
+        self.record_device_classes(device, session, self.store.entries(device, session, whole=False))
 
     def remove(self, device: str, session: str, actor: Actor, since: dt.datetime, now: dt.datetime) -> AuditRecord:
         """After expiry (counted from `since`, `kept_since`), the records keeper's removal: the tombstone first,
         then the segment files, their working copies and the export packages kept of the session."""
         _need(actor, REMOVERS, "remove an expired session's recordings")
-        ledger = self._ledger(device, session)
+        try:
+            ledger = self.store.entries(device, session)
+        except CentralError as err:
+            raise RetentionRefused(f"{err}: a session whose ledger is not whole is not removed; have it looked "
+                                   "at") from err
         closing = next((e for e in ledger if e.closing is not None), None)
         if closing is None or closing.closing is None:
             raise RetentionRefused("the session has no closing entry: a session not closed is never removed")

@@ -41,8 +41,8 @@ from central.errors import CentralError, KeyChangeRefused
 from central.fleet import DeviceStatus, Presence
 from evidence import layout
 from evidence.alert import ALERT_ID, Alert, MalformedAlert, parse_alert
-from evidence.durable import atomic_write, fsync_dir, group_commit
-from evidence.entry import parse_entry
+from evidence.durable import atomic_write, fsync_dir, group_commit, write_once
+from evidence.entry import Entry, parse_entry
 from evidence.errors import MalformedEntry, StorageFault
 from evidence.hashing import EMPTY_SHA256, sha256_file
 from evidence.layout import SessionFiles, SessionFolder
@@ -156,6 +156,21 @@ class CentralStore(abc.ABC):
             if opening is not None and opening.device_key in known:
                 return opening.device_key
         return self.device_key(device)
+
+    def entries(self, device: str, session: str, whole: bool = True) -> list[Entry]:
+        """The session's stored entries from seq 0, parsed. `whole`: every one stored, or CentralError naming
+        the first missing (with a later one stored) or unreadable; else as far as they go without a gap."""
+        entries: list[Entry] = []
+        while (data := self.get_entry(device, session, len(entries))) is not None:
+            try:
+                entries.append(parse_entry(data))
+            except MalformedEntry as err:
+                if whole:
+                    raise CentralError(f"entry {len(entries)} of {device}/{session} cannot be read ({err})") from err
+                break
+        if whole and any(seq >= len(entries) for seq in self.session_files(device, session).entry_seqs()):
+            raise CentralError(f"entry {len(entries)} of {device}/{session} is missing, and later ones are stored")
+        return entries
 
     @abc.abstractmethod
     def pending_key(self, device: str) -> dict[str, Any] | None:
@@ -756,25 +771,9 @@ class FileStore(CentralStore):
                     raise CentralError(f"{path}: the file kept under this hash no longer matches it; have the "
                                        "store looked at (nothing was written)")
                 return digest
-            tmp = folder / f".{digest}{suffix}.{os.urandom(6).hex()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                # A link, not a rename: it never replaces a file kept under the name (write-once).
-                os.link(tmp, path)
-            except FileExistsError:
-                pass  # the same bytes, kept by a concurrent upload
-            finally:
-                tmp.unlink()
-            fsync_dir(folder)
-        except OSError as err:
-            raise CentralError(f"{path}: cannot keep the attachment: {err.strerror or err}") from err
+            write_once(path, data)  # False: the same bytes, kept by a concurrent upload
+        except (OSError, StorageFault) as err:
+            raise CentralError(f"{path}: cannot keep the attachment: {err}") from err
         return digest
 
     def read_attachment(self, device: str, session: str, sha256: str) -> bytes:

@@ -32,21 +32,44 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def _write_synced(path: Path, data: bytes, mode: int, flags: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_synced(tmp, data, mode, os.O_TRUNC)
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except OSError as err:
         raise StorageFault(f"could not commit {path}: {err.strerror or err}") from err
+
+
+def write_once(path: Path, data: bytes, mode: int = 0o640) -> bool:
+    """Commit `data` at `path` unless a file is there already, which is never replaced (write-once): a
+    temporary file, flushed, then linked to its name (a link fails where a rename would replace), the folder
+    flushed. False if `path` existed."""
+    tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+    try:
+        _write_synced(tmp, data, mode, os.O_EXCL)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink()
+        fsync_dir(path.parent)
+    except OSError as err:
+        raise StorageFault(f"could not commit {path}: {err.strerror or err}") from err
+    return True
 
 
 def commit_rename(src: Path, dst: Path) -> None:

@@ -35,8 +35,7 @@ from central.store import FileStore
 from evidence import standalone
 from evidence.audit import AuditRecord
 from evidence.canonical import canonical
-from evidence.entry import CLOSE, Entry, Opening, parse_entry, unsealed
-from evidence.errors import MalformedEntry
+from evidence.entry import CLOSE, Entry, Opening, unsealed
 from evidence.merkle import inclusion_proof
 from evidence.package import (
     ENROLLMENT,
@@ -84,18 +83,6 @@ class Exported:
     manifest_sha256: str
     seconds: float
     record_seq: int
-
-
-def _ledger(store: FileStore, device: str, session: str) -> list[Entry]:
-    files = store.session_files(device, session)
-    entries = []
-    for seq in files.entry_seqs():
-        try:
-            entries.append(parse_entry(files.read_entry(seq)))
-        except (OSError, MalformedEntry) as err:
-            raise CentralError(f"entry {seq} of {device}/{session} cannot be read ({err}): the session is not whole "
-                               "and is not exported; run `recorder central sweep`") from err
-    return entries
 
 
 def _judge(entries: Sequence[Entry], trusted_key: str | None) -> None:
@@ -211,7 +198,11 @@ def export_session(store: FileStore, registers: Registers, central_key: X25519Pr
     audit, and return where the image is. `approval` says who approved it (kept in the manifest)."""
     started = time.monotonic()
     sign, signing_public_b64 = registers.audit.sign, registers.audit.public_key_b64
-    entries = _ledger(store, device, session)
+    try:
+        entries = store.entries(device, session)
+    except CentralError as err:
+        raise CentralError(f"{err}: the session is not whole and is not exported; run `recorder central sweep`") \
+            from err
     if not entries or entries[-1].closing is None:
         raise CentralError(f"{device}/{session} has no closing entry yet: a session is exported once it is whole")
     trusted = store.session_key(device, session)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseRedirect
 from django.utils import timezone
 
 from central.index import Query, SessionRow
@@ -107,6 +107,14 @@ def find_session(person: Who, device: str, session: str) -> SessionRow | None:
         return None
     rows = services().index.sessions(visible_query(person, Query(device=device, session=session)))
     return rows[0] if rows else None
+
+
+def session_or_404(person: Who, device: str, session: str) -> SessionRow:
+    """The session, if this person may see it; else 404, the same for one that does not exist."""
+    row = find_session(person, device, session)
+    if row is None:
+        raise Http404("no such session, or not one you may see")
+    return row
 
 
 def current_approval(person: Who, device: str, session: str,

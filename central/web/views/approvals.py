@@ -6,13 +6,13 @@ from __future__ import annotations
 from django import forms
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseRedirect
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from central.web import roles
-from central.web.access import approval_expiry, audit, find_session, who
+from central.web.access import approval_expiry, audit, session_or_404, who
 from central.web.models import AccessRequest
 from central.web.timefmt import local
 
@@ -29,9 +29,7 @@ class DecideForm(forms.Form):
 @require_POST
 def request_view(request: HttpRequest, device: str, session: str) -> HttpResponse:
     person = who(request)
-    row = find_session(person, device, session)
-    if row is None:
-        raise Http404("no such session, or not one you may see")
+    row = session_or_404(person, device, session)
     form = RequestForm(request.POST)
     if not form.is_valid() or not form.cleaned_data["reason"].strip():
         return HttpResponse("give a reason for viewing this session", status=400)

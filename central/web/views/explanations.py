@@ -31,7 +31,7 @@ from central.explanation import (
 from central.index import SessionRow
 from central.register import Actor
 from central.web import roles
-from central.web.access import Who, audit, find_session, who
+from central.web.access import Who, audit, session_or_404, who
 from central.web.services import services
 from central.web.timefmt import local, zone_name
 from central.web.views.accounts import confirm_password
@@ -63,13 +63,6 @@ def session_explanations(person: Who, device: str, session: str, unit: str) -> l
              "signers": [", ".join(e.signers) for e in s.complete],
              "may_sign": roles.may_sign_explanation(person.role, person.unit, unit)}
             for s in _states(device, session)]
-
-
-def _session(person: Who, device: str, session: str) -> SessionRow:
-    row = find_session(person, device, session)
-    if row is None:
-        raise Http404("no such session, or not one you may see")
-    return row
 
 
 def _state(device: str, session: str, key: str) -> ExplanationState:
@@ -137,7 +130,7 @@ def _length(request: HttpRequest) -> int:
 @csrf_protect
 def _explanation(request: HttpRequest, device: str, session: str, key: str) -> HttpResponse:
     person = who(request)
-    row = _session(person, device, session)
+    row = session_or_404(person, device, session)
     state = _state(device, session, key)
     if request.method == "GET":
         audit(request, "view", f"{device}/{session}", {"explanation": state.form.key}, actor=person)
@@ -200,7 +193,7 @@ def _scan(request: HttpRequest, person: Who, form: ExplanationForm) -> str:
 def scan_view(request: HttpRequest, device: str, session: str, sha256: str) -> HttpResponse:
     """A kept scan, to whoever may see the session."""
     person = who(request)
-    _session(person, device, session)
+    session_or_404(person, device, session)
     try:
         data, kind = explanations().read_scan(device, session, sha256)
     except CentralError as err:

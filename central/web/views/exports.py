@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from central.errors import CentralError
 from central.export.package import TimeRange, export_session
 from central.web import roles
-from central.web.access import Who, audit, current_approval, find_session, who
+from central.web.access import Who, audit, current_approval, session_or_404, who
 from central.web.models import AccessRequest
 from central.web.services import services
 from central.web.timefmt import local
@@ -47,9 +47,7 @@ def session_context(person: Who, device: str, session: str) -> dict[str, Any]:
 @require_POST
 def request_view(request: HttpRequest, device: str, session: str) -> HttpResponse:
     person = who(request)
-    row = find_session(person, device, session)
-    if row is None:
-        raise Http404("no such session, or not one you may see")
+    row = session_or_404(person, device, session)
     if not roles.may_export(person.role):
         return HttpResponseForbidden("evidence packages are made by the legal office")
     form = ExportRequestForm(request.POST)
@@ -77,8 +75,7 @@ def request_view(request: HttpRequest, device: str, session: str) -> HttpRespons
 @require_POST
 def build_view(request: HttpRequest, device: str, session: str) -> HttpResponse:
     person = who(request)
-    if find_session(person, device, session) is None:
-        raise Http404("no such session, or not one you may see")
+    session_or_404(person, device, session)
     if not roles.may_export(person.role):
         return HttpResponseForbidden("evidence packages are made by the legal office")
     approval = current_approval(person, device, session, AccessRequest.EXPORT)
@@ -102,8 +99,7 @@ def build_view(request: HttpRequest, device: str, session: str) -> HttpResponse:
 def download_view(request: HttpRequest, device: str, session: str, image: str) -> HttpResponse | FileResponse:
     """A kept package, to the legal office (who burns it to disc); audited."""
     person = who(request)
-    if find_session(person, device, session) is None:
-        raise Http404("no such session, or not one you may see")
+    session_or_404(person, device, session)
     if not roles.may_export(person.role):
         return HttpResponseForbidden("evidence packages are handed out by the legal office")
     if current_approval(person, device, session, AccessRequest.EXPORT) is None:

@@ -11,7 +11,7 @@ import io
 from typing import Any
 
 from django import forms
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseRedirect
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -21,7 +21,7 @@ from central.errors import CentralError
 from central.index import Query
 from central.register import Actor
 from central.web import roles
-from central.web.access import Who, audit, find_session, visible_query, who
+from central.web.access import Who, audit, session_or_404, visible_query, who
 from central.web.services import services
 from central.web.timefmt import local, zone_name
 from central.web.views.accounts import confirm_password
@@ -106,8 +106,7 @@ class DecisionForm(forms.Form):
 @require_POST
 def decide_view(request: HttpRequest, device: str, session: str) -> HttpResponse:
     person = who(request)
-    if find_session(person, device, session) is None:
-        raise Http404("no such session, or not one you may see")
+    session_or_404(person, device, session)
     form = DecisionForm(request.POST)
     if not form.is_valid():
         return refused(request, device, session, "the form is incomplete: " + "; ".join(
@@ -149,15 +148,24 @@ def _report_rows(person: Who, state: str) -> list[retention.ReportRow]:
     return found
 
 
-@require_GET
-def report_view(request: HttpRequest) -> HttpResponse:
+def _report(request: HttpRequest, target: str) -> tuple[Who, str, list[retention.ReportRow]] | HttpResponse:
+    """Who asks, the state they filter by and the report's rows, audited; or the refusal."""
     person = who(request)
     if not roles.may_see_retention(person.role):
         return HttpResponseForbidden("the retention report is for records keepers, the legal office, supervisors "
                                      "and administrators")
     state = request.GET.get("state", "")
     rows = _report_rows(person, state)
-    audit(request, "retention_report", "", {"state": state, "found": len(rows)}, actor=person)
+    audit(request, "retention_report", target, {"state": state, "found": len(rows)}, actor=person)
+    return person, state, rows
+
+
+@require_GET
+def report_view(request: HttpRequest) -> HttpResponse:
+    got = _report(request, "")
+    if isinstance(got, HttpResponse):
+        return got
+    person, state, rows = got
     shown = [{**r.as_json(), "label": retention.LABELS[r.cls], "expires": local(r.expires) if r.expires else "",
               "expired": r.state.endswith("expired")} for r in rows[:1000]]
     return render(request, "web/retention.html", {"rows": shown, "total": len(rows), "state": state,
@@ -166,13 +174,10 @@ def report_view(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def report_csv_view(request: HttpRequest) -> HttpResponse:
-    person = who(request)
-    if not roles.may_see_retention(person.role):
-        return HttpResponseForbidden("the retention report is for records keepers, the legal office, supervisors "
-                                     "and administrators")
-    state = request.GET.get("state", "")
-    rows = _report_rows(person, state)
-    audit(request, "retention_report", "retention.csv", {"state": state, "found": len(rows)}, actor=person)
+    got = _report(request, "retention.csv")
+    if isinstance(got, HttpResponse):
+        return got
+    rows = got[2]
     out = io.StringIO()
     writer = csv.writer(out)
     fields = ("device", "session", "unit", "room", "opened_at", "class", "case", "hold", "kept_since", "expires",
@@ -195,9 +200,7 @@ class RemoveForm(forms.Form):
 def remove_view(request: HttpRequest, device: str, session: str) -> HttpResponse:
     """The records keeper's confirmation: the session typed again and their own password."""
     person = who(request)
-    row = find_session(person, device, session)
-    if row is None:
-        raise Http404("no such session, or not one you may see")
+    row = session_or_404(person, device, session)
     if not roles.may_remove(person.role):
         return HttpResponseForbidden("only the records keeper removes an expired session's recordings")
     svc = services()

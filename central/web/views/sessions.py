@@ -14,7 +14,6 @@ from typing import Any
 
 from django import forms
 from django.http import (
-    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseForbidden,
@@ -32,9 +31,9 @@ from central.web.access import (
     Who,
     audit,
     current_approval,
-    find_session,
     may_view,
     page_number,
+    session_or_404,
     visible_query,
     who,
 )
@@ -125,17 +124,10 @@ def search_view(request: HttpRequest) -> HttpResponse:
                                                "zone": zone_name()})
 
 
-def _session(person: Who, device: str, session: str) -> SessionRow:
-    row = find_session(person, device, session)
-    if row is None:
-        raise Http404("no such session, or not one you may see")
-    return row
-
-
 @require_GET
 def session_view(request: HttpRequest, device: str, session: str) -> HttpResponse:
     person = who(request)
-    row = _session(person, device, session)
+    row = session_or_404(person, device, session)
     svc = services()
     allowed = may_view(person, device, session)
     context: dict[str, Any] = {"row": _row(row, dt.datetime.now(dt.UTC)), "allowed": allowed,
@@ -169,8 +161,7 @@ def session_view(request: HttpRequest, device: str, session: str) -> HttpRespons
 def _viewer(request: HttpRequest, device: str, session: str) -> tuple[Who, Ledger] | HttpResponse:
     """The person and the session's ledger, if they may see its content now; else the 403 or 404."""
     person = who(request)
-    if find_session(person, device, session) is None:
-        raise Http404("no such session, or not one you may see")
+    session_or_404(person, device, session)
     if not may_view(person, device, session):
         return HttpResponseForbidden("viewing this session needs a current approval: ask for one on its page")
     svc = services()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -71,3 +72,10 @@ def site(recorded: RecordedSession, tmp_path_factory: pytest.TempPathFactory) ->
         yield Site(server, recorded, unit)
     finally:
         server.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium through Playwright, one per test module."""
+    with rig_mod.chromium() as b:
+        yield b

@@ -6,24 +6,20 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
-import pytest
-
-from firmware_py import rig as rig_mod
 from tests.central.web.conftest import ACCOUNTS, PASSWORD, Site
 
 H264 = 'video/mp4; codecs="avc1.42E01E"'
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with rig_mod.chromium() as b:
-        yield b
+class Served(Protocol):
+    @property
+    def url(self) -> str: ...
 
 
-def logged_in(browser: Any, site: Site, username: str) -> Any:
+def logged_in(browser: Any, site: Served, username: str) -> Any:
+    """A new browser context logged in as `username` on the server at `site.url`."""
     page = browser.new_context().new_page()
     page.goto(site.url + "/")
     page.fill("#id_username", username)

@@ -25,6 +25,7 @@ from firmware_py import rig as rig_mod
 from mqtt.broker import free_port
 from tests.central.test_explanation import ACCOUNT, PDF, UNIT, forge_cannot_continue
 from tests.central.web.conftest import ACCOUNTS, PASSWORD, make_accounts
+from tests.central.web.test_browser import logged_in
 
 OFFICER, SUPERVISOR, OUTSIDER = ACCOUNTS["viewer"][0], ACCOUNTS["supervisor"][0], ACCOUNTS["outsider"][0]
 
@@ -58,23 +59,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield Served(server.url, central, FileStore(Path(central.receiver.store_dir)), forged.device, forged.session)
     finally:
         server.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with rig_mod.chromium() as b:
-        yield b
-
-
-def logged_in(browser: Any, served: Served, username: str) -> Any:
-    page = browser.new_context().new_page()
-    page.goto(served.url + "/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("#login")
-    page.wait_for_load_state()
-    assert "/login/" not in page.url, page.content()[:500]
-    return page
 
 
 def open_form(page: Any, served: Served) -> None:

@@ -58,19 +58,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             rig.close()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with rig_mod.chromium() as b:
-        yield b
-
-
 def test_a_session_plays_live_and_carries_on_when_it_closes__ACCESS(live: Live, browser: Any) -> None:
     rig = live.rig
     rig.tap(ButtonName.START)
     rig.wait_state(State.RECORDING)
     session = rig.service.controller.session_id
     assert session is not None
-    supervisor = logged_in(browser, live, "监看员")  # type: ignore[arg-type]
+    supervisor = logged_in(browser, live, "监看员")
     client = WebClient(live.url)
     client.login("监看员", PASSWORD)
     manifest = f"/s/{rig.config.device.id}/{session}/play.json"
@@ -97,7 +91,7 @@ def test_a_session_plays_live_and_carries_on_when_it_closes__ACCESS(live: Live, 
 def test_the_fleet_page_and_an_alert_on_every_page_until_acknowledged__FAULT(live: Live, browser: Any) -> None:
     rig = live.rig
     device = rig.config.device.id
-    technician = logged_in(browser, live, "技术员")  # type: ignore[arg-type]
+    technician = logged_in(browser, live, "技术员")
     assert technician.url.endswith("/fleet/")
     row = technician.inner_text("#fleet tbody")
     assert device in row and "online" in row
@@ -112,7 +106,7 @@ def test_the_fleet_page_and_an_alert_on_every_page_until_acknowledged__FAULT(liv
         return bool(technician.locator("#urgent li.urgent-alert").count() == 1)
 
     assert wait_until(banner_shows, 15)
-    supervisor = logged_in(browser, live, "监看员")  # type: ignore[arg-type]
+    supervisor = logged_in(browser, live, "监看员")
     assert "recording could not continue" in supervisor.inner_text("#urgent")
 
     technician.locator("#alerts input[name=note]").fill("已通知单位负责人 head of unit told")
