@@ -110,6 +110,14 @@ class Kept:
         last = self.history[-1]
         return last if last.change == CANCELLED else None
 
+    def state(self, now: dt.datetime) -> str:
+        """`cancelled`, `over`, `under way` or `booked`."""
+        if self.cancelled is not None:
+            return "cancelled"
+        if self.booking.end <= now:
+            return "over"
+        return "under way" if self.booking.start <= now else "booked"
+
     @property
     def made(self) -> Step:
         return self.history[0]

@@ -544,16 +544,9 @@ def _room_json(room: RoomBookings, kept_all: bool, now: dt.datetime, held: Any) 
     return {"device": room.device, "serial": room.serial,
             "issued": None if found is None else found.issued.isoformat(timespec="seconds"),
             "device_holds": held,
-            "bookings": [{**k.booking.as_json(), "state": _state(k, now), "history": [s.as_json() for s in k.history]}
+            "bookings": [{**k.booking.as_json(), "state": k.state(now), "history": [s.as_json() for s in k.history]}
                          for k in room.bookings if kept_all or k.pending(now)]}
 
-
-def _state(kept: Any, now: dt.datetime) -> str:
-    if kept.cancelled is not None:
-        return "cancelled"
-    if kept.booking.end <= now:
-        return "over"
-    return "under way" if kept.booking.start <= now else "booked"
 
 
 def _held_serial(status: Any) -> int | None:
@@ -601,7 +594,7 @@ def cmd_bookings(args: argparse.Namespace) -> int:
             b = k.booking
             table.append([b.id, str(b.version), _clock(b.start, zone), _clock(b.end, zone), b.case or "-",
                           b.matter or "-", b.act or "-", b.retention, "yes" if b.auto_start else "no",
-                          _state(k, now) + (f" by {k.cancelled.by}" if k.cancelled else ""), k.made.by])
+                          k.state(now) + (f" by {k.cancelled.by}" if k.cancelled else ""), k.made.by])
         if len(table) == 1:
             print("  nothing booked that is not over (--all lists every booking)")
         else:

@@ -698,7 +698,7 @@ class FileStore(CentralStore):
         try:
             for level in (folder.parent.parent, folder.parent, folder):
                 if not level.is_dir():
-                    level.mkdir(mode=0o750)
+                    level.mkdir(mode=0o750, exist_ok=True)  # another export may make it too
                     fsync_dir(level.parent)
         except OSError as err:
             raise CentralError(f"{folder}: cannot make the exports folder: {err.strerror or err}") from err

@@ -63,13 +63,6 @@ def _hm(when: dt.datetime, day: dt.date, clock: str = "%H:%M") -> str:
     return local.strftime(clock) if local.date() == day else local.strftime(f"%Y-%m-%d {clock}")
 
 
-def _state(kept: Kept, now: dt.datetime) -> str:
-    if kept.cancelled is not None:
-        return "cancelled"
-    if kept.booking.end <= now:
-        return "over"
-    return "under way" if kept.booking.start <= now else "booked"
-
 
 def _x(when: dt.datetime, start: dt.datetime, end: dt.datetime) -> float:
     span = (end - start).total_seconds()
@@ -122,7 +115,7 @@ def _room_context(person: Who, day: RoomDay, start: dt.datetime, end: dt.datetim
         "parties": "、".join(k.booking.parties),
         "officers": "、".join(f"{o.name} {o.certificate}" for o in k.booking.officers),
         "retention": LABELS[k.booking.retention], "auto_start": k.booking.auto_start,
-        "state": STATES[_state(k, now)], "cancelled": k.cancelled is not None,
+        "state": STATES[k.state(now)], "cancelled": k.cancelled is not None,
         "open": k.cancelled is None and k.booking.end > now,
         "sessions": day.matched.get(k.booking.id, ()), "made_by": k.made.by,
     } for k in day.bookings]
@@ -233,7 +226,7 @@ def _form_page(request: HttpRequest, person: Who, room: Room, values: dict[str, 
     return render(request, "web/booking.html", {
         "room": room, "v": values, "kept": kept, "history": history, "error": error, "zone": zone_name(),
         "classes": [(c, LABELS[c]) for c in RETENTION_CLASSES],
-        "state": STATES[_state(kept, now)] if kept is not None else "",
+        "state": STATES[kept.state(now)] if kept is not None else "",
         "may_book": roles.may_book(person.role, person.unit, room.unit)
         and (kept is None or (kept.cancelled is None and kept.booking.end > now))}, status=status)
 
