@@ -17,7 +17,7 @@ from typing import Any
 from central.audit import AuditLog
 from central.errors import CentralError
 from central.store import CentralStore
-from evidence.audit import REGISTER, AuditCheck, AuditRecord
+from evidence.audit import REGISTER, REGISTER_ACTIONS, AuditCheck, AuditRecord
 
 
 class RegisterBroken(CentralError):
@@ -64,6 +64,16 @@ class Registers:
             raise RegisterBroken(f"{log.path}: the session's register does not hold ({why}); nothing is decided "
                                  "by it until it has been looked at (`recorder central sweep` lists it)")
         return records
+
+    def counts_in_audit(self) -> dict[str, int]:
+        """How many records each session's register had, as the audit's copies say (`register_seq` + 1 of the
+        last), by "<device>/<session>": a register cut short, or gone, still has its records counted there."""
+        counts: dict[str, int] = {}
+        for r in self.audit.records():
+            seq = r.detail.get("register_seq")
+            if r.action in REGISTER_ACTIONS and isinstance(seq, int) and not isinstance(seq, bool):
+                counts[r.target] = max(counts.get(r.target, 0), seq + 1)
+        return counts
 
     def check(self, device: str, session: str) -> AuditCheck:
         return self._log(device, session).check()

@@ -23,7 +23,7 @@ from typing import Any
 
 from central import retention
 from central.errors import CentralError
-from central.register import Registers
+from central.register import RegisterBroken, Registers
 from central.store import CentralStore
 from evidence.durable import atomic_write
 from evidence.rules import Problem
@@ -87,25 +87,33 @@ def broken_sessions(store: CentralStore) -> list[tuple[str, str, str]]:
     return _broken(judged_before(store))
 
 
-def _tombstone(registers: Registers | None, device: str, session: str) -> tuple[dict[str, tuple[str, int]], str]:
+def _tombstone(registers: Registers | None, device: str, session: str,
+               counted: int) -> tuple[dict[str, tuple[str, int]], str]:
     """The segment files the session's register says were removed after expiry, and what is wrong with the
-    register itself ("" if nothing). Without central's key the register cannot be trusted: nothing counts as
-    removed, and a removed session shows as broken."""
-    if registers is None or not registers.store.register_file(device, session, create=False).exists():
+    register itself ("" if nothing): it does not check, or it holds fewer records than the audit's copies of
+    them count (`counted`: a tail cut off, or the file gone). Without central's key the register cannot be
+    trusted: nothing counts as removed, and a removed session shows as broken."""
+    if registers is None:
         return {}, ""
-    check = registers.check(device, session)
-    if not check.ok:
-        return {}, "its register does not hold: " + "; ".join(check.problems)
-    removal = retention.disposition(registers.records(device, session)).removal
+    if not registers.store.register_file(device, session, create=False).exists():
+        return {}, f"its register is gone (the audit holds copies of {counted} records)" if counted else ""
+    try:
+        records = registers.records(device, session, checked=True)
+    except RegisterBroken as err:
+        return {}, str(err)
+    if len(records) < counted:
+        return {}, (f"its register holds {len(records)} records where the audit holds copies of {counted}: "
+                    "records were cut from its end")
+    removal = retention.disposition(records).removal
     if removal is None:
         return {}, ""
     return {f["file"]: (f["sha256"], f["bytes"]) for f in removal.detail["files"]}, ""
 
 
 def _judge(store: CentralStore, device: str, session: str, before: Judged | None, now: str,
-           registers: Registers | None) -> Judged:
+           registers: Registers | None, counted: int) -> Judged:
     files = store.session_files(device, session)
-    removed, register_problem = _tombstone(registers, device, session)
+    removed, register_problem = _tombstone(registers, device, session, counted)
     report = verify_session(files, store.session_key(device, session), removed=removed)
     # The verifier stops at the first break, so count the entries stored, not the ones it got through.
     entries = len(files.entry_seqs())
@@ -136,9 +144,10 @@ def sweep(store: CentralStore, beat: Beat | None = None, registers: Registers | 
     before = judged_before(store)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     found: dict[str, Judged] = {}
+    counted = registers.counts_in_audit() if registers is not None else {}
     for device, session in store.sessions():
         key = f"{device}/{session}"
-        found[key] = _judge(store, device, session, before.get(key), now, registers)
+        found[key] = _judge(store, device, session, before.get(key), now, registers, counted.get(key, 0))
         if marks is not None and found[key].state != BROKEN:
             marks.sync_marks(device, session)
         if beat is not None:

@@ -245,3 +245,21 @@ def test_a_forged_register_record_decides_nothing__NO_EDIT(kept: Kept) -> None:
     assert list((kept.store.session_dir(d, s) / layout.MEDIA).iterdir())
     with pytest.raises(CentralError, match="not a segment file"):
         kept.store.remove_originals(d, s, ["../entries/00000001.json"])
+
+
+def test_a_register_cut_short_or_gone_is_found_by_the_sweep__NO_EDIT(kept: Kept) -> None:
+    d, s = kept.device, kept.session
+    kept.retention.raise_class(d, s, RECORDS, EVIDENCE, "used as evidence")
+    kept.retention.set_hold(d, s, LEGAL, True, "诉讼保全")
+    register = kept.store.register_file(d, s)
+    whole = register.read_bytes()
+    assert sweep(kept.store, registers=kept.retention.registers).broken == []
+    # Dropping the hold from the end leaves a chain that holds: only the audit's copies show it.
+    register.write_bytes(whole.splitlines(keepends=True)[0])
+    [(_, _, problem)] = sweep(kept.store, registers=kept.retention.registers).broken
+    assert "cut from its end" in problem
+    register.unlink()
+    [(_, _, problem)] = sweep(kept.store, registers=kept.retention.registers).broken
+    assert "register is gone" in problem
+    register.write_bytes(whole)
+    assert sweep(kept.store, registers=kept.retention.registers).broken == []
