@@ -30,6 +30,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from central.errors import CentralError
+from central.localtime import in_zone
 from central.register import Actor, Registers
 from central.store import CentralStore
 from evidence.alert import CANNOT_CONTINUE, NOT_RESUMED, Alert
@@ -229,16 +230,6 @@ class ExplanationState:
         return STATES[self.state]
 
 
-def _local(text: str, zone: dt.tzinfo) -> str:
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return text
-    if when.tzinfo is None:
-        return when.isoformat(sep=" ", timespec="seconds")
-    return when.astimezone(zone).isoformat(sep=" ", timespec="seconds")
-
-
 def _instant(text: str) -> dt.datetime | None:
     try:
         when = dt.datetime.fromisoformat(text)
@@ -296,10 +287,10 @@ def prefill(entries: Sequence[Entry], opening: Opening | None, alerts: Sequence[
         detail = _joined(*(a.detail for a in told), str(stopped.body.get("reason", "")) if stopped else "",
                          str(entry.body.get("detail", "")))
         forms.append(_form(entries, opening, told, zone, entry.seq, kind, entry.interruption.cause, detail,
-                           _local(began[entry.seq], zone), attempts, closing))
+                           in_zone(began[entry.seq], zone), attempts, closing))
     for alert in loose:
         forms.append(_form(entries, opening, [alert], zone, None, alert.kind, alert.cause, alert.detail,
-                           _local(alert.interrupted_at, zone), alert.attempts, closing))
+                           in_zone(alert.interrupted_at, zone), alert.attempts, closing))
     return forms
 
 
@@ -326,7 +317,7 @@ def _form(entries: Sequence[Entry], opening: Opening | None, alerts: Sequence[Al
         unit=text("unit"), room=text("room"), location=text("location"), case=text("case"), matter=text("matter"),
         officers=tuple(officers), interruption=seq, alerts=tuple(a.id for a in alerts), kind=kind, cause=cause,
         detail=detail, interrupted_at=interrupted_at,
-        opened_at=_local(entries[0].time, zone) if entries else "", attempts=attempts, segments=len(before),
+        opened_at=in_zone(entries[0].time, zone) if entries else "", attempts=attempts, segments=len(before),
         recorded_ns=sum(s.end - s.start_ns for s in before), closed=close)
 
 

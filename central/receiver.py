@@ -280,8 +280,9 @@ class Receiver:
                     published[device] = state
 
     def _publish_set(self, device: str, enrolled: bool) -> bool:
-        """Publish the device's newest set (or clear it, for a room no longer enrolled); False (logged) if there is
-        nothing that may be published: a damaged record is not looked at again until it changes."""
+        """Publish the device's newest set (or clear it, for a room no longer enrolled). True once the change is
+        dealt with: published, or nothing there may be published (a damaged record is logged, and not looked at
+        again until it changes); False to try again at the next look."""
         if enrolled:
             try:
                 data = latest_set(self.store, device)

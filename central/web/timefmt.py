@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from central.localtime import in_zone
 from central.web.services import services
 
 
@@ -17,19 +18,7 @@ def zone_name() -> str:
 
 def local(when: dt.datetime | float | str | None) -> str:
     """`when` in the agency's zone, to the second, with its offset ('' for None)."""
-    if when is None or when == "":
-        return ""
-    if isinstance(when, float | int):
-        when = dt.datetime.fromtimestamp(when, dt.UTC)
-    elif isinstance(when, str):
-        try:
-            parsed = dt.datetime.fromisoformat(when)
-        except ValueError:
-            return when
-        if parsed.tzinfo is None:
-            return parsed.isoformat(sep=" ", timespec="seconds")
-        when = parsed
-    return when.astimezone(zone()).isoformat(sep=" ", timespec="seconds")
+    return in_zone(when, zone())
 
 
 def entered(text: str) -> dt.datetime | None:
